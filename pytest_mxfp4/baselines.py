@@ -1,0 +1,214 @@
+"""Baseline store: reviewable YAML, one file per (hardware key, model, server
+config), written atomically, with a bounded history of past runs.
+
+    baselines/<hardware-key>/<model-slug>/<server>.yaml
+
+A metric holds either raw `samples` or, where only a summary is known (e.g.
+numbers copied from the results page), `mean`/`stdev`/`n`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import BaselineError
+from .stats import BaselineStats, StatsError, Summary
+
+SCHEMA = 1
+HISTORY_LIMIT = 30
+
+
+def model_slug(model: str) -> str:
+    """'openai/gpt-oss-120b' -> 'openai--gpt-oss-120b'; a local path -> its last part."""
+    p = model.rstrip("/")
+    if p.startswith(("/", ".")) or os.sep in p and Path(p).exists():
+        p = Path(p).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", p).strip("-") or "model"
+
+
+@dataclass
+class HistoryEntry:
+    date: str
+    mean: float
+    stdev: float
+    n: int
+
+    @property
+    def cv(self) -> float:
+        return self.stdev / abs(self.mean) if self.mean else 0.0
+
+
+@dataclass
+class MetricBaseline:
+    unit: str
+    mean: float
+    stdev: float
+    n: int
+    samples: list[float] | None = None
+    history: list[HistoryEntry] = field(default_factory=list)
+
+    def stats(self) -> BaselineStats:
+        cvs = tuple(h.cv for h in self.history)
+        if self.samples:
+            return BaselineStats.from_samples(self.samples, history_cv=cvs)
+        return BaselineStats.from_summary(self.mean, self.stdev, self.n, history_cv=cvs)
+
+
+@dataclass
+class BaselineFile:
+    hardware_key: str
+    model: str
+    server: str
+    metrics: dict[str, MetricBaseline] = field(default_factory=dict)  # "tg32/tg_tps" -> ...
+    engine: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    updated: str = ""
+    source: str = ""  # e.g. "results page 2026-01-09 (summary only)"
+
+
+class BaselineStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, hardware_key: str, model: str, server: str) -> Path:
+        return self.root / hardware_key / model_slug(model) / f"{server}.yaml"
+
+    def load(self, hardware_key: str, model: str, server: str) -> BaselineFile | None:
+        path = self.path(hardware_key, model, server)
+        if not path.exists():
+            return None
+        return read_baseline(path)
+
+    def save(self, bf: BaselineFile) -> Path:
+        path = self.path(bf.hardware_key, bf.model, bf.server)
+        write_atomic(path, yaml.safe_dump(to_yaml(bf), sort_keys=False, allow_unicode=True, width=100))
+        return path
+
+    def update(self, hardware_key: str, model: str, server: str, measured: dict[str, tuple[str, list[float]]],
+               engine: dict, environment: dict) -> Path:
+        """Replace metrics measured now (keeping others), append each to its history."""
+        bf = self.load(hardware_key, model, server) or BaselineFile(hardware_key, model, server)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for key, (unit, samples) in measured.items():
+            s = Summary.from_samples(samples, metric=key)
+            old = bf.metrics.get(key)
+            history = (old.history if old else []) + [HistoryEntry(now, s.mean, s.stdev, s.n)]
+            bf.metrics[key] = MetricBaseline(unit, s.mean, s.stdev, s.n, list(samples), history[-HISTORY_LIMIT:])
+        bf.engine, bf.environment, bf.updated, bf.source = engine, environment, now, "measured"
+        return self.save(bf)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temp file in the same directory and rename: a crash never
+    leaves a half-written baseline."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _num(v: float) -> float:
+    return float(f"{v:.6g}")
+
+
+def to_yaml(bf: BaselineFile) -> dict:
+    metrics = {}
+    for key, m in bf.metrics.items():
+        d: dict[str, Any] = {"unit": m.unit, "mean": _num(m.mean), "stdev": _num(m.stdev), "n": m.n}
+        if m.samples:
+            d["samples"] = [_num(x) for x in m.samples]
+        if m.history:
+            d["history"] = [{"date": h.date, "mean": _num(h.mean), "stdev": _num(h.stdev), "n": h.n} for h in m.history]
+        metrics[key] = d
+    out: dict[str, Any] = {
+        "schema": SCHEMA,
+        "hardware_key": bf.hardware_key,
+        "model": bf.model,
+        "server": bf.server,
+        "updated": bf.updated,
+    }
+    if bf.source:
+        out["source"] = bf.source
+    out["engine"] = bf.engine
+    out["metrics"] = metrics
+    out["environment"] = bf.environment
+    return out
+
+
+def read_baseline(path: Path) -> BaselineFile:
+    def bad(where: str, msg: str) -> BaselineError:
+        return BaselineError(f"{path}: {where}: {msg}. Fix the file or delete it and rerun with --perf-update-baselines.")
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise bad(f"line {mark.line + 1}" if mark else "(file)", f"not valid YAML ({getattr(e, 'problem', e)})") from None
+    except OSError as e:
+        raise bad("(file)", f"cannot read ({e.strerror})") from None
+    if not isinstance(data, dict):
+        raise bad("(top level)", "expected a mapping")
+    if data.get("schema") != SCHEMA:
+        raise bad("schema", f"expected {SCHEMA}, got {data.get('schema')!r}")
+    for req in ("hardware_key", "model", "server", "metrics"):
+        if req not in data:
+            raise bad(req, "required field missing")
+    if not isinstance(data["metrics"], dict):
+        raise bad("metrics", "expected a mapping of 'case/metric' -> {mean, stdev, n} or {samples}")
+    metrics = {}
+    for key, m in data["metrics"].items():
+        where = f"metrics.{key}"
+        if not isinstance(m, dict):
+            raise bad(where, "expected a mapping")
+        samples = m.get("samples")
+        if samples is not None:
+            if not isinstance(samples, list) or not samples or not all(_finite(x) for x in samples):
+                raise bad(f"{where}.samples", "expected a non-empty list of finite numbers")
+            s = Summary.from_samples([float(x) for x in samples], metric=key)
+            mean, stdev, n = s.mean, s.stdev, s.n
+        else:
+            for f in ("mean", "stdev", "n"):
+                if f not in m:
+                    raise bad(f"{where}.{f}", "required when no samples are given")
+            mean, stdev, n = m["mean"], m["stdev"], m["n"]
+            if not _finite(mean) or not _finite(stdev) or stdev < 0:
+                raise bad(where, f"mean/stdev must be finite numbers, stdev >= 0 (got {mean!r}, {stdev!r})")
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise bad(f"{where}.n", f"expected a positive integer, got {n!r}")
+        history = []
+        for i, h in enumerate(m.get("history") or []):
+            try:
+                history.append(HistoryEntry(str(h["date"]), float(h["mean"]), float(h["stdev"]), int(h["n"])))
+            except (KeyError, TypeError, ValueError):
+                raise bad(f"{where}.history[{i}]", "expected {date, mean, stdev, n}") from None
+        metrics[str(key)] = MetricBaseline(str(m.get("unit", "")), float(mean), float(stdev), int(n),
+                                           [float(x) for x in samples] if samples else None, history)
+    return BaselineFile(
+        hardware_key=str(data["hardware_key"]), model=str(data["model"]), server=str(data["server"]),
+        metrics=metrics, engine=data.get("engine") or {}, environment=data.get("environment") or {},
+        updated=str(data.get("updated", "")), source=str(data.get("source", "")),
+    )
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+__all__ = ["BaselineStore", "BaselineFile", "MetricBaseline", "HistoryEntry", "read_baseline", "write_atomic",
+           "model_slug", "StatsError"]

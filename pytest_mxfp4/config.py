@@ -1,0 +1,488 @@
+"""Matrix file (YAML) -> typed, validated objects.
+
+Every validation error names the file and the dotted field path, says what
+was expected and what was found, so a user never needs a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+ENGINES = ("vllm", "openai")
+RUNNERS = ("process", "docker", "external")
+APIS = ("completions", "chat")
+GATE_POLICIES = ("fail", "warn", "off")
+LATENCY_MODES = ("api", "generation", "none")
+ACCELERATORS = ("cpu", "nvidia", "any")
+
+# Metric names per workload kind. The first one is the case's primary metric,
+# the one a bare case id ("tg32") refers to in `gates` and `targets`.
+PREFILL_METRICS = ("pp_tps", "ttfr_ms", "est_ppt_ms", "e2e_ttft_ms")
+DECODE_METRICS = ("tg_tps", "e2e_ttft_ms")
+METRIC_UNITS = {
+    "pp_tps": "tok/s",
+    "tg_tps": "tok/s",
+    "ttfr_ms": "ms",
+    "est_ppt_ms": "ms",
+    "e2e_ttft_ms": "ms",
+}
+# Direction: True where bigger is better.
+HIGHER_IS_BETTER = {
+    "pp_tps": True,
+    "tg_tps": True,
+    "ttfr_ms": False,
+    "est_ppt_ms": False,
+    "e2e_ttft_ms": False,
+}
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What hardware a server config needs. A machine skips what it can't run."""
+
+    accelerator: str = "any"  # cpu | nvidia | any
+    sm: str | None = None  # e.g. "12.1" for GB10; None = any compute capability
+    min_gpus: int = 0
+
+    def describe(self) -> str:
+        if self.accelerator == "nvidia":
+            sm = f" SM {self.sm}" if self.sm else ""
+            n = f" x{self.min_gpus}" if self.min_gpus > 1 else ""
+            return f"NVIDIA GPU{sm}{n}"
+        return self.accelerator
+
+
+@dataclass(frozen=True)
+class DockerSpec:
+    """How to run a server config as a container (step 2)."""
+
+    image: str
+    gpus: str | int | None = None  # "all", a count, or None (CPU)
+    shm_size: str | None = "1g"
+    ipc_mode: str | None = None
+    cpus: float | None = None  # CPU budget; leaves the client room on small boxes
+    volumes: dict[str, str] = field(default_factory=dict)  # host -> "container[:ro]"
+    network: str = "host"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str
+    engine: str = "vllm"
+    runner: str = "process"
+    model: str = ""
+    served_model_name: str | None = None
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    health_path: str = "/health"
+    startup_timeout_s: float = 600.0
+    requires: Requirements = Requirements()
+    api: str = "completions"
+    base_url: str | None = None  # runner "external"
+    pending: str | None = None  # a results-page row without a known recipe yet
+    expect: dict[str, Any] = field(default_factory=dict)
+    docker: DockerSpec | None = None
+    description: str = ""
+    cpu_threads: int | None = None  # engine CPU budget for process runner (taskset)
+
+    @property
+    def model_name(self) -> str:
+        """The name requests must use for `model`."""
+        return self.served_model_name or self.model
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured workload: a prompt of `pp` tokens, `tg` generated tokens,
+    after `depth` tokens of context already in the KV cache."""
+
+    kind: str  # "prefill" | "decode"
+    pp: int
+    tg: int
+    depth: int = 0
+
+    @property
+    def id(self) -> str:
+        base = f"pp{self.pp}" if self.kind == "prefill" else f"tg{self.tg}"
+        return base if self.depth == 0 else f"{base}@d{self.depth}"
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return PREFILL_METRICS if self.kind == "prefill" else DECODE_METRICS
+
+    @property
+    def primary_metric(self) -> str:
+        return self.metrics[0]
+
+
+@dataclass(frozen=True)
+class Workloads:
+    cases: tuple[Case, ...]
+    runs: int = 5
+    warmup: int = 1
+    latency_mode: str = "api"
+    max_client_lag_ms: float = 50.0  # a sample whose client was held up longer is flagged
+    reset_prefix_cache: bool = True
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Per-metric policy. Keys: a case id ("tg32": its primary metric) or
+    "case/metric" ("pp2048/e2e_ttft_ms")."""
+
+    default: str = "warn"
+    rules: dict[str, str] = field(default_factory=lambda: {"tg32": "fail"})
+
+    def policy(self, case: Case, metric: str) -> str:
+        full = f"{case.id}/{metric}"
+        if full in self.rules:
+            return self.rules[full]
+        if metric == case.primary_metric and case.id in self.rules:
+            return self.rules[case.id]
+        return self.default
+
+
+@dataclass(frozen=True)
+class Target:
+    """A fixed reference number shown beside results (e.g. llama.cpp tg32)."""
+
+    engine: str
+    metric: str  # case id or case/metric
+    value: float
+    unit: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: Path
+    servers: tuple[ServerConfig, ...]
+    workloads: Workloads
+    gates: Gates
+    targets: tuple[Target, ...] = ()
+    name: str = ""
+
+    def server(self, name: str) -> ServerConfig:
+        for s in self.servers:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def targets_for(self, case: Case, metric: str) -> list[Target]:
+        keys = {f"{case.id}/{metric}"}
+        if metric == case.primary_metric:
+            keys.add(case.id)
+        return [t for t in self.targets if t.metric in keys]
+
+
+# --------------------------------------------------------------------------
+# Parsing
+
+
+class _Reader:
+    """Reads typed fields from a mapping and reports errors as file: a.b.c."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, where: str, msg: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {where}: {msg}")
+
+    def mapping(self, value: Any, where: str) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(where, f"expected a mapping, got {type(value).__name__} {value!r}")
+        return value
+
+    def check_keys(self, data: dict, allowed: set[str], where: str) -> None:
+        unknown = sorted(set(map(str, data)) - allowed)
+        if unknown:
+            raise self.fail(
+                f"{where}.{unknown[0]}" if where else unknown[0],
+                f"unknown field; allowed: {', '.join(sorted(allowed))}",
+            )
+
+    def string(self, value: Any, where: str, choices: tuple[str, ...] | None = None) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.fail(where, f"expected a string, got {value!r}")
+        s = str(value)
+        if choices and s not in choices:
+            raise self.fail(where, f"expected one of {', '.join(choices)}, got {s!r}")
+        return s
+
+    def number(self, value: Any, where: str, minimum: float | None = None, integer: bool = False) -> float:
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok:
+            kind = "an integer" if integer else "a number"
+            raise self.fail(where, f"expected {kind}, got {value!r}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise self.fail(where, f"expected a finite number, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise self.fail(where, f"must be >= {minimum:g}, got {value!r}")
+        return value
+
+    def int_list(self, value: Any, where: str, minimum: int = 1) -> tuple[int, ...]:
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise self.fail(where, "expected at least one value")
+        return tuple(int(self.number(v, f"{where}[{i}]", minimum, integer=True)) for i, v in enumerate(items))
+
+    def str_list(self, value: Any, where: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return tuple(value.split())
+        if not isinstance(value, list):
+            raise self.fail(where, f"expected a list of strings, got {value!r}")
+        return tuple(self.string(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+    def str_map(self, value: Any, where: str) -> dict[str, str]:
+        data = self.mapping(value, where)
+        out = {}
+        for k, v in data.items():
+            if v is None or isinstance(v, (dict, list)):
+                raise self.fail(f"{where}.{k}", f"expected a string value, got {v!r}")
+            out[str(k)] = str(v).lower() if isinstance(v, bool) else str(v)
+        return out
+
+
+_SERVER_KEYS = {
+    "engine", "runner", "model", "served_model_name", "command", "args", "env",
+    "health_path", "startup_timeout_s", "requires", "api", "base_url", "pending",
+    "expect", "docker", "description", "cpu_threads", "extends",
+}
+_DOCKER_KEYS = {"image", "gpus", "shm_size", "ipc_mode", "cpus", "volumes", "network"}
+_WORKLOAD_KEYS = {"prefill", "decode", "depth", "runs", "warmup", "latency_mode",
+                  "max_client_lag_ms", "reset_prefix_cache"}
+_TOP_KEYS = {"name", "defaults", "servers", "workloads", "gates", "targets"}
+
+
+def _requirements(r: _Reader, value: Any, where: str) -> Requirements:
+    if value is None:
+        return Requirements()
+    if isinstance(value, str):
+        return Requirements(accelerator=r.string(value, where, ACCELERATORS))
+    data = r.mapping(value, where)
+    r.check_keys(data, {"accelerator", "sm", "min_gpus"}, where)
+    acc = r.string(data.get("accelerator", "nvidia" if "sm" in data else "any"), f"{where}.accelerator", ACCELERATORS)
+    sm = data.get("sm")
+    if sm is not None:
+        sm = r.string(sm, f"{where}.sm")
+        if not re.fullmatch(r"\d+\.\d+", sm):
+            raise r.fail(f"{where}.sm", f"expected a compute capability like \"12.1\", got {sm!r}")
+    gpus = int(r.number(data.get("min_gpus", 1 if acc == "nvidia" else 0), f"{where}.min_gpus", 0, integer=True))
+    return Requirements(accelerator=acc, sm=sm, min_gpus=gpus)
+
+
+def _docker(r: _Reader, value: Any, where: str) -> DockerSpec | None:
+    if value is None:
+        return None
+    data = r.mapping(value, where)
+    r.check_keys(data, _DOCKER_KEYS, where)
+    if "image" not in data:
+        raise r.fail(f"{where}.image", "required: the image to run (build it first, see docker/)")
+    gpus = data.get("gpus")
+    if gpus is not None and gpus != "all":
+        gpus = int(r.number(gpus, f"{where}.gpus", 1, integer=True))
+    cpus = data.get("cpus")
+    return DockerSpec(
+        image=r.string(data["image"], f"{where}.image"),
+        gpus=gpus,
+        shm_size=None if data.get("shm_size") is None and "shm_size" in data else r.string(data.get("shm_size", "1g"), f"{where}.shm_size"),
+        ipc_mode=r.string(data["ipc_mode"], f"{where}.ipc_mode") if data.get("ipc_mode") else None,
+        cpus=float(r.number(cpus, f"{where}.cpus", 0.01)) if cpus is not None else None,
+        volumes=r.str_map(data.get("volumes"), f"{where}.volumes"),
+        network=r.string(data.get("network", "host"), f"{where}.network", ("host", "published")),
+    )
+
+
+def _server(r: _Reader, name: str, data: dict, defaults: dict) -> ServerConfig:
+    where = f"servers.{name}"
+    data = r.mapping(data, where)
+    r.check_keys(data, _SERVER_KEYS, where)
+    merged = {**defaults, **data}
+    # env merges key by key so a server can add one variable to the defaults
+    merged["env"] = {**r.mapping(defaults.get("env"), "defaults.env"), **r.mapping(data.get("env"), f"{where}.env")}
+    runner = r.string(merged.get("runner", "docker" if merged.get("docker") else "process"), f"{where}.runner", RUNNERS)
+    pending = merged.get("pending") if "pending" in data else None
+    pending = r.string(pending, f"{where}.pending") if pending is not None else None
+    model = r.string(merged.get("model", ""), f"{where}.model") if merged.get("model") is not None else ""
+    if not model and not pending:
+        raise r.fail(f"{where}.model", "required: the model path or name the server serves")
+    if runner == "external" and not merged.get("base_url") and not pending:
+        raise r.fail(f"{where}.base_url", "required for runner: external (e.g. http://127.0.0.1:8000)")
+    if runner == "process" and not merged.get("command") and not pending:
+        raise r.fail(f"{where}.command", "required for runner: process (the command that starts the server)")
+    docker = _docker(r, merged.get("docker"), f"{where}.docker")
+    if runner == "docker" and docker is None and not pending:
+        raise r.fail(f"{where}.docker", "required for runner: docker (at least docker.image)")
+    health = r.string(merged.get("health_path", "/health"), f"{where}.health_path")
+    if not health.startswith("/"):
+        raise r.fail(f"{where}.health_path", f"must start with '/', got {health!r}")
+    threads = merged.get("cpu_threads")
+    return ServerConfig(
+        name=name,
+        engine=r.string(merged.get("engine", "vllm"), f"{where}.engine", ENGINES),
+        runner=runner,
+        model=model,
+        served_model_name=r.string(merged["served_model_name"], f"{where}.served_model_name") if merged.get("served_model_name") else None,
+        command=r.str_list(merged.get("command"), f"{where}.command"),
+        args=r.str_list(merged.get("args"), f"{where}.args"),
+        env=r.str_map(merged["env"], f"{where}.env"),
+        health_path=health,
+        startup_timeout_s=float(r.number(merged.get("startup_timeout_s", 600), f"{where}.startup_timeout_s", 1)),
+        requires=_requirements(r, merged.get("requires"), f"{where}.requires"),
+        api=r.string(merged.get("api", "completions"), f"{where}.api", APIS),
+        base_url=r.string(merged["base_url"], f"{where}.base_url").rstrip("/") if merged.get("base_url") else None,
+        pending=pending,
+        expect=r.mapping(merged.get("expect"), f"{where}.expect"),
+        docker=docker,
+        description=r.string(merged.get("description", ""), f"{where}.description"),
+        cpu_threads=int(r.number(threads, f"{where}.cpu_threads", 1, integer=True)) if threads is not None else None,
+    )
+
+
+def _workloads(r: _Reader, value: Any) -> Workloads:
+    where = "workloads"
+    data = r.mapping(value, where)
+    if not data:
+        raise r.fail(where, "required: at least `prefill: {pp: [...]}` or `decode: {tg: [...]}`")
+    r.check_keys(data, _WORKLOAD_KEYS, where)
+    depths = r.int_list(data.get("depth", 0), f"{where}.depth", minimum=0)
+    cases: list[Case] = []
+    if "prefill" in data:
+        p = r.mapping(data["prefill"], f"{where}.prefill")
+        r.check_keys(p, {"pp", "tg"}, f"{where}.prefill")
+        if "pp" not in p:
+            raise r.fail(f"{where}.prefill.pp", "required: prompt lengths, e.g. [512, 2048]")
+        tg = int(r.number(p.get("tg", 1), f"{where}.prefill.tg", 1, integer=True))
+        for d in depths:
+            cases += [Case("prefill", pp, tg, d) for pp in r.int_list(p["pp"], f"{where}.prefill.pp")]
+    if "decode" in data:
+        dd = r.mapping(data["decode"], f"{where}.decode")
+        r.check_keys(dd, {"pp", "tg"}, f"{where}.decode")
+        if "tg" not in dd:
+            raise r.fail(f"{where}.decode.tg", "required: output lengths, e.g. [32, 128]")
+        pp = int(r.number(dd.get("pp", 512), f"{where}.decode.pp", 1, integer=True))
+        for d in depths:
+            cases += [Case("decode", pp, tg, d) for tg in r.int_list(dd["tg"], f"{where}.decode.tg", minimum=2)]
+    if not cases:
+        raise r.fail(where, "no cases: add `prefill: {pp: [...]}` or `decode: {tg: [...]}`")
+    return Workloads(
+        cases=tuple(cases),
+        runs=int(r.number(data.get("runs", 5), f"{where}.runs", 1, integer=True)),
+        warmup=int(r.number(data.get("warmup", 1), f"{where}.warmup", 0, integer=True)),
+        latency_mode=r.string(data.get("latency_mode", "api"), f"{where}.latency_mode", LATENCY_MODES),
+        max_client_lag_ms=float(r.number(data.get("max_client_lag_ms", 50), f"{where}.max_client_lag_ms", 0)),
+        reset_prefix_cache=bool(data.get("reset_prefix_cache", True)),
+    )
+
+
+def _gates(r: _Reader, value: Any, cases: tuple[Case, ...]) -> Gates:
+    data = r.mapping(value, "gates")
+    default = r.string(data.get("default", "warn"), "gates.default", GATE_POLICIES)
+    rules = {"tg32": "fail"}
+    explicit = {k: v for k, v in data.items() if k != "default"}
+    if explicit:
+        rules = {}
+    case_ids = {c.id for c in cases}
+    for key, pol in explicit.items():
+        key = str(key)
+        _check_metric_key(r, f"gates.{key}", key, cases, case_ids, allow_unknown_case=True)
+        rules[key] = r.string(pol, f"gates.{key}", GATE_POLICIES)
+    return Gates(default=default, rules=rules)
+
+
+def _check_metric_key(r: _Reader, where: str, key: str, cases, case_ids, allow_unknown_case: bool) -> None:
+    case_id, _, metric = key.partition("/")
+    if not re.fullmatch(r"(pp|tg)\d+(@d\d+)?", case_id):
+        raise r.fail(where, f"expected a case id like tg32 or pp2048 (optionally /metric), got {key!r}")
+    if metric:
+        allowed = PREFILL_METRICS if case_id.startswith("pp") else DECODE_METRICS
+        if metric not in allowed:
+            raise r.fail(where, f"unknown metric {metric!r} for {case_id}; allowed: {', '.join(allowed)}")
+
+
+def _targets(r: _Reader, value: Any, cases) -> tuple[Target, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise r.fail("targets", "expected a list of {engine, metric, value}")
+    out = []
+    for i, t in enumerate(value):
+        where = f"targets[{i}]"
+        t = r.mapping(t, where)
+        r.check_keys(t, {"engine", "metric", "value", "unit", "note"}, where)
+        for req in ("engine", "metric", "value"):
+            if req not in t:
+                raise r.fail(f"{where}.{req}", "required")
+        metric = r.string(t["metric"], f"{where}.metric")
+        _check_metric_key(r, f"{where}.metric", metric, cases, None, True)
+        out.append(Target(
+            engine=r.string(t["engine"], f"{where}.engine"),
+            metric=metric,
+            value=float(r.number(t["value"], f"{where}.value", 0)),
+            unit=r.string(t.get("unit", ""), f"{where}.unit"),
+            note=r.string(t.get("note", ""), f"{where}.note"),
+        ))
+    return tuple(out)
+
+
+def parse_matrix(data: Any, path: Path) -> Matrix:
+    r = _Reader(path)
+    data = r.mapping(data, "(top level)")
+    r.check_keys(data, _TOP_KEYS, "")
+    defaults = r.mapping(data.get("defaults"), "defaults")
+    r.check_keys(defaults, _SERVER_KEYS, "defaults")
+    servers_raw = r.mapping(data.get("servers"), "servers")
+    if not servers_raw:
+        raise r.fail("servers", "required: at least one named server configuration")
+    servers = []
+    for name, s in servers_raw.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", str(name)):
+            raise r.fail(f"servers.{name}", "names may use letters, digits, '_', '.', '+', '-' only")
+        s = r.mapping(s, f"servers.{name}")
+        if "extends" in s:
+            base = r.string(s["extends"], f"servers.{name}.extends")
+            if base not in servers_raw or base == name:
+                raise r.fail(f"servers.{name}.extends", f"no other server named {base!r}")
+            s = {**r.mapping(servers_raw[base], f"servers.{base}"), **s}
+            s.pop("extends", None)
+            s.pop("pending", None) if "pending" not in servers_raw[name] else None
+        servers.append(_server(r, str(name), s, defaults))
+    workloads = _workloads(r, data.get("workloads"))
+    return Matrix(
+        path=path,
+        name=r.string(data.get("name", path.stem), "name"),
+        servers=tuple(servers),
+        workloads=workloads,
+        gates=_gates(r, data.get("gates"), workloads.cases),
+        targets=_targets(r, data.get("targets"), workloads.cases),
+    )
+
+
+def load_matrix(path: str | Path) -> Matrix:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: matrix file not found (pass --perf-config PATH, or set perf_config in the ini file)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read matrix file: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}: {where}: not valid YAML: {problem}") from None
+    return parse_matrix(data, path)

@@ -1,0 +1,155 @@
+"""Run one case (e.g. pp2048 or tg32) against one server: warmups, measured
+runs, every sample kept with the reasons it can't be trusted, if any."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import Case, Workloads
+from ..errors import MeasurementError, PerfUserError
+from .client import EngineClient, RequestSpec
+from .lag import LagMonitor
+from .metrics import RequestMetrics, compute_metrics
+from .prompts import PromptFactory
+
+FLAG_PREFIX_CACHE_HIT = "prefix-cache-hit"
+FLAG_CLIENT_LAG = "client-lag"
+
+
+@dataclass
+class Sample:
+    """One measured request. `error` set means no numbers, never a guess."""
+
+    run: int
+    metrics: RequestMetrics | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    content_chunks: int = 0
+    client_lag_ms: float = 0.0
+    cache_hit_tokens: float | None = None
+    flags: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.error is None and not self.flags and self.metrics is not None
+
+
+@dataclass
+class CaseRun:
+    """Everything measured for one (server, case)."""
+
+    server: str
+    case: Case
+    latency_ms: float
+    samples: list[Sample] = field(default_factory=list)
+    # Samples set aside when a suspected regression was re-measured on fresh
+    # ones: kept for the record, not used for the verdict.
+    superseded: list[Sample] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def values(self, metric: str) -> list[float]:
+        """Numbers of the trusted samples only."""
+        out = []
+        for s in self.samples:
+            if s.clean:
+                v = s.metrics.get(metric)
+                if v is not None:
+                    out.append(v)
+        return out
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"run {s.run}: {s.error}" for s in self.samples if s.error]
+
+    @property
+    def flagged(self) -> list[Sample]:
+        return [s for s in self.samples if s.error is None and s.flags]
+
+
+class CaseRunner:
+    """Measures one case on one server; `measure(n)` can be called again for
+    more samples (sequential sampling, confirmation runs)."""
+
+    def __init__(self, client: EngineClient, case: Case, workloads: Workloads, seed: int | None = None):
+        self.client = client
+        self.case = case
+        self.w = workloads
+        self.prompts = PromptFactory(client.count_tokens, seed)
+        self.latency_s = client.latency_s(workloads.latency_mode)
+        self.result = CaseRun(server=client.name, case=case, latency_ms=self.latency_s * 1000.0)
+        self._warmed = False
+        self._reset_note_done = False
+
+    def warmup(self) -> None:
+        for _ in range(self.w.warmup):
+            self._one(run=-1)  # discarded
+        self._warmed = True
+
+    def measure(self, n: int, max_extra: int | None = None) -> list[Sample]:
+        """Take `n` trusted samples; flagged ones are kept but replaced, up to
+        `max_extra` extra attempts (default n). Errors are kept and not retried."""
+        if not self._warmed:
+            self.warmup()
+        max_extra = n if max_extra is None else max_extra
+        taken, clean, attempts = [], 0, 0
+        while clean < n and attempts < n + max_extra:
+            s = self._one(run=len(self.result.samples) + len(self.result.superseded))
+            self.result.samples.append(s)
+            taken.append(s)
+            attempts += 1
+            if s.error is not None:
+                if attempts >= n:
+                    break
+                continue
+            clean += s.clean
+        return taken
+
+    def _one(self, run: int) -> Sample:
+        c, client = self.case, self.client
+        sample = Sample(run=run)
+        try:
+            if self.w.reset_prefix_cache and not client.reset_prefix_cache() and not self._reset_note_done:
+                self.result.notes.append("server offers no /reset_prefix_cache; relying on unique prompts "
+                                         "(vLLM: set VLLM_SERVER_DEV_MODE=1 to enable it)")
+                self._reset_note_done = True
+            prefix = None
+            if c.depth > 0:
+                # Load the context first so it sits in the KV cache, as llama-bench -d does.
+                prefix = self.prompts.exact(c.depth)
+                client.stream(RequestSpec(prefix, 1), exact=False)
+            prompt = self.prompts.exact(c.depth + c.pp, prefix=prefix)
+            hits_before = client.prefix_cache_hits()
+            with LagMonitor() as lag:
+                timing = client.stream(RequestSpec(prompt, c.tg))
+                sample.client_lag_ms = lag.max_lag_ms()
+            hits_after = client.prefix_cache_hits()
+            sample.prompt_tokens = timing.prompt_tokens
+            sample.completion_tokens = timing.completion_tokens
+            sample.content_chunks = timing.content_chunks
+            check_token_counts(client.name, c, timing.prompt_tokens, timing.completion_tokens)
+            sample.metrics = compute_metrics(timing, self.latency_s, c.pp, c.tg)
+            if hits_before is not None and hits_after is not None:
+                sample.cache_hit_tokens = hits_after - hits_before
+                if sample.cache_hit_tokens > c.depth:
+                    sample.flags.append(FLAG_PREFIX_CACHE_HIT)
+            if sample.client_lag_ms > self.w.max_client_lag_ms:
+                sample.flags.append(FLAG_CLIENT_LAG)
+        except MeasurementError as e:
+            sample.error = str(e)
+        except PerfUserError:
+            raise
+        return sample
+
+
+def check_token_counts(server: str, case: Case, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+    """A sample whose token counts differ from the request is an error, not a number."""
+    want_prompt = case.depth + case.pp
+    if prompt_tokens is None or completion_tokens is None:
+        raise MeasurementError(f"server {server!r} sent no usage block (stream_options.include_usage); "
+                               "token counts cannot be verified")
+    if prompt_tokens != want_prompt:
+        raise MeasurementError(f"prompt_tokens {prompt_tokens} != {want_prompt} requested")
+    if completion_tokens != case.tg:
+        raise MeasurementError(f"completion_tokens {completion_tokens} != {case.tg} requested "
+                               "(does the server honour ignore_eos/min_tokens?)")

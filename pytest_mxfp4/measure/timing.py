@@ -1,0 +1,20 @@
+"""What one streamed request looked like, in raw timestamps (perf_counter s)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StreamTiming:
+    start: float  # just before the request was sent
+    first_response: float | None = None  # first SSE data line (llama-benchy "ttfr")
+    first_content: float | None = None  # first chunk carrying generated text/tokens
+    last_content: float | None = None  # last chunk carrying generated text/tokens
+    end: float | None = None  # [DONE] or stream close
+    content_chunks: int = 0
+    prompt_tokens: int | None = None  # from usage
+    completion_tokens: int | None = None  # from usage
+    token_ids_seen: int = 0  # sum of len(token_ids) over chunks, when the server sends them
+    finish_reason: str | None = None
+    chunk_times: list[float] = field(default_factory=list)

@@ -1,0 +1,1 @@
+"""Reports: every format is rendered from the same SessionResults."""

@@ -1,0 +1,17 @@
+"""Number formatting shared by the text reports (kept out of the result objects)."""
+
+from __future__ import annotations
+
+
+def num(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    a = abs(v)
+    s = f"{v:.0f}" if a >= 1000 else f"{v:.1f}" if a >= 100 else f"{v:.2f}"
+    return s
+
+
+def pct(v: float | None, signed: bool = True) -> str:
+    if v is None:
+        return "-"
+    return f"{v:+.1f}%" if signed else f"{v:.1f}%"

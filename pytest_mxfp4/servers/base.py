@@ -1,0 +1,54 @@
+"""The interface every server backend implements.
+
+A server is started once per pytest session per config and stopped on
+teardown, on failure and on Ctrl-C. Backends: local process, docker
+container, external URL.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ServerInfo:
+    """What we know about the running server, for results and baselines."""
+
+    name: str
+    kind: str  # "process" | "docker" | "external"
+    base_url: str  # e.g. http://127.0.0.1:8000 (no /v1)
+    log_path: Path | None = None
+    startup_s: float | None = None
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # redacted
+    details: dict[str, Any] = field(default_factory=dict)  # image id, engine version ...
+
+
+class Server(abc.ABC):
+    """Start/stop a serving engine reachable over HTTP on 127.0.0.1."""
+
+    @abc.abstractmethod
+    def start(self) -> ServerInfo:
+        """Start and block until healthy. Raises ServerError with the log tail."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop and clean up. Idempotent; safe to call after a failed start."""
+
+    def log_text(self) -> str:
+        """The server's log so far ('' if unknown)."""
+        info = getattr(self, "info", None)
+        path = getattr(info, "log_path", None)
+        if path and Path(path).exists():
+            return Path(path).read_text(errors="replace")
+        return ""
+
+    def __enter__(self) -> "Server":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,199 @@
+"""One perf session: matrix + environment + baselines + the servers it started.
+
+Plain Python, usable without pytest; `plugin.py` only wires it to hooks.
+Data flows one way: config -> server -> samples -> verdict -> report.
+"""
+
+from __future__ import annotations
+
+import atexit
+import signal
+import threading
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .baselines import BaselineFile, BaselineStore
+from .config import Case, Matrix, ServerConfig
+from .environment import Environment
+from .errors import BaselineError, PerfUserError, ServerError
+from .judge import measure_and_judge
+from .measure.client import EngineClient
+from .measure.runner import CaseRunner
+from .results import MetricResult, ServerRecord, SessionResults
+from .servers.base import Server, ServerInfo
+from .servers.external import ExternalServer
+from .servers.process import ProcessServer
+
+Progress = Callable[[str], None]
+
+# Every server any session started, so that exit paths can stop them.
+_LIVE: set[Server] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_all_servers() -> None:
+    with _LIVE_LOCK:
+        servers = list(_LIVE)
+        _LIVE.clear()
+    for s in servers:
+        try:
+            s.stop()
+        except Exception:  # best effort on the way out; never mask the real error
+            pass
+
+
+atexit.register(stop_all_servers)
+
+
+def install_sigterm_handler() -> None:
+    """SIGTERM (CI cancelling a job) unwinds like Ctrl-C, so teardown runs."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _raise)
+
+
+@dataclass
+class RunningServer:
+    config: ServerConfig
+    server: Server
+    info: ServerInfo
+    client: EngineClient
+    baseline: BaselineFile | None
+
+
+@dataclass
+class PerfSession:
+    matrix: Matrix
+    environment: Environment
+    store: BaselineStore
+    output_dir: Path
+    base_dir: Path  # relative model paths resolve here
+    base_url: str | None = None
+    progress: Progress | None = None
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    results: SessionResults = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.results = SessionResults(matrix=self.matrix.name, environment=self.environment.to_dict())
+        for s in self.matrix.servers:
+            self.results.servers[s.name] = ServerRecord(name=s.name, runner=s.runner, model=s.model_name,
+                                                        description=s.description)
+
+    # -- servers ---------------------------------------------------------------
+
+    def skip_reason(self, cfg: ServerConfig) -> str | None:
+        if cfg.pending:
+            return f"pending: {cfg.pending}"
+        if self.base_url:
+            return None  # the user says this server is running; trust the URL
+        return self.environment.can_run(cfg.requires)
+
+    def make_server(self, cfg: ServerConfig) -> Server:
+        logs = self.output_dir / "logs"
+        if self.base_url:
+            return ExternalServer(cfg.name, self.base_url, cfg.health_path)
+        if cfg.runner == "external":
+            return ExternalServer(cfg.name, cfg.base_url or "", cfg.health_path)
+        if cfg.runner == "docker":
+            from .servers.docker import DockerServer  # the docker SDK is only needed here
+
+            return DockerServer(cfg, session_id=self.session_id, log_dir=logs, base_dir=self.base_dir,
+                                progress=self.progress)
+        return ProcessServer(cfg, log_dir=logs, base_dir=self.base_dir, progress=self.progress)
+
+    def start(self, cfg: ServerConfig) -> RunningServer:
+        """Start `cfg` (once per session; the caller caches). Raises PerfUserError."""
+        record = self.results.servers[cfg.name]
+        server = self.make_server(cfg)
+        with _LIVE_LOCK:
+            _LIVE.add(server)
+        try:
+            info = server.start()
+            record.info = _info_dict(info)
+            self.check_observed(cfg, server, record)
+            baseline = self.load_baseline(cfg)
+            client = EngineClient(cfg.name, info.base_url, cfg.model_name, engine=cfg.engine, api=cfg.api)
+        except PerfUserError as e:
+            record.error = str(e)
+            self.stop(server)
+            raise
+        except BaseException:
+            self.stop(server)
+            raise
+        return RunningServer(cfg, server, info, client, baseline)
+
+    def check_observed(self, cfg: ServerConfig, server: Server, record: ServerRecord) -> None:
+        """Which backend really ran, from the server log; `expect:` mismatches fail the config."""
+        text = server.log_text()
+        if not text or cfg.engine != "vllm":
+            if cfg.expect:
+                raise ServerError(f"server {cfg.name!r}: `expect:` is set but no server log is available to check it")
+            return
+        from .observe import check_expectations, observe_text
+
+        facts = observe_text(text, engine=cfg.engine)
+        record.observed = facts.to_dict()
+        mismatches = check_expectations(cfg.expect, facts) if cfg.expect else []
+        if mismatches:
+            lines = "\n".join(f"  - {m.message}" for m in mismatches)
+            raise ServerError(f"server {cfg.name!r} did not run what its config expects:\n{lines}")
+
+    def stop(self, server: Server) -> None:
+        try:
+            server.stop()
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(server)
+
+    # -- baselines ---------------------------------------------------------------
+
+    def load_baseline(self, cfg: ServerConfig) -> BaselineFile | None:
+        try:
+            return self.store.load(self.environment.hardware_key, cfg.model_name, cfg.name)
+        except BaselineError:
+            raise
+
+    def update_baselines(self) -> list[Path]:
+        written = []
+        for name, record in self.results.servers.items():
+            measured = {r.key: (r.unit, r.samples) for r in self.results.for_server(name) if r.samples and not r.error}
+            if not measured:
+                continue
+            engine = {k: v for k, v in record.info.get("details", {}).items() if k in ("image_id", "engine_version", "image")}
+            engine["runner"] = record.runner
+            written.append(self.store.update(self.environment.hardware_key, record.model, name, measured,
+                                             engine=engine, environment=self._baseline_env(record)))
+        return written
+
+    def _baseline_env(self, record: ServerRecord) -> dict:
+        env = {k: v for k, v in self.results.environment.items() if k not in ("hostname",)}
+        env["server_command"] = record.info.get("command", [])
+        env["server_env"] = record.info.get("env", {})
+        if record.observed:
+            env["observed"] = {k: v for k, v in record.observed.items() if v not in (None, [], {})}
+        return env
+
+    # -- measuring ---------------------------------------------------------------
+
+    def run_case(self, running: RunningServer, case: Case, seed: int | None = None) -> list[MetricResult]:
+        runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed)
+        results = measure_and_judge(runner, self.matrix, running.baseline)
+        self.results.results.extend(results)
+        record = self.results.servers[running.config.name]
+        for note in runner.result.notes:
+            if note not in record.notes:
+                record.notes.append(note)
+        return results
+
+
+def _info_dict(info: ServerInfo) -> dict:
+    d = asdict(info)
+    d["log_path"] = str(info.log_path) if info.log_path else None
+    return d
