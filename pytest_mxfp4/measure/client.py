@@ -161,7 +161,9 @@ class EngineClient:
         except httpx.HTTPError as e:  # e.g. RemoteProtocolError: the stream broke mid-way
             raise MeasurementError(f"server {self.name!r}: stream broke after {timing.content_chunks} chunks: {e!r}") from None
         if timing.end is None:
-            timing.end = time.perf_counter()
+            # HTTP/1.0-style close or a dying engine: the body just stops.
+            raise MeasurementError(f"server {self.name!r}: stream broke after {timing.content_chunks} chunks "
+                                   "(connection closed before [DONE])")
         return timing
 
 

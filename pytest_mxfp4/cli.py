@@ -1,0 +1,42 @@
+"""`pytest-mxfp4` console script: offline tools that run nothing.
+
+    pytest-mxfp4 observe LOGFILE [--engine vllm]   what did that server really run?
+    pytest-mxfp4 compare REFERENCE... CURRENT.json   the gate's decision on stored results
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import PerfUserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="pytest-mxfp4", description="pytest-mxfp4 offline tools")
+    sub = ap.add_subparsers(dest="command", required=True)
+    ob = sub.add_parser("observe", help="print the observed runtime facts of a saved server log as JSON")
+    ob.add_argument("logfile")
+    ob.add_argument("--engine", default="vllm", choices=["vllm"])
+    cp = sub.add_parser("compare", help="judge a result JSON against baselines or earlier results, offline")
+    cp.add_argument("reference", nargs="+", help="baseline YAML file(s) or result JSON file(s)")
+    cp.add_argument("current", help="result JSON written by --perf-json")
+    cp.add_argument("--config", help="matrix file whose gates apply (default: tg32 fails, others warn)")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "observe":
+            from .observe.cli import observe_command
+
+            return observe_command(args.logfile, engine=args.engine)
+        if args.command == "compare":
+            from .compare import compare_command
+
+            return compare_command(args.reference, args.current, args.config)
+    except PerfUserError as e:
+        print(f"pytest-mxfp4 {args.command}: {e}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
