@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import HIGHER_IS_BETTER, METRIC_UNITS, Case, Target
+from .measure.runner import CaseRun
 from .stats import BaselineStats, Comparison, Summary, Verdict
 
 
@@ -77,6 +78,7 @@ class SessionResults:
     environment: dict[str, Any]
     servers: dict[str, ServerRecord] = field(default_factory=dict)
     results: list[MetricResult] = field(default_factory=list)
+    case_runs: list[CaseRun] = field(default_factory=list)  # every sample, flagged and failed ones too
 
     def for_server(self, name: str) -> list[MetricResult]:
         return [r for r in self.results if r.server == name]

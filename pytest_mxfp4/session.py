@@ -190,6 +190,7 @@ class PerfSession:
         runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed)
         results = measure_and_judge(runner, self.matrix, running.baseline)
         self.results.results.extend(results)
+        self.results.case_runs.append(runner.result)
         record = self.results.servers[running.config.name]
         for note in runner.result.notes:
             if note not in record.notes:

@@ -48,9 +48,10 @@ def write_matrix(path: Path, servers: str, workloads: str, gates: str = "") -> P
 
 
 def run_perf(matrix: Path, baselines: Path, out: Path, *extra: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    # --opt=value: pytest takes a bare existing path argument into its rootdir guess
     cmd = [sys.executable, "-m", "pytest", "tests/perf/test_perf.py", "-m", "perf", "-p", "no:cacheprovider", "-rA",
-           "--perf-config", str(matrix), "--perf-baselines", str(baselines), "--perf-output", str(out / "run"),
-           "--perf-json", str(out / "results.json"), *extra]
+           f"--perf-config={matrix}", f"--perf-baselines={baselines}", f"--perf-output={out / 'run'}",
+           f"--perf-json={out / 'results.json'}", *extra]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
@@ -60,13 +61,13 @@ def results(out: Path) -> dict:
 
 TINY = """
 servers:
-  gate:
+  tiny-eager:
     model: models/tiny
     served_model_name: tiny
 """
 SLOW = """
 servers:
-  gate:
+  tiny-eager:
     description: the bigger model behind the same name and config: a real slowdown
     model: models/small
     served_model_name: tiny
@@ -74,7 +75,7 @@ servers:
 WORK = """
 workloads:
   prefill: {pp: [512]}
-  decode: {tg: [32, 64], pp: 128}
+  decode: {tg: [32, 128], pp: 512}
   runs: 5
   warmup: 1
 """
@@ -83,55 +84,65 @@ gates:
   default: warn
   tg32: fail
 """
+CPU_MATRIX = ROOT / "configs/cpu.yaml"
 
 
 @pytest.fixture(scope="module")
-def tiny_baseline(tmp_path_factory):
-    """Measure the tiny model and store its baseline (also the A/A first leg)."""
+def cpu_baseline(tmp_path_factory):
+    """README command 1's run on the shipped configs/cpu.yaml (both server
+    configs, pp512 pp2048 tg32 tg128), storing baselines: the A/A first leg."""
     d = tmp_path_factory.mktemp("engine")
-    matrix = write_matrix(d / "tiny.yaml", TINY, WORK, GATES)
-    r = run_perf(matrix, d / "baselines", d / "first", "--perf-update-baselines")
+    r = run_perf(CPU_MATRIX, d / "baselines", d / "first", "--perf-update-baselines")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    return d, matrix, r
+    return d, r
 
 
-def test_measures_real_server_with_exact_token_counts(tiny_baseline):
-    d, _, r = tiny_baseline
+def test_cpu_matrix_measures_two_real_configs_with_exact_token_counts(cpu_baseline):
+    d, r = cpu_baseline
+    data = json.loads((d / "first/results.json").read_text())
     res = results(d / "first")
-    assert {k[1] for k in res} == {"pp512", "tg32", "tg64"}
-    tg32 = res[("gate", "tg32", "tg_tps")]
-    assert tg32["n"] >= 5 and len(tg32["samples"]) == tg32["n"]
-    assert all(v > 0 for v in tg32["samples"]) and tg32["verdict"] == "no-baseline" and tg32["gate"] == "fail"
-    assert res[("gate", "pp512", "pp_tps")]["mean"] > 0
-    assert res[("gate", "pp512", "e2e_ttft_ms")]["mean"] >= res[("gate", "pp512", "ttfr_ms")]["mean"] > 0
-    # the summary table is printed
-    assert "pytest-mxfp4 performance summary" in r.stdout and "tg32/tg_tps" in r.stdout
-    # the server log exists and the baseline was written
-    assert list((d / "first/run/logs").glob("gate.log"))
-    written = list((d / "baselines").rglob("gate.yaml"))
-    assert len(written) == 1 and written[0].parent.name == "tiny"
+    servers = {k[0] for k in res}
+    assert servers == {"tiny-eager", "tiny-compiled"}
+    assert {k[1] for k in res} == {"pp512", "pp2048", "tg32", "tg128"}
+    for server in servers:
+        tg32 = res[(server, "tg32", "tg_tps")]
+        assert tg32["n"] >= 3 and len(tg32["samples"]) == tg32["n"] and all(v > 0 for v in tg32["samples"])
+        assert tg32["verdict"] == "no-baseline" and tg32["gate"] == "fail"
+        assert res[(server, "pp2048", "e2e_ttft_ms")]["mean"] >= res[(server, "pp2048", "ttfr_ms")]["mean"] > 0
+    # every measured sample has exactly the requested token counts
+    for run in data["runs"]:
+        pp, tg = (int(run["workload"][2:]), 1) if run["workload"].startswith("pp") else (512, int(run["workload"][2:]))
+        for s in run["samples"]:
+            if s["error"] is None:
+                assert (s["prompt_tokens"], s["completion_tokens"]) == (pp, tg)
+    # the backend check ran on the real logs: eager vs torch.compile really differ
+    assert data["servers"]["tiny-eager"]["observed"]["enforce_eager"] is True
+    assert data["servers"]["tiny-compiled"]["observed"]["enforce_eager"] is False
+    assert "pytest-mxfp4 performance summary" in r.stdout and "tiny-compiled" in r.stdout
+    assert len(list((d / "baselines").rglob("*.yaml"))) == 2
 
 
-def test_a_a_run_passes(tiny_baseline):
-    d, matrix, _ = tiny_baseline
-    r = run_perf(matrix, d / "baselines", d / "second")
+def test_a_a_run_passes(cpu_baseline):
+    d, _ = cpu_baseline
+    r = run_perf(CPU_MATRIX, d / "baselines", d / "second")
     assert r.returncode == 0, r.stdout[-4000:]
     res = results(d / "second")
-    assert res[("gate", "tg32", "tg_tps")]["verdict"] in ("pass", "improved", "inconclusive")
-    assert res[("gate", "tg32", "tg_tps")]["baseline"]["n"] >= 5
+    for server in ("tiny-eager", "tiny-compiled"):
+        assert res[(server, "tg32", "tg_tps")]["verdict"] in ("pass", "improved", "inconclusive")
+        assert res[(server, "tg32", "tg_tps")]["baseline"]["n"] >= 3
 
 
-def test_real_slowdown_fails_tg32_and_only_warns_elsewhere(tiny_baseline):
-    d, _, _ = tiny_baseline
+def test_real_slowdown_fails_tg32_and_only_warns_elsewhere(cpu_baseline):
+    d, _ = cpu_baseline
     slow = write_matrix(d / "slow.yaml", SLOW, WORK, GATES)
     r = run_perf(slow, d / "baselines", d / "slow")
     assert r.returncode == 1, r.stdout[-4000:]
     res = results(d / "slow")
-    assert res[("gate", "tg32", "tg_tps")]["verdict"] == "regressed"
-    assert res[("gate", "tg32", "tg_tps")]["delta_pct"] < -20
-    assert res[("gate", "tg64", "tg_tps")]["verdict"] == "regressed"  # gate: warn
-    assert "FAILED tests/perf/test_perf.py::test_workload[gate-tg32]" in r.stdout
-    assert "PASSED tests/perf/test_perf.py::test_workload[gate-tg64]" in r.stdout
+    assert res[("tiny-eager", "tg32", "tg_tps")]["verdict"] == "regressed"
+    assert res[("tiny-eager", "tg32", "tg_tps")]["delta_pct"] < -20
+    assert res[("tiny-eager", "tg128", "tg_tps")]["verdict"] == "regressed"  # gate: warn
+    assert "FAILED tests/perf/test_perf.py::test_workload[tiny-eager-tg32]" in r.stdout
+    assert "PASSED tests/perf/test_perf.py::test_workload[tiny-eager-tg128]" in r.stdout
 
 
 def _vllm_processes() -> list[str]:
@@ -143,7 +154,7 @@ def test_ctrl_c_while_starting_leaves_no_engine(tmp_path):
     before = _vllm_processes()
     matrix = write_matrix(tmp_path / "m.yaml", TINY, WORK)
     cmd = [sys.executable, "-m", "pytest", "tests/perf/test_perf.py", "-m", "perf", "-p", "no:cacheprovider",
-           "--perf-config", str(matrix), "--perf-baselines", str(tmp_path / "b"), "--perf-output", str(tmp_path / "o")]
+           f"--perf-config={matrix}", f"--perf-baselines={tmp_path / 'b'}", f"--perf-output={tmp_path / 'o'}"]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while len(_vllm_processes()) <= len(before) and time.monotonic() < deadline:

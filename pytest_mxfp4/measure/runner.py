@@ -88,10 +88,10 @@ class CaseRunner:
 
     def measure(self, n: int, max_extra: int | None = None) -> list[Sample]:
         """Take `n` trusted samples; flagged ones are kept but replaced, up to
-        `max_extra` extra attempts (default n). Errors are kept and not retried."""
+        `max_extra` extra attempts (default 2n). Errors are kept and not retried."""
         if not self._warmed:
             self.warmup()
-        max_extra = n if max_extra is None else max_extra
+        max_extra = 2 * n if max_extra is None else max_extra
         taken, clean, attempts = [], 0, 0
         while clean < n and attempts < n + max_extra:
             s = self._one(run=len(self.result.samples) + len(self.result.superseded))

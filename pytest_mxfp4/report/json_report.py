@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..baselines import write_atomic
+from ..measure.runner import CaseRun, Sample
 from ..results import MetricResult, SessionResults
 
 SCHEMA = 1
@@ -47,6 +48,32 @@ def to_dict(session: SessionResults) -> dict[str, Any]:
         "environment": session.environment,
         "servers": {n: asdict(rec) for n, rec in session.servers.items()},
         "results": [metric_dict(r) for r in session.results],
+        "runs": [run_dict(run) for run in session.case_runs],
+    }
+
+
+def sample_dict(s: Sample) -> dict[str, Any]:
+    return {
+        "run": s.run,
+        "metrics": asdict(s.metrics) if s.metrics else None,
+        "prompt_tokens": s.prompt_tokens,
+        "completion_tokens": s.completion_tokens,
+        "content_chunks": s.content_chunks,
+        "client_lag_ms": round(s.client_lag_ms, 3),
+        "cache_hit_tokens": s.cache_hit_tokens,
+        "flags": s.flags,
+        "error": s.error,
+    }
+
+
+def run_dict(run: CaseRun) -> dict[str, Any]:
+    return {
+        "server": run.server,
+        "workload": run.case.id,
+        "latency_ms": run.latency_ms,
+        "notes": run.notes,
+        "samples": [sample_dict(s) for s in run.samples],
+        "superseded": [sample_dict(s) for s in run.superseded],
     }
 
 
