@@ -79,9 +79,21 @@ class PerfSession:
     progress: Progress | None = None
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     results: SessionResults = field(init=False)
+    _swept: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.results = SessionResults(matrix=self.matrix.name, environment=self.environment.to_dict())
+        self.gpu_sampler = None
+        if self.environment.gpus:
+            from .telemetry import GpuSampler, load_nvml
+
+            nvml, note = load_nvml()
+            if nvml is not None:
+                self.gpu_sampler = GpuSampler(nvml)
+            self.telemetry_note = note
+        else:
+            self.telemetry_note = "no GPU telemetry: no NVIDIA GPU on this machine"
+        self.results.environment["telemetry"] = self.telemetry_note or "nvml"
         for s in self.matrix.servers:
             self.results.servers[s.name] = ServerRecord(name=s.name, runner=s.runner, model=s.model_name,
                                                         description=s.description)
@@ -102,8 +114,12 @@ class PerfSession:
         if cfg.runner == "external":
             return ExternalServer(cfg.name, cfg.base_url or "", cfg.health_path)
         if cfg.runner == "docker":
-            from .servers.docker import DockerServer  # the docker SDK is only needed here
+            from .servers.docker import DockerServer, connect, sweep_leftovers  # docker SDK only needed here
 
+            if not self._swept:
+                # containers of a crashed earlier session carry our labels: remove them first
+                sweep_leftovers(connect(), self.session_id, self.progress)
+                self._swept = True
             return DockerServer(cfg, session_id=self.session_id, log_dir=logs, base_dir=self.base_dir,
                                 progress=self.progress)
         return ProcessServer(cfg, log_dir=logs, base_dir=self.base_dir, progress=self.progress)
@@ -187,7 +203,7 @@ class PerfSession:
     # -- measuring ---------------------------------------------------------------
 
     def run_case(self, running: RunningServer, case: Case, seed: int | None = None) -> list[MetricResult]:
-        runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed)
+        runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler)
         results = measure_and_judge(runner, self.matrix, running.baseline)
         self.results.results.extend(results)
         self.results.case_runs.append(runner.result)

@@ -14,6 +14,7 @@ from .prompts import PromptFactory
 
 FLAG_PREFIX_CACHE_HIT = "prefix-cache-hit"
 FLAG_CLIENT_LAG = "client-lag"
+FLAG_GPU_THROTTLED = "gpu-throttled"
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Sample:
     content_chunks: int = 0
     client_lag_ms: float = 0.0
     cache_hit_tokens: float | None = None
+    telemetry: list[dict] = field(default_factory=list)  # per GPU, see telemetry.GpuTelemetry
     flags: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -71,8 +73,10 @@ class CaseRunner:
     """Measures one case on one server; `measure(n)` can be called again for
     more samples (sequential sampling, confirmation runs)."""
 
-    def __init__(self, client: EngineClient, case: Case, workloads: Workloads, seed: int | None = None):
+    def __init__(self, client: EngineClient, case: Case, workloads: Workloads, seed: int | None = None,
+                 gpu_sampler=None):
         self.client = client
+        self.gpu_sampler = gpu_sampler  # telemetry.GpuSampler or None (no NVIDIA GPU)
         self.case = case
         self.w = workloads
         self.prompts = PromptFactory(client.count_tokens, seed)
@@ -120,9 +124,13 @@ class CaseRunner:
                 client.stream(RequestSpec(prefix, 1), exact=False)
             prompt = self.prompts.exact(c.depth + c.pp, prefix=prefix)
             hits_before = client.prefix_cache_hits()
-            with LagMonitor() as lag:
+            with LagMonitor() as lag, _telemetry(self.gpu_sampler) as gpu:
                 timing = client.stream(RequestSpec(prompt, c.tg))
                 sample.client_lag_ms = lag.max_lag_ms()
+            if gpu is not None:
+                sample.telemetry = [g.to_dict() for g in gpu.summary]
+                if gpu.throttled:
+                    sample.flags.append(FLAG_GPU_THROTTLED)
             hits_after = client.prefix_cache_hits()
             sample.prompt_tokens = timing.prompt_tokens
             sample.completion_tokens = timing.completion_tokens
@@ -140,6 +148,12 @@ class CaseRunner:
         except PerfUserError:
             raise
         return sample
+
+
+def _telemetry(sampler):
+    from contextlib import nullcontext
+
+    return sampler.window() if sampler is not None else nullcontext()
 
 
 def check_token_counts(server: str, case: Case, prompt_tokens: int | None, completion_tokens: int | None) -> None:

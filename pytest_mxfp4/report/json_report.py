@@ -61,6 +61,7 @@ def sample_dict(s: Sample) -> dict[str, Any]:
         "content_chunks": s.content_chunks,
         "client_lag_ms": round(s.client_lag_ms, 3),
         "cache_hit_tokens": s.cache_hit_tokens,
+        "telemetry": s.telemetry,
         "flags": s.flags,
         "error": s.error,
     }
