@@ -136,6 +136,9 @@ class PerfSession:
             self.check_observed(cfg, server, record)
             baseline = self.load_baseline(cfg)
             client = EngineClient(cfg.name, info.base_url, cfg.model_name, engine=cfg.engine, api=cfg.api)
+            version = client.server_version() or record.observed.get("vllm_version")
+            if version:
+                record.info.setdefault("details", {})["engine_version"] = version
         except PerfUserError as e:
             record.error = str(e)
             self.stop(server)
@@ -186,7 +189,7 @@ class PerfSession:
             measured = {r.key: (r.unit, r.samples) for r in self.results.for_server(name) if r.samples and not r.error}
             if not measured:
                 continue
-            engine = {k: v for k, v in record.info.get("details", {}).items() if k in ("image_id", "engine_version", "image")}
+            engine = {k: v for k, v in record.info.get("details", {}).items() if k in ("image_id", "image", "repo_digests", "engine_version", "system_fingerprint")}
             engine["runner"] = record.runner
             written.append(self.store.update(self.environment.hardware_key, record.model, name, measured,
                                              engine=engine, environment=self._baseline_env(record)))
@@ -208,6 +211,8 @@ class PerfSession:
         self.results.results.extend(results)
         self.results.case_runs.append(runner.result)
         record = self.results.servers[running.config.name]
+        if runner.result.system_fingerprint:
+            record.info.setdefault("details", {})["system_fingerprint"] = runner.result.system_fingerprint
         for note in runner.result.notes:
             if note not in record.notes:
                 record.notes.append(note)

@@ -87,6 +87,16 @@ class EngineClient:
             return None
         return parse_prefix_cache_hits(r.text)
 
+    def server_version(self) -> str | None:
+        """The engine's own version where it tells (vLLM: GET /version)."""
+        try:
+            r = self.http.get("/version")
+            if r.status_code == 200:
+                return str(r.json().get("version")) or None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            pass
+        return None
+
     def reset_prefix_cache(self) -> bool:
         """Reset the server's prefix cache where it offers that (vLLM needs
         VLLM_SERVER_DEV_MODE=1). Returns whether it did."""
@@ -180,6 +190,8 @@ def _absorb_chunk(t: StreamTiming, payload: str, now: float, server: str) -> Non
         raise MeasurementError(f"server {server!r} sent a non-object SSE chunk: {_short(payload, 120)!r}")
     if "error" in chunk:
         raise MeasurementError(f"server {server!r} reported an error mid-stream: {_short(str(chunk['error']))}")
+    if chunk.get("system_fingerprint"):
+        t.system_fingerprint = chunk["system_fingerprint"]
     usage = chunk.get("usage")
     if isinstance(usage, dict):
         t.prompt_tokens = usage.get("prompt_tokens", t.prompt_tokens)

@@ -49,6 +49,7 @@ class CaseRun:
     # ones: kept for the record, not used for the verdict.
     superseded: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    system_fingerprint: str | None = None
 
     def values(self, metric: str) -> list[float]:
         """Numbers of the trusted samples only."""
@@ -132,6 +133,7 @@ class CaseRunner:
                 if gpu.throttled:
                     sample.flags.append(FLAG_GPU_THROTTLED)
             hits_after = client.prefix_cache_hits()
+            self.result.system_fingerprint = timing.system_fingerprint or self.result.system_fingerprint
             sample.prompt_tokens = timing.prompt_tokens
             sample.completion_tokens = timing.completion_tokens
             sample.content_chunks = timing.content_chunks
