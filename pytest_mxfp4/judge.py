@@ -8,13 +8,12 @@ from .baselines import BaselineFile
 from .config import Case, Matrix
 from .measure.runner import CaseRun, CaseRunner
 from .results import MetricResult
-from .stats import BaselineStats, StatsError, Summary, compare, next_step, policy_for
+from .config import HIGHER_IS_BETTER
+from .stats import BaselineStats, StatsError, Summary, compare, decide, policy_for
 
 
 def judge_metric(server: str, case: Case, metric: str, values: list[float], baseline: BaselineStats | None,
                  matrix: Matrix, run: CaseRun | None = None) -> MetricResult:
-    from .config import HIGHER_IS_BETTER
-
     r = MetricResult(server=server, case=case, metric=metric, gate=matrix.gates.policy(case, metric),
                      samples=list(values), baseline=baseline, targets=matrix.targets_for(case, metric))
     if run is not None:
@@ -37,45 +36,66 @@ def judge_metric(server: str, case: Case, metric: str, values: list[float], base
     return r
 
 
+# Facts that change what is being measured: a baseline taken on another
+# backend is not a reference for this run, whatever the numbers say.
+BACKEND_FACTS = ("attention_backend", "moe_backend", "fp4_mode", "quantization", "kv_cache_dtype", "spec_decode",
+                 "enforce_eager")
+
+
+def incomparable_reason(bf: BaselineFile | None, observed: dict) -> str | None:
+    if bf is None:
+        return None
+    then = (bf.environment or {}).get("observed") or {}
+    diffs = [f"{k}: baseline {then[k]!r}, now {observed[k]!r}" for k in BACKEND_FACTS
+             if then.get(k) is not None and observed.get(k) is not None
+             and str(then[k]).lower() != str(observed[k]).lower()]
+    if diffs:
+        return "baseline was taken on another backend (" + "; ".join(diffs) + "); update it or fix the config"
+    return None
+
+
 def baseline_for(bf: BaselineFile | None, key: str) -> BaselineStats | None:
     if bf is None or key not in bf.metrics:
         return None
     return bf.metrics[key].stats()
 
 
-def measure_and_judge(runner: CaseRunner, matrix: Matrix, bf: BaselineFile | None) -> list[MetricResult]:
+class _NothingMeasurable(Exception):
+    """Every sample of a measuring step was an error or flagged."""
+
+
+def measure_and_judge(runner: CaseRunner, matrix: Matrix, bf: BaselineFile | None,
+                      incomparable: str | None = None) -> list[MetricResult]:
+    """Measure `runs` samples; for a fail-gated primary metric with a baseline,
+    follow stats.decide's sequential protocol (more samples while
+    inconclusive, confirmation samples before a regression stands)."""
     case, w = runner.case, matrix.workloads
-    runner.measure(w.runs)
     primary = case.primary_metric
-    base = baseline_for(bf, f"{case.id}/{primary}")
-    confirmed = False
+    base = None if incomparable else baseline_for(bf, f"{case.id}/{primary}")
     if base is not None and matrix.gates.policy(case, primary) == "fail":
-        policy = policy_for(primary)
-        while True:
-            values = runner.result.values(primary)
+
+        def measure(k: int) -> list[float]:
+            taken = runner.measure(k)
+            values = [s.metrics.get(primary) for s in taken if s.clean and s.metrics.get(primary) is not None]
             if not values:
-                break
-            head = judge_metric(runner.client.name, case, primary, values, base, matrix)
-            if head.comparison is None:
-                break
-            step = next_step(head.comparison, len(values), policy)
-            if step == "more" and len(runner.result.samples) < policy.max_runs:
-                runner.measure(min(w.runs, policy.max_runs - len(runner.result.samples)))
-                continue
-            if step == "confirm" and not confirmed:
-                # Fresh samples only: the first look may have been a warm-state fluke.
-                runner.result.superseded += runner.result.samples
-                runner.result.samples.clear()
-                runner.measure(w.runs)
-                confirmed = True
-                continue
-            break
+                raise _NothingMeasurable
+            return values
+
+        try:
+            decide(measure, base, higher_is_better=HIGHER_IS_BETTER[primary], policy=policy_for(primary),
+                   initial_runs=w.runs)
+        except (_NothingMeasurable, StatsError):
+            pass  # judged below from what was measured; errors are reported there
+    else:
+        runner.measure(w.runs)
     results = []
     for metric in case.metrics:
         key = f"{case.id}/{metric}"
         values = runner.result.values(metric)
-        if metric == "pp_tps" or metric == "tg_tps" or values:
-            r = judge_metric(runner.client.name, case, metric, values, baseline_for(bf, key), matrix, runner.result)
-            r.confirmed = confirmed and metric == primary
+        if metric == primary or values:
+            r = judge_metric(runner.client.name, case, metric, values,
+                             None if incomparable else baseline_for(bf, key), matrix, runner.result)
+            r.confirmed = metric == primary and r.verdict.value == "regressed" and len(values) > w.runs
+            r.incomparable = incomparable if bf is not None and key in bf.metrics else None
             results.append(r)
     return results

@@ -27,6 +27,7 @@ class MetricResult:
     error_samples: int = 0
     runs_to_verdict: int = 0
     confirmed: bool = False  # a regression seen twice, on fresh samples
+    incomparable: str | None = None  # why the baseline can't judge this run (different backend ran)
 
     @property
     def key(self) -> str:
@@ -44,6 +45,8 @@ class MetricResult:
     def verdict(self) -> Verdict:
         if self.error:
             return Verdict.ERROR
+        if self.incomparable:
+            return Verdict.INCOMPARABLE
         if self.comparison is None:
             return Verdict.NO_BASELINE
         return self.comparison.verdict

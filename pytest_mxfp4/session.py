@@ -18,7 +18,7 @@ from .baselines import BaselineFile, BaselineStore
 from .config import Case, Matrix, ServerConfig
 from .environment import Environment
 from .errors import BaselineError, PerfUserError, ServerError
-from .judge import measure_and_judge
+from .judge import incomparable_reason, measure_and_judge
 from .measure.client import EngineClient
 from .measure.runner import CaseRunner
 from .results import MetricResult, ServerRecord, SessionResults
@@ -207,7 +207,9 @@ class PerfSession:
 
     def run_case(self, running: RunningServer, case: Case, seed: int | None = None) -> list[MetricResult]:
         runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler)
-        results = measure_and_judge(runner, self.matrix, running.baseline)
+        record = self.results.servers[running.config.name]
+        results = measure_and_judge(runner, self.matrix, running.baseline,
+                                    incomparable_reason(running.baseline, record.observed))
         self.results.results.extend(results)
         self.results.case_runs.append(runner.result)
         record = self.results.servers[running.config.name]

@@ -45,9 +45,6 @@ class CaseRun:
     case: Case
     latency_ms: float
     samples: list[Sample] = field(default_factory=list)
-    # Samples set aside when a suspected regression was re-measured on fresh
-    # ones: kept for the record, not used for the verdict.
-    superseded: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     system_fingerprint: str | None = None
 
@@ -99,7 +96,7 @@ class CaseRunner:
         max_extra = 2 * n if max_extra is None else max_extra
         taken, clean, attempts = [], 0, 0
         while clean < n and attempts < n + max_extra:
-            s = self._one(run=len(self.result.samples) + len(self.result.superseded))
+            s = self._one(run=len(self.result.samples))
             self.result.samples.append(s)
             taken.append(s)
             attempts += 1

@@ -74,7 +74,6 @@ def run_dict(run: CaseRun) -> dict[str, Any]:
         "latency_ms": run.latency_ms,
         "notes": run.notes,
         "samples": [sample_dict(s) for s in run.samples],
-        "superseded": [sample_dict(s) for s in run.superseded],
     }
 
 

@@ -36,6 +36,8 @@ def render(session: SessionResults) -> list[str]:
     for r in session.results:
         if r.error:
             lines.append(f"error   {r.server} {r.key}: {r.error}")
+        elif r.incomparable:
+            lines.append(f"incomparable {r.server} {r.key}: {r.incomparable}")
         elif r.comparison and r.verdict.value in ("regressed", "inconclusive"):
             lines.append(f"{r.verdict.value:<8} {r.server} {r.key}: {r.comparison.reason}")
         if r.flagged_samples:

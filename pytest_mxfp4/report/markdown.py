@@ -1,0 +1,860 @@
+"""The results page (Markdown), in the shape of the hand-kept
+BENCHMARK_RESULTS.md it replaces: current best results, comparison matrix
+(configs x tg32/tg128/tg256/pp2048/TTFT, pending rows, target rows),
+variance analysis, one section per config (environment, server config,
+observed runtime config, results), targets, run log.
+
+`render` works from a live session, from stored data only (baseline files,
+run log, result JSONs read back with `load_session`), or both: a config that
+measured in `session` shows those numbers; one that did not shows its stored
+baseline. Numbers are formatted here only; the result objects stay numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .. import __version__
+from ..baselines import BaselineFile
+from ..config import HIGHER_IS_BETTER, METRIC_UNITS, Case, Matrix, ServerConfig, Target
+from ..results import MetricResult, ServerRecord, SessionResults
+from ..stats import Summary
+from .format import num
+from .history import HEADLINE_KEY, observed_summary, run_log_records, short_key, verdict_summary
+
+# Columns of the comparison matrix, as on the hand-kept page; those the data
+# and matrix don't have are left out (a matrix with none of them shows its own).
+MATRIX_CASES = ("tg32", "tg128", "tg256", "pp2048")
+TTFT_METRIC = "e2e_ttft_ms"
+# "Suspiciously low CV": a run's CV under this fraction of the metric's
+# history median CV (needs >= HISTORY_MIN past runs) ...
+LOW_CV_VS_HISTORY = 0.25
+HISTORY_MIN = 3
+# ... or, without history, under this fraction of the median CV of the same
+# metric's other cases in the same config (needs >= 2 of them).
+LOW_CV_VS_PEERS = 0.2
+HIGH_CV_VS_HISTORY = 3.0  # "noisier than usual"
+DECODE_DROP_PCT = 1.0  # a longer decode this much slower than the shorter one gets a note
+
+
+# --------------------------------------------------------------------------
+# Loading stored results
+
+
+def load_session(json_path: str | Path) -> SessionResults:
+    """A `--perf-json` result file (schema 1) read back as SessionResults,
+    with the verdicts the session gave (nothing is re-judged). Raw per-request
+    samples (`runs`) are not restored. User mistakes raise PerfUserError
+    naming the file."""
+    from dataclasses import fields as dc_fields
+
+    from ..compare import _case, _load_json
+    from ..errors import PerfUserError
+    from ..stats import BaselineStats, Comparison, StatsError, Verdict
+
+    path = Path(json_path)
+    data = _load_json(path)
+    env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
+    session = SessionResults(matrix=str(data.get("matrix", "")), environment=env)
+    known = {f.name for f in dc_fields(ServerRecord)}
+    for name, rec in (data.get("servers") or {}).items():
+        if isinstance(rec, dict):
+            kw = {k: v for k, v in rec.items() if k in known}
+            kw.setdefault("runner", "")
+            kw.setdefault("model", "")
+            kw["name"] = str(name)
+            session.servers[str(name)] = ServerRecord(**kw)
+    comp_fields = {f.name for f in dc_fields(Comparison)}
+    for i, r in enumerate(data["results"]):
+        where = f"{path}: results[{i}]"
+        if not isinstance(r, dict) or "server" not in r or "metric" not in r:
+            raise PerfUserError(f"{where}: expected an object with server, workload, metric")
+        metric = r["metric"]
+        if metric not in METRIC_UNITS:
+            raise PerfUserError(f"{where}: unknown metric {metric!r}; known: {', '.join(METRIC_UNITS)}")
+        case = _case(r, path)
+        try:
+            samples = [float(x) for x in r.get("samples") or []]
+            mr = MetricResult(server=str(r["server"]), case=case, metric=metric, gate=str(r.get("gate", "warn")),
+                              samples=samples, error=r.get("error"))
+            if samples:
+                mr.summary = Summary.from_samples(samples, metric=mr.key)
+            b = r.get("baseline")
+            if isinstance(b, dict):
+                mr.baseline = BaselineStats.from_summary(float(b["mean"]), float(b["stdev"]), int(b["n"]),
+                                                         history_cv=b.get("history_cv") or ())
+            c = r.get("comparison")
+            if isinstance(c, dict):
+                kw = {k: v for k, v in c.items() if k in comp_fields}
+                kw["verdict"] = Verdict(kw["verdict"])
+                mr.comparison = Comparison(**kw)
+            mr.targets = [Target(**t) for t in r.get("targets") or []]
+        except (StatsError, KeyError, TypeError, ValueError) as e:
+            raise PerfUserError(f"{where} ({r.get('server')} {r.get('workload')}/{metric}): unreadable: {e}") from None
+        mr.flagged_samples = int(r.get("flagged_samples") or 0)
+        mr.error_samples = int(r.get("error_samples") or 0)
+        mr.runs_to_verdict = int(r.get("runs_to_verdict") or 0)
+        mr.confirmed = bool(r.get("confirmed"))
+        session.results.append(mr)
+        if mr.server not in session.servers:
+            session.servers[mr.server] = ServerRecord(name=mr.server, runner="", model="")
+    return session
+
+
+# --------------------------------------------------------------------------
+# Collected view: one entry per config, numbers from the run or the baseline
+
+
+@dataclass
+class _Stat:
+    mean: float
+    stdev: float
+    n: int
+    median: float | None  # only where samples are known
+    unit: str
+    source: str  # "run" | "baseline"
+    date: str
+    history_cv: tuple[float, ...] = ()  # CVs of earlier runs of this metric
+    result: MetricResult | None = None
+    flagged: int = 0
+
+    @property
+    def cv(self) -> float | None:
+        if self.n < 2 or self.mean == 0:
+            return None
+        return self.stdev / abs(self.mean)
+
+
+@dataclass
+class _Config:
+    name: str
+    description: str = ""
+    cfg: ServerConfig | None = None
+    record: ServerRecord | None = None
+    baseline: BaselineFile | None = None
+    stats: dict[str, _Stat] = field(default_factory=dict)
+    source: str | None = None  # "run" | "baseline" | None
+    date: str = ""
+    environment: dict[str, Any] = field(default_factory=dict)
+    pending: str | None = None
+    skipped: str | None = None
+    error: str | None = None
+    results: list[MetricResult] = field(default_factory=list)
+
+
+def _history_cvs(bf: BaselineFile, key: str, exclude_latest: bool) -> tuple[float, ...]:
+    m = bf.metrics.get(key)
+    if m is None:
+        return ()
+    hist = list(m.history)
+    if exclude_latest and hist and hist[-1].date == bf.updated:
+        hist = hist[:-1]  # that entry is the baseline itself
+    return tuple(h.cv for h in hist if h.n > 1)
+
+
+def _collect(session: SessionResults, matrix: Matrix | None, baselines: dict[str, BaselineFile]) -> list[_Config]:
+    names: list[str] = []
+    if matrix is not None:
+        names += [s.name for s in matrix.servers]
+    names += list(session.servers) + [r.server for r in session.results] + list(baselines)
+    configs = []
+    for name in dict.fromkeys(names):
+        c = _Config(name=name)
+        c.cfg = _server(matrix, name)
+        c.record = session.servers.get(name)
+        c.baseline = baselines.get(name)
+        c.description = (c.cfg.description if c.cfg else "") or (c.record.description if c.record else "")
+        if c.cfg is not None and c.cfg.pending:
+            c.pending = c.cfg.pending
+        if c.record is not None:
+            if c.record.skipped and c.record.skipped.startswith("pending: "):
+                c.pending = c.pending or c.record.skipped[len("pending: "):]
+            elif c.record.skipped:
+                c.skipped = c.record.skipped
+            c.error = c.record.error
+        c.results = session.for_server(name)
+        measured = [r for r in c.results if r.summary is not None]
+        if measured:
+            env = (c.record.info.get("environment") if c.record else None) or session.environment or {}
+            c.source, c.environment, c.date = "run", env, str(env.get("captured_at") or "")
+            for r in measured:
+                s = r.summary
+                hist = r.baseline.history_cv if r.baseline is not None else ()
+                if not hist and c.baseline is not None:
+                    hist = _history_cvs(c.baseline, r.key, exclude_latest=False)
+                c.stats[r.key] = _Stat(s.mean, s.stdev, s.n, s.median if s.n else None, r.unit, "run", c.date,
+                                       tuple(hist), r, r.flagged_samples)
+        elif c.baseline is not None and c.baseline.metrics:
+            bf = c.baseline
+            c.source, c.environment, c.date = "baseline", dict(bf.environment), bf.updated
+            for key, m in bf.metrics.items():
+                median = Summary.from_samples(m.samples).median if m.samples else None
+                unit = m.unit or METRIC_UNITS.get(key.partition("/")[2], "")
+                c.stats[key] = _Stat(m.mean, m.stdev, m.n, median, unit, "baseline", bf.updated,
+                                     _history_cvs(bf, key, exclude_latest=True))
+        configs.append(c)
+    return configs
+
+
+def _server(matrix: Matrix | None, name: str) -> ServerConfig | None:
+    if matrix is None:
+        return None
+    try:
+        return matrix.server(name)
+    except KeyError:
+        return None
+
+
+# --------------------------------------------------------------------------
+# Keys and cases
+
+
+def _parse_case(case_id: str, matrix: Matrix | None) -> Case | None:
+    """'tg32' / 'pp2048@d4096' -> Case (pp of a decode case from the matrix, when known)."""
+    if matrix is not None:
+        for c in matrix.workloads.cases:
+            if c.id == case_id:
+                return c
+    base, _, depth = case_id.partition("@d")
+    if len(base) < 3 or base[:2] not in ("pp", "tg") or not base[2:].isdigit():
+        return None
+    d = int(depth) if depth.isdigit() else 0
+    if base.startswith("pp"):
+        return Case("prefill", int(base[2:]), 1, d)
+    return Case("decode", 0, int(base[2:]), d)
+
+
+def _case_order(case: Case) -> tuple:
+    return (case.depth, case.pp if case.kind == "prefill" else case.tg)
+
+
+def _cases(configs: list[_Config], matrix: Matrix | None, kind: str) -> list[Case]:
+    ids: list[str] = []
+    if matrix is not None:
+        ids += [c.id for c in matrix.workloads.cases]
+    for c in configs:
+        ids += [k.partition("/")[0] for k in c.stats]
+    cases = [_parse_case(i, matrix) for i in dict.fromkeys(ids)]
+    return sorted((c for c in cases if c is not None and c.kind == kind), key=_case_order)
+
+
+def _primary_key(case: Case) -> str:
+    return f"{case.id}/{case.primary_metric}"
+
+
+def _ttft_case(configs: list[_Config], matrix: Matrix | None, targets: Iterable[Target]) -> Case | None:
+    """The prefill case whose TTFT the page shows: pp2048 where present, else
+    the longest prompt with a TTFT number."""
+    pre = _cases(configs, matrix, "prefill")
+    have = {k for c in configs for k in c.stats} | {t.metric for t in targets}
+    with_ttft = [c for c in pre if f"{c.id}/{TTFT_METRIC}" in have]
+    for c in with_ttft:
+        if c.id == "pp2048":
+            return c
+    return with_ttft[-1] if with_ttft else None
+
+
+# --------------------------------------------------------------------------
+# Formatting
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ").strip() or " "
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("-" * (len(h) + 2) for h in headers) + "|"]
+    out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _pm(s: _Stat) -> str:
+    return f"{s.mean:.2f} ± {s.stdev:.2f}"
+
+
+def _day(iso: str) -> str:
+    return iso[:10] if len(iso) >= 10 and iso[4:5] == "-" else (iso or "-")
+
+
+def _when(iso: str) -> str:
+    return iso.replace("T", " ")[:19] if iso else "-"
+
+
+def _exact(v: float) -> str:
+    return f"{v:.2f}"
+
+
+def _pct(frac: float | None) -> str:
+    return f"{100 * frac:.2f}%" if frac is not None and math.isfinite(frac) else "-"
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block mappings, flow lists of scalars: `prompt_lengths: [512, 2048]`."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flat = all(not isinstance(x, (list, dict)) for x in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
+
+
+_Dumper.add_representer(list, _represent_list)
+_Dumper.add_representer(tuple, _represent_list)
+
+
+def _yaml_block(data: dict[str, Any]) -> list[str]:
+    if not data:
+        return ["```yaml", "# (nothing recorded)", "```"]
+    text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
+    return ["```yaml", *text.rstrip("\n").splitlines(), "```"]
+
+
+def _reason(text: str) -> str:
+    """The first clause of a pending/skip reason, capitalised, for a table cell."""
+    short = text
+    for sep in (" (", "; ", ": needs", "\n"):
+        if sep in short:
+            short = short.split(sep, 1)[0]
+    short = short.strip().rstrip(".")
+    return short[:1].upper() + short[1:]
+
+
+# --------------------------------------------------------------------------
+# Sections
+
+
+def _best_results(configs: list[_Config], matrix: Matrix | None, ttft: Case | None) -> list[str]:
+    cases = _cases(configs, matrix, "decode") + _cases(configs, matrix, "prefill")
+    keys = [(_primary_key(c), f"{c.id} ({METRIC_UNITS[c.primary_metric]})") for c in cases]
+    if ttft is not None:
+        keys.append((f"{ttft.id}/{TTFT_METRIC}", f"TTFT@{ttft.id} (ms)"))
+    rows = []
+    for key, label in keys:
+        metric = key.partition("/")[2]
+        hib = HIGHER_IS_BETTER[metric]
+        candidates: list[tuple[float, str, str]] = []  # value, config, date
+        reference = None
+        for c in configs:
+            s = c.stats.get(key)
+            stored = c.baseline.metrics.get(key) if c.baseline is not None else None
+            if reference is None:
+                if stored is not None:
+                    reference = stored.mean
+                elif s is not None and s.result is not None and s.result.baseline is not None:
+                    reference = s.result.baseline.mean
+            if s is not None:
+                candidates.append((s.mean, c.name, s.date))
+            if stored is not None and s is not None and s.source == "run":
+                candidates.append((stored.mean, f"{c.name} (baseline)", c.baseline.updated))
+        if not candidates:
+            continue
+        pick = max if hib else min
+        best = pick(candidates, key=lambda t: t[0])
+        rows.append([label, num(reference), num(best[0]), best[1], _day(best[2])])
+    if not rows:
+        return ["_No measurements yet._"]
+    return _table(["Metric", "Baseline", "Best", "Config", "Date"], rows)
+
+
+def _matrix_columns(configs: list[_Config], matrix: Matrix | None, targets: list[Target]) -> list[Case]:
+    pool = _cases(configs, matrix, "decode") + _cases(configs, matrix, "prefill")
+    have = {k.partition("/")[0] for c in configs for k in c.stats} | {t.metric.partition("/")[0] for t in targets}
+    if matrix is not None:
+        have |= {c.id for c in matrix.workloads.cases}
+    chosen = [c for cid in MATRIX_CASES for c in pool if c.id == cid and cid in have]
+    return chosen or pool[:6]
+
+
+def _config_notes(c: _Config) -> str:
+    if c.pending:
+        return _reason(c.pending)
+    parts = []
+    if c.error:
+        parts.append(f"Error: {c.error.splitlines()[0]}")
+    if c.skipped:
+        parts.append(f"Skipped: {_reason(c.skipped)}")
+    obs = observed_summary(c.record.observed if c.record else None)
+    if not obs and c.baseline is not None:
+        obs = observed_summary(c.baseline.environment.get("observed"))
+    if obs:
+        parts.append(obs)
+    if c.source == "run":
+        v = verdict_summary(c.results)
+        if v:
+            parts.append(v)
+        errs = [short_key(r) for r in c.results if r.error]
+        if errs and not v:
+            parts.append("error: " + ", ".join(errs))
+    elif c.source == "baseline":
+        parts.append(f"stored baseline {_day(c.date)}")
+    return "; ".join(parts) or "Not measured yet"
+
+
+def _ttft_cell(s: _Stat | None) -> str:
+    if s is None:
+        return "-"
+    # the page reports TTFT p50; where only a mean is stored, it is marked approximate
+    return f"{num(s.median)} ms" if s.median is not None else f"~{num(s.mean)} ms"
+
+
+def _comparison_matrix(configs: list[_Config], matrix: Matrix | None, targets: list[Target],
+                       ttft: Case | None) -> list[str]:
+    cols = _matrix_columns(configs, matrix, targets)
+    headers = ["Config", *(c.id for c in cols), "TTFT p50", "Notes"]
+    best: dict[str, float] = {}  # bold marks the best of two or more configs
+    for case in cols:
+        vals = [c.stats[_primary_key(case)].mean for c in configs if _primary_key(case) in c.stats]
+        if len(vals) > 1:
+            best[case.id] = (max if HIGHER_IS_BETTER[case.primary_metric] else min)(vals)
+    rows = []
+    for c in configs:
+        cells = []
+        for case in cols:
+            s = c.stats.get(_primary_key(case))
+            if s is None:
+                cells.append("-")
+            else:
+                text = num(s.mean)
+                cells.append(f"**{text}**" if s.mean == best.get(case.id) else text)
+        tt = c.stats.get(f"{ttft.id}/{TTFT_METRIC}") if ttft is not None else None
+        name = f"**{c.name}**" if c.stats else c.name
+        rows.append([name, *cells, _ttft_cell(tt), _config_notes(c)])
+    if targets:
+        rows.append([""] * len(headers))
+        by_engine: dict[str, list[Target]] = {}
+        for t in targets:
+            by_engine.setdefault(t.engine, []).append(t)
+        for engine, ts in by_engine.items():
+            cells, extra = [], []
+            used = set()
+            for case in cols:
+                hit = [t for t in ts if t.metric in (case.id, _primary_key(case))]
+                cells.append(_exact(hit[0].value) if hit else "-")
+                used |= {id(t) for t in hit[:1]}
+            tt = [t for t in ts if ttft is not None and t.metric == f"{ttft.id}/{TTFT_METRIC}"]
+            used |= {id(t) for t in tt[:1]}
+            extra = [f"{t.metric} {_exact(t.value)}{(' ' + t.unit) if t.unit else ''}" for t in ts if id(t) not in used]
+            rows.append([f"**{engine}**", *cells, f"{_exact(tt[0].value)} ms" if tt else "-",
+                         "; ".join(["Target", *extra])])
+    return _table(headers, rows)
+
+
+def _variance_notes(c: _Config, key: str, s: _Stat, cases: dict[str, Case]) -> list[str]:
+    notes = []
+    cv = s.cv
+    case_id, _, metric = key.partition("/")
+    if cv is None:
+        return [f"n={s.n}: spread unknown"] if s.n < 2 else []
+    hist = sorted(h for h in s.history_cv if math.isfinite(h))
+    if len(hist) >= HISTORY_MIN:
+        med = statistics.median(hist)
+        if med > 0 and cv < LOW_CV_VS_HISTORY * med:
+            notes.append(f"suspiciously low CV — warm state? (history median {_pct(med)})")
+        elif med > 0 and cv > HIGH_CV_VS_HISTORY * med:
+            notes.append(f"noisier than usual (history median {_pct(med)})")
+    else:
+        peers = [p.cv for k, p in c.stats.items() if k != key and k.partition("/")[2] == metric and p.cv is not None]
+        if len(peers) >= 2:
+            med = statistics.median(peers)
+            if med > 0 and cv < LOW_CV_VS_PEERS * med:
+                notes.append(f"suspiciously low CV — warm state? (other {case_id[:2]}* median {_pct(med)})")
+    case = cases.get(case_id)
+    if case is not None and case.kind == "prefill":
+        same = sorted((cs for k, cs in cases.items() if cs.kind == "prefill" and cs.depth == case.depth
+                       and f"{k}/{metric}" in c.stats), key=_case_order)
+        cvs = {cs.id: c.stats[f"{cs.id}/{metric}"].cv for cs in same}
+        if (len(same) >= 3 and same[0].id == case_id and all(v is not None for v in cvs.values())
+                and cv == max(cvs.values())):
+            notes.append("lower prefill shows higher relative variance")
+    if case is not None and case.kind == "decode":
+        shorter = sorted((cs for k, cs in cases.items() if cs.kind == "decode" and cs.depth == case.depth
+                          and cs.tg < case.tg and f"{k}/{metric}" in c.stats), key=_case_order)
+        if shorter:
+            prev = c.stats[f"{shorter[-1].id}/{metric}"]
+            drop = 100.0 * (prev.mean - s.mean) / abs(prev.mean) if prev.mean else 0.0
+            if drop > DECODE_DROP_PCT:
+                notes.append(f"{drop:.1f}% slower than {shorter[-1].id}: degrades at longer output")
+    if s.flagged:
+        notes.append(f"{s.flagged} flagged sample(s) replaced")
+    r = s.result
+    if r is not None and r.comparison is not None and r.comparison.dropped_current:
+        notes.append(f"{r.comparison.dropped_current} outlier(s) set aside")
+    return notes
+
+
+def _variance(configs: list[_Config], matrix: Matrix | None) -> list[str]:
+    out: list[str] = []
+    for c in configs:
+        if not c.stats:
+            continue
+        cases: dict[str, Case] = {}
+        for k in c.stats:
+            case = _parse_case(k.partition("/")[0], matrix)
+            if case is not None:
+                cases[case.id] = case
+        keys = [_primary_key(cs) for cs in sorted(cases.values(), key=lambda x: (x.kind != "prefill", _case_order(x)))]
+        keys = [k for k in keys if k in c.stats]
+        if not keys:
+            continue
+        rows = []
+        for k in keys:
+            s = c.stats[k]
+            rows.append([k.partition("/")[0], num(s.mean), f"±{num(s.stdev)}", _pct(s.cv), str(s.n),
+                         "; ".join(_variance_notes(c, k, s, cases))])
+        source = "this run" if c.source == "run" else f"stored baseline, {_day(c.date)}"
+        out += [f"### {c.name} ({source})", "", *_table(["Metric", "Mean", "Std Dev", "CV%", "n", "Notes"], rows), ""]
+        dec = [c.stats[k].cv for k in keys if k.endswith("/tg_tps") and c.stats[k].cv is not None]
+        pre = [c.stats[k].cv for k in keys if k.endswith("/pp_tps") and c.stats[k].cv is not None]
+        parts = []
+        if dec:
+            parts.append(f"decode throughput (tg*) median CV {_pct(statistics.median(dec))}")
+        if pre:
+            parts.append(f"prefill throughput (pp*) median CV {_pct(statistics.median(pre))}")
+        if parts:
+            line = "**Key insight**: " + "; ".join(parts)
+            if dec and pre and statistics.median(dec) > 0:
+                ratio = statistics.median(pre) / statistics.median(dec)
+                if ratio >= 2:
+                    line += f" — prefill is {ratio:.0f}× noisier relative to its mean"
+            out += [line + ".", ""]
+    return out or ["_No measurements yet._", ""]
+
+
+def _workload_section(matrix: Matrix) -> list[str]:
+    w = matrix.workloads
+    pre = sorted({c.pp for c in w.cases if c.kind == "prefill"})
+    dec = sorted({c.tg for c in w.cases if c.kind == "decode"})
+    dec_pp = sorted({c.pp for c in w.cases if c.kind == "decode"})
+    depths = sorted({c.depth for c in w.cases})
+    data: dict[str, Any] = {}
+    if pre:
+        data["prompt_lengths"] = pre
+    if dec:
+        data["output_lengths"] = dec
+        data["decode_prompt_length"] = dec_pp[0] if len(dec_pp) == 1 else dec_pp
+    data["depth"] = depths
+    data.update({"runs": w.runs, "warmup": w.warmup, "latency_mode": w.latency_mode,
+                 "max_client_lag_ms": w.max_client_lag_ms, "reset_prefix_cache": w.reset_prefix_cache,
+                 "batch_size": 1, "concurrency": 1, "tool": f"pytest-mxfp4 {__version__}"})
+    gates = {"default": matrix.gates.default, **matrix.gates.rules}
+    return [*_yaml_block(data), "", "Gates: " + ", ".join(f"`{k}`: {v}" for k, v in gates.items()), ""]
+
+
+def _environment(c: _Config) -> dict[str, Any]:
+    env = c.environment or {}
+    out: dict[str, Any] = {}
+    if c.source == "run":
+        out["date"] = _when(str(env.get("captured_at", "")))
+        for k in ("hardware_key", "git_sha", "plugin_version"):
+            if env.get(k) is not None:
+                out[k] = env[k]
+        gpus = env.get("gpus") or []
+        if gpus:
+            out["gpu"] = [f"{g.get('name')} (SM {g.get('sm')}" + (f", driver {g['driver']}" if g.get("driver") else "")
+                          + (f", {g['memory_mib']} MiB" if g.get("memory_mib") else "") + ")" for g in gpus]
+        if env.get("cpu_model"):
+            out["cpu"] = f"{env['cpu_model']} ({env.get('cpu_count', '?')} cores)"
+        for k in ("memory_gib", "os", "python", "telemetry"):
+            if env.get(k) not in (None, ""):
+                out[k] = env[k]
+        details = (c.record.info.get("details") if c.record else None) or {}
+        for k in ("image", "image_id", "engine_version"):
+            if details.get(k):
+                out[k] = details[k]
+    elif c.baseline is not None:
+        bf = c.baseline
+        out["date"] = _when(bf.updated)
+        out["hardware_key"] = bf.hardware_key
+        if bf.source:
+            out["source"] = bf.source
+        for k, v in bf.environment.items():
+            if k not in ("observed", "server_command", "server_env", "hostname"):
+                out[k] = v
+        for k, v in bf.engine.items():
+            out.setdefault(k, v)
+    return out
+
+
+def _server_config(c: _Config) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    cfg, info = c.cfg, (c.record.info if c.record else {}) or {}
+    bf_env = c.baseline.environment if c.baseline is not None else {}
+    if cfg is not None:
+        out["runner"] = cfg.runner
+        if cfg.docker is not None:
+            out["image"] = cfg.docker.image
+        out["model"] = cfg.model
+        if cfg.served_model_name:
+            out["served_model"] = cfg.served_model_name
+        out["api"] = cfg.api
+    elif c.record is not None and c.record.runner:
+        out["runner"] = c.record.runner
+        out["model"] = c.record.model
+    elif c.baseline is not None:
+        out["model"] = c.baseline.model
+        if c.baseline.engine.get("runner"):
+            out["runner"] = c.baseline.engine["runner"]
+    command = info.get("command") or bf_env.get("server_command")
+    if not command and cfg is not None:
+        command = [*cfg.command, *cfg.args]
+    if command:
+        out["command"] = " ".join(str(x) for x in command)
+    env = info.get("env") or bf_env.get("server_env") or (dict(cfg.env) if cfg is not None else {})
+    if env:
+        out["env_vars"] = dict(env)
+    return out
+
+
+def _observed_lines(c: _Config) -> list[str]:
+    observed = dict(c.record.observed) if c.record and c.record.observed else {}
+    src = "from the server log"
+    if not observed and c.baseline is not None and isinstance(c.baseline.environment.get("observed"), dict):
+        observed, src = dict(c.baseline.environment["observed"]), "from the stored baseline"
+    observed = {k: v for k, v in observed.items() if v not in (None, [], {}, "")}
+    expect = dict(c.cfg.expect) if c.cfg is not None else {}
+    if not observed and not expect:
+        return []
+    lines = ["```yaml", f"# {src}" if observed else "# nothing observed: no server log was available"]
+    for k, v in observed.items():
+        line = f"{k}: {_scalar(v)}"
+        if k in expect:
+            line += "  # as expected" if expect[k] == v else f"  # EXPECTED {_scalar(expect[k])}"
+        lines.append(line)
+    for k, v in expect.items():
+        if k not in observed:
+            lines.append(f"# {k}: expected {_scalar(v)}, not observed")
+    lines.append("```")
+    return lines
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, (list, dict)):
+        return yaml.safe_dump(v, default_flow_style=True, width=1000).strip()
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _result_line(key: str, s: _Stat, comment: str = "") -> str:
+    case_id, _, metric = key.partition("/")
+    name = f"{case_id}_{metric.rsplit('_', 1)[-1]}" if metric in ("pp_tps", "tg_tps") else metric
+    line = f"{name}: {_pm(s)}"
+    notes = [comment] if comment else []
+    r = s.result
+    if r is not None:
+        if r.error:
+            notes.append(f"error: {r.error}")
+        elif r.comparison is not None and r.baseline is not None:
+            d = r.comparison.delta_pct
+            notes.append(f"{r.verdict.value}" + (f", {d:+.2f}% vs baseline {r.baseline.mean:.2f}" if d is not None else ""))
+        elif r.baseline is None:
+            notes.append("no baseline")
+    return line + (f"   # {'; '.join(notes)}" if notes else "")
+
+
+def _results(c: _Config, matrix: Matrix | None) -> list[str]:
+    cases: dict[str, Case] = {}
+    for k in c.stats:
+        case = _parse_case(k.partition("/")[0], matrix)
+        if case is not None:
+            cases[case.id] = case
+    pre = sorted((x for x in cases.values() if x.kind == "prefill"), key=_case_order)
+    dec = sorted((x for x in cases.values() if x.kind == "decode"), key=_case_order)
+    out: list[str] = []
+    if pre:
+        out += ["#### Prefill Throughput (varying context length)", "```yaml"]
+        for case in pre:
+            key = _primary_key(case)
+            if key in c.stats:
+                tt = c.stats.get(f"{case.id}/{TTFT_METRIC}")
+                out.append(_result_line(key, c.stats[key], f"TTFT: {tt.mean:.0f}ms" if tt else ""))
+        out += ["```", ""]
+    if dec:
+        pps = sorted({x.pp for x in dec if x.pp})
+        head = f" (pp={pps[0]}, varying output length)" if len(pps) == 1 else " (varying output length)"
+        out += [f"#### Decode Throughput{head}", "```yaml"]
+        out += [_result_line(_primary_key(case), c.stats[_primary_key(case)])
+                for case in dec if _primary_key(case) in c.stats]
+        out += ["```", ""]
+    for case in pre + dec:
+        lat = [k for k in c.stats if k.partition("/")[0] == case.id and k != _primary_key(case)]
+        if not lat:
+            continue
+        where = ([f"pp={case.pp}"] if case.pp else []) + ([f"tg={case.tg}"] if case.kind == "decode" else [])
+        where += [f"depth={case.depth}"] if case.depth else []
+        out += [f"#### Latency ({', '.join(where)})", "```yaml", *(_result_line(k, c.stats[k]) for k in lat), "```", ""]
+    errs = [r for r in c.results if r.error and r.key not in c.stats]
+    if errs:
+        out += ["#### Not measured", *(f"- `{r.key}`: {r.error}" for r in errs), ""]
+    return out
+
+
+def _status(c: _Config) -> str:
+    if c.error:
+        return f"❌ ERROR - {c.error.splitlines()[0]}"
+    if c.source == "run":
+        bad = [r for r in c.results if r.verdict.value in ("regressed", "error")]
+        fails = [r for r in bad if r.fails]
+        if fails:
+            return f"❌ REGRESSED - {_when(c.date)} ({', '.join(short_key(r) for r in fails)})"
+        tail = f" ({len(bad)} warning(s): {', '.join(short_key(r) for r in bad)})" if bad else ""
+        return f"✅ COMPLETE - {_when(c.date)}{tail}"
+    if c.skipped:
+        base = f"; numbers from the stored baseline of {_day(c.date)}" if c.source == "baseline" else ""
+        return f"⏭ SKIPPED this run - {c.skipped}{base}"
+    if c.source == "baseline":
+        return f"✅ BASELINE - {_when(c.date)}" + (f" ({c.baseline.source})" if c.baseline and c.baseline.source else "")
+    return "NOT RUN"
+
+
+def _config_section(c: _Config, matrix: Matrix | None) -> list[str]:
+    out = [f"## {c.name}", ""]
+    if c.description:
+        out += [f"_{c.description}_", ""]
+    out += [f"**Status**: {_status(c)}", ""]
+    out += ["### Environment", *_yaml_block(_environment(c)), ""]
+    engine = (c.cfg.engine if c.cfg is not None else "") or "server"
+    out += [f"### {'vLLM' if engine == 'vllm' else 'Server'} Configuration", *_yaml_block(_server_config(c)), ""]
+    obs = _observed_lines(c)
+    if obs:
+        out += ["### Observed Runtime Configuration", *obs, ""]
+    if c.stats:
+        out += ["### Results", "", *_results(c, matrix)]
+    notes = list(c.record.notes) if c.record else []
+    if notes:
+        out += ["### Notes", *(f"- {n}" for n in notes), ""]
+    return out + ["---", ""]
+
+
+def _pending_section(configs: list[_Config]) -> list[str]:
+    pend = [c for c in configs if c.pending and not c.stats]
+    if not pend:
+        return []
+    out = ["## Pending Configurations", ""]
+    out += _table(["Config", "Description", "Status", "Reason"],
+                  [[c.name, c.description or "-", "PENDING", c.pending or ""] for c in pend])
+    out.append("")
+    for c in pend:
+        if c.cfg is not None and c.cfg.expect:
+            out += [f"### {c.name}: expected configuration", *_yaml_block(dict(c.cfg.expect)), "",
+                    f"**Blocker**: {c.pending}", ""]
+    return out + ["---", ""]
+
+
+def _targets_section(targets: list[Target]) -> list[str]:
+    if not targets:
+        return []
+    rows = [[t.engine, t.metric, f"{_exact(t.value)}{(' ' + t.unit) if t.unit else ''}", t.note or "-"] for t in targets]
+    return ["## Reference: Competing Engines (targets)", "", *_table(["Engine", "Metric", "Value", "Note"], rows), "",
+            "---", ""]
+
+
+def _baseline_run_log(baselines: dict[str, BaselineFile]) -> list[dict[str, Any]]:
+    rows = []
+    for bf in baselines.values():
+        m = bf.metrics.get(HEADLINE_KEY)
+        notes = "; ".join(s for s in (observed_summary(bf.environment.get("observed")), bf.source) if s)
+        entries = [(h.date, h.mean) for h in m.history] if m is not None and m.history else [
+            (bf.updated, m.mean if m is not None else None)]
+        for i, (date, mean) in enumerate(entries, 1):
+            rows.append({"run_id": f"{bf.server}-v{i}", "date": date, "config": bf.server, "tg32": mean,
+                         "hardware_key": bf.hardware_key, "git_sha": bf.environment.get("git_sha"),
+                         "notes": notes})
+    return sorted(rows, key=lambda r: str(r["date"]))
+
+
+def _run_log(session: SessionResults, baselines: dict[str, BaselineFile], run_log: list[dict] | None) -> list[str]:
+    rows = list(run_log or [])
+    seen = {r.get("run_id") for r in rows}
+    rows += [r for r in run_log_records(session) if r["run_id"] not in seen]
+    origin = ""
+    if not rows:
+        rows = _baseline_run_log(baselines)
+        origin = "_From the stored baselines' history (no run log yet)._"
+    if not rows:
+        return ["## Run Log", "", "_No runs recorded yet._", ""]
+    table = [[str(r.get("run_id") or "-"), _day(str(r.get("date") or "")), str(r.get("config") or "-"),
+              num(r["tg32"]) if isinstance(r.get("tg32"), (int, float)) else "-",
+              str(r.get("hardware_key") or "-"), str(r.get("git_sha") or "-"), str(r.get("notes") or "")]
+             for r in rows]
+    out = ["## Run Log", ""]
+    if origin:
+        out += [origin, ""]
+    return out + _table(["Run ID", "Date", "Config", "tg32", "Hardware", "Git SHA", "Notes"], table) + [""]
+
+
+def _latest_date(configs: list[_Config]) -> str:
+    dates = sorted(c.date for c in configs if c.date)
+    return dates[-1] if dates else ""
+
+
+def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, BaselineFile] | None = None,
+           run_log: list[dict] | None = None) -> str:
+    """The results page. `baselines` maps server config name -> its stored
+    baseline (same hardware as the session); `run_log` is `read_run_log(...)`.
+    A config measured in `session` shows those numbers, otherwise its
+    baseline's; pending configs and the matrix's targets always appear."""
+    baselines = dict(baselines or {})
+    configs = _collect(session, matrix, baselines)
+    targets = list(matrix.targets) if matrix is not None else []
+    if not targets:
+        seen: dict[tuple, Target] = {}
+        for r in session.results:
+            for t in r.targets:
+                seen.setdefault((t.engine, t.metric, t.value), t)
+        targets = list(seen.values())
+    ttft = _ttft_case(configs, matrix, targets)
+    name = (matrix.name if matrix is not None else "") or session.matrix or "pytest-mxfp4"
+    hw = session.environment.get("hardware_key") or next((b.hardware_key for b in baselines.values()), "")
+    latest = _latest_date(configs)
+    intro = f"Generated by pytest-mxfp4 {__version__}"
+    if hw:
+        intro += f" for hardware `{hw}`"
+    if matrix is not None:
+        intro += f" from matrix `{matrix.path}`"
+    intro += f"; data as of {_when(latest)}." if latest else "; no measurements yet."
+
+    out = [f"# {name} Benchmark Results", "", "Live tracking of benchmark results across configurations.", "",
+           intro, "", "---", ""]
+    out += ["## Current Best Results", "", *_best_results(configs, matrix, ttft), "", "---", ""]
+    out += ["## Comparison Matrix", "", *_comparison_matrix(configs, matrix, targets, ttft), ""]
+    if ttft is not None:
+        out += [f"TTFT is `{ttft.id}/{TTFT_METRIC}` (request sent → first generated token); `~` marks a mean "
+                "where only a summary is stored (no samples for a median).", ""]
+    out += ["---", "", "## Variance Analysis", "", *_variance(configs, matrix), "---", ""]
+    if matrix is not None:
+        out += ["## Workload Parameters", "", *_workload_section(matrix), "---", ""]
+    for c in configs:
+        if c.stats or c.error or (c.skipped and not c.pending) or (c.record is not None and c.record.info):
+            out += _config_section(c, matrix)
+    out += _pending_section(configs)
+    out += _targets_section(targets)
+    out += _run_log(session, baselines, run_log)
+    out += ["---", "", "## How to Run Benchmarks", "", "```bash"]
+    cfg_path = str(matrix.path) if matrix is not None else "configs/<matrix>.yaml"
+    out += [f"pytest -m perf --perf-config {cfg_path} --perf-json .perf/results.json",
+            f"pytest -m perf --perf-config {cfg_path} --perf-update-baselines   # store as the new baselines",
+            f"pytest-mxfp4 report .perf/results.json --config {cfg_path} --out BENCHMARK_RESULTS.md",
+            "```", ""]
+    return "\n".join(out)
+
+
+def plots_section(plot_paths: Iterable[Path], page_path: Path) -> str:
+    """A 'Trends' section linking trend PNGs relative to the page."""
+    import os
+
+    paths = list(plot_paths)
+    if not paths:
+        return ""
+    lines = ["", "## Trends", ""]
+    for p in paths:
+        rel = os.path.relpath(Path(p).resolve(), Path(page_path).resolve().parent)
+        lines.append(f"![{Path(p).stem}]({Path(rel).as_posix()})")
+    return "\n".join(lines) + "\n"

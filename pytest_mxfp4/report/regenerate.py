@@ -1,0 +1,121 @@
+"""`pytest-mxfp4 report`: rebuild the results page (and trend plots) from
+stored results and baselines. Runs nothing, measures nothing.
+
+    pytest-mxfp4 report [RESULTS.json ...] --baselines baselines/ [--config configs/x.yaml]
+                        [--out BENCHMARK_RESULTS.md] [--plots DIR]
+
+Result files are merged in the order given: for a config measured in several
+files, the last file wins; every file's configs go to the run log section.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..baselines import BaselineFile, read_baseline, write_atomic
+from ..config import Matrix, load_matrix
+from ..errors import PerfUserError
+from ..results import SessionResults
+from .history import RUN_LOG_NAME, read_run_log, run_log_records
+from .markdown import load_session, plots_section, render
+
+
+def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
+    """One session from several: per server config, the last session that
+    measured (or mentioned) it wins. Each server record keeps its own
+    session's environment under info['environment'] when they differ."""
+    if not sessions:
+        return SessionResults(matrix="", environment={})
+    if len(sessions) == 1:
+        return sessions[0]
+    last = sessions[-1]
+    merged = SessionResults(matrix=last.matrix, environment=dict(last.environment))
+    owner: dict[str, SessionResults] = {}
+    for s in sessions:
+        for name in list(s.servers) + [r.server for r in s.results]:
+            if s.for_server(name) or name not in owner:
+                owner[name] = s
+    for name, s in owner.items():
+        rec = s.servers.get(name)
+        if rec is not None:
+            if s is not last and s.environment != last.environment:
+                rec.info = {**rec.info, "environment": s.environment}
+            merged.servers[name] = rec
+        merged.results += s.for_server(name)
+    return merged
+
+
+def load_baselines(baselines_dir: Path, matrix: Matrix | None, hardware_key: str | None) -> dict[str, BaselineFile]:
+    """Server name -> baseline file, for one machine. `baselines_dir` may be
+    the root (baselines/) or one machine's folder (baselines/<key>/)."""
+    files = sorted(p for p in baselines_dir.rglob("*.yaml") if not p.name.startswith("."))
+    found: list[BaselineFile] = [read_baseline(p) for p in files]
+    if matrix is not None:
+        wanted = {s.name: s.model_name for s in matrix.servers}
+        found = [b for b in found if b.server in wanted and b.model == wanted[b.server]]
+    if hardware_key:
+        found = [b for b in found if b.hardware_key == hardware_key]
+    keys = sorted({b.hardware_key for b in found})
+    if len(keys) > 1:
+        raise PerfUserError(
+            f"{baselines_dir}: holds baselines of several machines ({', '.join(keys)}); pass a result JSON "
+            f"measured on the one you want, or point --baselines at one machine's folder, e.g. {baselines_dir / keys[0]}")
+    out: dict[str, BaselineFile] = {}
+    for b in found:
+        if b.server in out:
+            raise PerfUserError(f"{baselines_dir}: two baselines for server {b.server!r} on {b.hardware_key} "
+                                f"(models {out[b.server].model!r} and {b.model!r}); pass --config to pick by model")
+        out[b.server] = b
+    return out
+
+
+def report_command(results_json: list[str], baselines_dir: str, config: str | None, out_md: str,
+                   plots_dir: str | None) -> int:
+    """Regenerate the Markdown page (and trend PNGs when `plots_dir` is set)
+    from stored data. Returns the exit status; user mistakes raise
+    PerfUserError with a message naming the file."""
+    matrix = load_matrix(config) if config else None
+    sessions = [load_session(p) for p in results_json]
+    session = merge_sessions(sessions)
+    if not session.matrix and matrix is not None:
+        session.matrix = matrix.name
+
+    bdir = Path(baselines_dir)
+    if not bdir.is_dir():
+        raise PerfUserError(f"{bdir}: baseline directory not found (pass --baselines DIR; default baselines/)")
+    hw = session.environment.get("hardware_key")
+    baselines = load_baselines(bdir, matrix, hw)
+
+    # the run log lives in the baselines root; --baselines may name one machine's folder below it
+    log_dir = bdir.parent if not (bdir / RUN_LOG_NAME).exists() and (bdir.parent / RUN_LOG_NAME).exists() else bdir
+    run_log = read_run_log(log_dir)
+    page_hw = hw or next((b.hardware_key for b in baselines.values()), None)
+    if page_hw:
+        run_log = [r for r in run_log if r.get("hardware_key") in (None, page_hw)]
+    seen = {r.get("run_id") for r in run_log}
+    for s in sessions:  # every result file is a run, also those whose numbers a later file replaced
+        for rec in run_log_records(s):
+            if rec["run_id"] not in seen:
+                seen.add(rec["run_id"])
+                run_log.append(rec)
+
+    if not session.results and not baselines and not (matrix and matrix.servers):
+        raise PerfUserError(f"nothing to report: no result JSON given and no baseline under {bdir}"
+                            + (f" for hardware {hw}" if hw else ""))
+
+    out = Path(out_md)
+    text = render(session, matrix, baselines, run_log)
+    plots: list[Path] = []
+    if plots_dir:
+        from .plots import trend_plots
+
+        plots = trend_plots(list(baselines.values()), plots_dir)
+        text += plots_section(plots, out)
+    try:
+        write_atomic(out, text)
+    except OSError as e:
+        raise PerfUserError(f"{out}: cannot write the results page ({e.strerror})") from None
+    print(f"results page: {out}")
+    for p in plots:
+        print(f"trend plot: {p}")
+    return 0
