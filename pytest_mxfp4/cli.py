@@ -2,6 +2,7 @@
 
     pytest-mxfp4 observe LOGFILE [--engine vllm]   what did that server really run?
     pytest-mxfp4 compare REFERENCE... CURRENT.json   the gate's decision on stored results
+    pytest-mxfp4 report [RESULTS.json...] --config M --out PAGE.md   the results page from stored data
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("reference", nargs="+", help="baseline YAML file(s) or result JSON file(s)")
     cp.add_argument("current", help="result JSON written by --perf-json")
     cp.add_argument("--config", help="matrix file whose gates apply (default: tg32 fails, others warn)")
+    rp = sub.add_parser("report", help="regenerate the Markdown results page (and plots) from stored results")
+    rp.add_argument("results", nargs="*", help="result JSON file(s) written by --perf-json (optional)")
+    rp.add_argument("--baselines", default="baselines", help="baseline directory (default: baselines)")
+    rp.add_argument("--config", help="matrix file: adds pending rows, targets and workload parameters")
+    rp.add_argument("--out", default="BENCHMARK_RESULTS.md", help="Markdown page to write")
+    rp.add_argument("--plots", help="directory for trend plots (needs matplotlib)")
     args = ap.parse_args(argv)
     try:
         if args.command == "observe":
@@ -32,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
             from .compare import compare_command
 
             return compare_command(args.reference, args.current, args.config)
+        if args.command == "report":
+            from .report.regenerate import report_command
+
+            return report_command(args.results, args.baselines, args.config, args.out, args.plots)
     except PerfUserError as e:
         print(f"pytest-mxfp4 {args.command}: {e}", file=sys.stderr)
         return 2

@@ -31,6 +31,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--perf-server", metavar="NAMES", help="comma-separated server configs to run (default: all)")
     g.addoption("--perf-json", metavar="PATH", help="write results as JSON (schema 1)")
     g.addoption("--perf-output", metavar="DIR", help="server logs and artifacts (default: .perf/)")
+    g.addoption("--perf-report", metavar="PATH", help="write the Markdown results page")
+    g.addoption("--perf-benchmark-json", metavar="PATH", help="write pytest-benchmark-compatible JSON")
+    g.addoption("--perf-plots", metavar="DIR", help="write trend plots (PNG) from the baseline history")
     parser.addini("perf_config", "default matrix file for pytest -m perf", default="configs/cpu.yaml")
     parser.addini("perf_baselines", "baseline directory", default="baselines")
 
@@ -207,13 +210,49 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr.write_line(f"matrix {session.matrix.path}  hardware {session.environment.hardware_key}")
     for line in terminal.render(session.results):
         tr.write_line(line)
+    try:
+        for line in write_reports(session, config, exitstatus):
+            tr.write_line(line)
+    except PerfUserError as e:
+        tr.write_line(f"pytest-mxfp4: {e}", red=True)
+
+
+def write_reports(session: PerfSession, config: pytest.Config, exitstatus: int) -> list[str]:
+    """Every report from the same result objects. The page is rendered
+    against the baselines this run was judged by, before they are updated."""
+    from .report import benchmark_json, github, history, markdown
+
+    said = []
+    page = markdown.render(session.results, session.matrix, session.judged_baselines(),
+                           history.read_run_log(session.store.root))
     if config.getoption("--perf-update-baselines") and exitstatus != pytest.ExitCode.INTERRUPTED:
         for path in session.update_baselines():
-            tr.write_line(f"baseline written: {path}")
-    json_path = config.getoption("--perf-json")
-    if json_path:
-        json_report.write(session.results, Path(json_path))
-        tr.write_line(f"results JSON: {json_path}")
+            said.append(f"baseline written: {path}")
+        if said:
+            history.append_run_log(session.store.root, session.results)
+    for opt, write in (("--perf-json", json_report.write), ("--perf-benchmark-json", benchmark_json.write)):
+        path = config.getoption(opt)
+        if path:
+            write(session.results, Path(path))
+            said.append(f"{opt[2:]}: {path}")
+    md_path = config.getoption("--perf-report")
+    plots_dir = config.getoption("--perf-plots")
+    if plots_dir:
+        from .report import plots
+
+        stored = [bf for bf in session.current_baselines().values()]
+        paths = plots.trend_plots(stored, Path(plots_dir))
+        said.append(f"plots: {len(paths)} PNG in {plots_dir}")
+        if md_path:
+            page += "\n" + markdown.plots_section(paths, Path(md_path))
+    if md_path:
+        from .baselines import write_atomic
+
+        write_atomic(Path(md_path), page)
+        said.append(f"results page: {md_path}")
+    if github.write_step_summary(session.results, page):
+        said.append("GitHub step summary written")
+    return said
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -79,6 +79,7 @@ class PerfSession:
     progress: Progress | None = None
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     results: SessionResults = field(init=False)
+    _judged_by: dict[str, BaselineFile] = field(default_factory=dict, init=False)
     _swept: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -135,6 +136,8 @@ class PerfSession:
             record.info = _info_dict(info)
             self.check_observed(cfg, server, record)
             baseline = self.load_baseline(cfg)
+            if baseline is not None:
+                self._judged_by[cfg.name] = baseline
             client = EngineClient(cfg.name, info.base_url, cfg.model_name, engine=cfg.engine, api=cfg.api)
             version = client.server_version() or record.observed.get("vllm_version")
             if version:
@@ -182,6 +185,19 @@ class PerfSession:
             return self.store.load(self.environment.hardware_key, cfg.model_name, cfg.name)
         except BaselineError:
             raise
+
+    def judged_baselines(self) -> dict[str, BaselineFile]:
+        """Server name -> the baseline this session judged it by (as loaded)."""
+        return dict(self._judged_by)
+
+    def current_baselines(self) -> dict[str, BaselineFile]:
+        """Server name -> what is stored now (after any update), for this machine."""
+        out = {}
+        for cfg in self.matrix.servers:
+            bf = self.store.load(self.environment.hardware_key, cfg.model_name, cfg.name)
+            if bf is not None:
+                out[cfg.name] = bf
+        return out
 
     def update_baselines(self) -> list[Path]:
         written = []

@@ -92,7 +92,10 @@ def cpu_baseline(tmp_path_factory):
     """README command 1's run on the shipped configs/cpu.yaml (both server
     configs, pp512 pp2048 tg32 tg128), storing baselines: the A/A first leg."""
     d = tmp_path_factory.mktemp("engine")
-    r = run_perf(CPU_MATRIX, d / "baselines", d / "first", "--perf-update-baselines")
+    out = d / "first"
+    r = run_perf(CPU_MATRIX, d / "baselines", out, "--perf-update-baselines", f"--perf-report={out / 'page.md'}",
+                 f"--perf-benchmark-json={out / 'bench.json'}", f"--perf-plots={out / 'plots'}",
+                 f"--junitxml={out / 'junit.xml'}")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     return d, r
 
@@ -120,6 +123,29 @@ def test_cpu_matrix_measures_two_real_configs_with_exact_token_counts(cpu_baseli
     assert data["servers"]["tiny-compiled"]["observed"]["enforce_eager"] is False
     assert "pytest-mxfp4 performance summary" in r.stdout and "tiny-compiled" in r.stdout
     assert len(list((d / "baselines").rglob("*.yaml"))) == 2
+
+
+def test_every_report_agrees_number_for_number(cpu_baseline):
+    import xml.etree.ElementTree as ET
+
+    d, _ = cpu_baseline
+    out = d / "first"
+    res = results(out)
+    bench = {b["name"]: b for b in json.loads((out / "bench.json").read_text())["benchmarks"]}
+    junit = {}  # (testcase name, property) -> value
+    for tc in ET.parse(out / "junit.xml").iter("testcase"):
+        for p in tc.iter("property"):
+            junit[(tc.get("name"), p.get("name"))] = p.get("value")
+    page = (out / "page.md").read_text()
+    for server in ("tiny-eager", "tiny-compiled"):
+        mean = res[(server, "tg32", "tg_tps")]["mean"]
+        (b,) = [b for b in bench.values() if server in b["name"] and "tg32" in b["name"] and "tg_tps" in b["name"]]
+        assert b["stats"]["ops"] == pytest.approx(mean, rel=1e-9)
+        assert float(junit[(f"test_workload[{server}-tg32]", "tg32/tg_tps.mean")]) == pytest.approx(mean, rel=1e-9)
+        assert junit[(f"test_workload[{server}-tg32]", "tg32/tg_tps.verdict")] == res[(server, "tg32", "tg_tps")]["verdict"]
+        assert f"{mean:.2f}" in page or f"{mean:.1f}" in page
+    assert len(list((out / "plots").glob("*.png"))) >= 8
+    assert "## Comparison Matrix" in page and "tiny-compiled" in page
 
 
 def test_a_a_run_passes(cpu_baseline):

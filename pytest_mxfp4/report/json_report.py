@@ -37,6 +37,7 @@ def metric_dict(r: MetricResult) -> dict[str, Any]:
         "error_samples": r.error_samples,
         "runs_to_verdict": r.runs_to_verdict,
         "confirmed": r.confirmed,
+        "incomparable": r.incomparable,
         "targets": [asdict(t) for t in r.targets],
     }
 

@@ -101,6 +101,8 @@ def load_session(json_path: str | Path) -> SessionResults:
         mr.error_samples = int(r.get("error_samples") or 0)
         mr.runs_to_verdict = int(r.get("runs_to_verdict") or 0)
         mr.confirmed = bool(r.get("confirmed"))
+        if r.get("verdict") == "incomparable" and mr.error is None:
+            mr.incomparable = str(r.get("incomparable") or "the stored baseline ran another configuration")
         session.results.append(mr)
         if mr.server not in session.servers:
             session.servers[mr.server] = ServerRecord(name=mr.server, runner="", model="")
@@ -367,7 +369,10 @@ def _matrix_columns(configs: list[_Config], matrix: Matrix | None, targets: list
     if matrix is not None:
         have |= {c.id for c in matrix.workloads.cases}
     chosen = [c for cid in MATRIX_CASES for c in pool if c.id == cid and cid in have]
-    return chosen or pool[:6]
+    for kind in ("decode", "prefill"):  # a matrix without the page's usual cases shows its own (two per kind)
+        if not any(c.kind == kind for c in chosen):
+            chosen += [c for c in pool if c.kind == kind and c.id in have][:2]
+    return chosen
 
 
 def _config_notes(c: _Config) -> str:
@@ -391,6 +396,9 @@ def _config_notes(c: _Config) -> str:
         if errs and not v:
             parts.append("error: " + ", ".join(errs))
     elif c.source == "baseline":
+        v = verdict_summary(c.results)  # this run measured nothing usable: say why
+        if v:
+            parts.append(v)
         parts.append(f"stored baseline {_day(c.date)}")
     return "; ".join(parts) or "Not measured yet"
 
@@ -555,8 +563,9 @@ def _environment(c: _Config) -> dict[str, Any]:
                 out[k] = env[k]
         gpus = env.get("gpus") or []
         if gpus:
-            out["gpu"] = [f"{g.get('name')} (SM {g.get('sm')}" + (f", driver {g['driver']}" if g.get("driver") else "")
-                          + (f", {g['memory_mib']} MiB" if g.get("memory_mib") else "") + ")" for g in gpus]
+            names = [f"{g.get('name')} (SM {g.get('sm')}" + (f", driver {g['driver']}" if g.get("driver") else "")
+                     + (f", {g['memory_mib']} MiB" if g.get("memory_mib") else "") + ")" for g in gpus]
+            out["gpu"] = names[0] if len(names) == 1 else names
         if env.get("cpu_model"):
             out["cpu"] = f"{env['cpu_model']} ({env.get('cpu_count', '?')} cores)"
         for k in ("memory_gib", "os", "python", "telemetry"):
@@ -619,17 +628,32 @@ def _observed_lines(c: _Config) -> list[str]:
     expect = dict(c.cfg.expect) if c.cfg is not None else {}
     if not observed and not expect:
         return []
+    ok = _expect_status(expect, observed)
     lines = ["```yaml", f"# {src}" if observed else "# nothing observed: no server log was available"]
     for k, v in observed.items():
         line = f"{k}: {_scalar(v)}"
         if k in expect:
-            line += "  # as expected" if expect[k] == v else f"  # EXPECTED {_scalar(expect[k])}"
+            line += "  # as expected" if ok.get(k) else f"  # EXPECTED {_scalar(expect[k])}"
         lines.append(line)
     for k, v in expect.items():
         if k not in observed:
-            lines.append(f"# {k}: expected {_scalar(v)}, not observed")
+            lines.append(f"# {k}: not observed" + (", as expected" if ok.get(k) else f"; expected {_scalar(v)}"))
     lines.append("```")
     return lines
+
+
+def _expect_status(expect: dict[str, Any], observed: dict[str, Any]) -> dict[str, bool]:
+    """fact -> does the observed value satisfy `expect:`? The plugin's own
+    rule (observe.check_expectations: lists = any of, null = absent)."""
+    from ..observe import ObservedFacts, check_expectations
+
+    known = set(ObservedFacts.fact_names())
+    try:
+        facts = ObservedFacts(**{k: v for k, v in observed.items() if k in known})
+        bad = {m.fact for m in check_expectations({k: v for k, v in expect.items() if k in known}, facts)}
+    except (TypeError, ValueError):
+        return {k: expect[k] == observed.get(k) for k in expect}
+    return {k: k in known and k not in bad for k in expect}
 
 
 def _scalar(v: Any) -> str:
@@ -651,6 +675,8 @@ def _result_line(key: str, s: _Stat, comment: str = "") -> str:
     if r is not None:
         if r.error:
             notes.append(f"error: {r.error}")
+        elif r.incomparable:
+            notes.append(f"incomparable: {r.incomparable}")
         elif r.comparison is not None and r.baseline is not None:
             d = r.comparison.delta_pct
             notes.append(f"{r.verdict.value}" + (f", {d:+.2f}% vs baseline {r.baseline.mean:.2f}" if d is not None else ""))
@@ -684,7 +710,8 @@ def _results(c: _Config, matrix: Matrix | None) -> list[str]:
                 for case in dec if _primary_key(case) in c.stats]
         out += ["```", ""]
     for case in pre + dec:
-        lat = [k for k in c.stats if k.partition("/")[0] == case.id and k != _primary_key(case)]
+        lat = sorted((k for k in c.stats if k.partition("/")[0] == case.id and k != _primary_key(case)),
+                     key=lambda k: case.metrics.index(k.partition("/")[2]) if k.partition("/")[2] in case.metrics else 99)
         if not lat:
             continue
         where = ([f"pp={case.pp}"] if case.pp else []) + ([f"tg={case.tg}"] if case.kind == "decode" else [])
@@ -706,8 +733,11 @@ def _status(c: _Config) -> str:
             return f"❌ REGRESSED - {_when(c.date)} ({', '.join(short_key(r) for r in fails)})"
         tail = f" ({len(bad)} warning(s): {', '.join(short_key(r) for r in bad)})" if bad else ""
         return f"✅ COMPLETE - {_when(c.date)}{tail}"
+    base = f"; numbers from the stored baseline of {_day(c.date)}" if c.source == "baseline" else ""
+    failed = [short_key(r) for r in c.results if r.error]
+    if failed:
+        return f"💥 NOT MEASURED this run - {len(failed)} metric(s) errored ({', '.join(failed)}){base}"
     if c.skipped:
-        base = f"; numbers from the stored baseline of {_day(c.date)}" if c.source == "baseline" else ""
         return f"⏭ SKIPPED this run - {c.skipped}{base}"
     if c.source == "baseline":
         return f"✅ BASELINE - {_when(c.date)}" + (f" ({c.baseline.source})" if c.baseline and c.baseline.source else "")

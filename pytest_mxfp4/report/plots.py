@@ -78,7 +78,7 @@ def trend_plots(baselines: list[BaselineFile], out_dir: str | Path, k: float = D
             ax = fig.add_subplot(1, 1, 1)
             ax.axhspan(lo, hi, color="tab:blue", alpha=0.15, lw=0,
                        label=f"baseline band: mean ± {k:g}·sd" + (" of history" if len(entries) > 1 else " (one run)"))
-            ax.axhline(centre, color="tab:blue", lw=1, ls="--", alpha=0.7)
+            ax.axhline(centre, color="tab:blue", lw=1, ls="--", alpha=0.7, label="band centre")
             ax.errorbar(xs, [e.mean for e in entries], yerr=[e.stdev for e in entries], fmt="o-", color="tab:blue",
                         ecolor="tab:gray", capsize=3, ms=4, lw=1.2, label="run mean ± sd")
             ax.axhline(m.mean, color="tab:green", lw=1, label=f"current baseline {m.mean:.4g} {m.unit}".rstrip())
@@ -91,7 +91,18 @@ def trend_plots(baselines: list[BaselineFile], out_dir: str | Path, k: float = D
             if math.isfinite(ymin) and math.isfinite(ymax) and ymax > ymin:
                 ax.set_ylim(ymin, ymax)
             if use_dates:
-                fig.autofmt_xdate()
+                from datetime import timedelta
+
+                from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+                locator = AutoDateLocator(minticks=3, maxticks=8)
+                ax.xaxis.set_major_locator(locator)
+                ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+                first, last = min(xs), max(xs)
+                if last - first < timedelta(days=2):  # one update (or one day): don't let the axis span years
+                    ax.set_xlim(first - timedelta(days=2), last + timedelta(days=2))
+            else:
+                ax.set_xlim(0.5, len(entries) + 0.5)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7, loc="best")
             fig.tight_layout()
