@@ -109,8 +109,8 @@ class NoiseModel:
 
     def describe(self) -> str:
         if self.noisy_p:
-            return (f"CV {self.cv:.1%} or, p={self.noisy_p:g}, {self.noisy_cv[0]:.0%}-{self.noisy_cv[1]:.0%}; "
-                    f"drift {self.session_sd:.2%} / {self.noisy_offset:g}xCV")
+            return (f"CV {self.cv:.1%}|{self.noisy_cv[0]:.0%}-{self.noisy_cv[1]:.0%} (p={self.noisy_p:g}), "
+                    f"drift {self.session_sd:.0%}|{self.noisy_offset:g}xCV")
         return f"CV {self.cv:.1%}, drift {self.session_sd:.2%}"
 
 
@@ -341,6 +341,10 @@ def goals(cells: dict, labels) -> tuple[list[str], bool]:
         ok_all &= ok
         lines.append(f"[{'PASS' if ok else 'FAIL'}] tg32 median runs to verdict <= 5: "
                      f"{med_aa:g} (A/A), {med_r:g} (1.5% regression, incl. confirmation)")
+        if ("tg32", 0.008) in cells:
+            lines.append(f"[info] tg32 truly 0.8% slower (the user's parity band) still fails "
+                         f"{100 * cells[('tg32', 0.008)].rate('ours'):.2f}% of runs: the price of "
+                         f"the 1.5% detection goal under {NOISE[0].session_sd:.2%} session drift")
     return lines, ok_all
 
 
@@ -368,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         return calibrate(labels, args)
 
     t0 = time.perf_counter()
-    regs = (0.0,) + tuple(sorted(set(grid) | {0.01, 0.015, 0.02, 0.05}))
+    regs = (0.0,) + tuple(sorted(set(grid) | {0.008, 0.01, 0.015, 0.02, 0.05}))
     cells = run_cells(labels, regs, trials_aa, trials, args.seed, args.workers, overrides)
     pol = {lb: stats.policy_for(NOISE[MODEL_INDEX[lb]].metric, **(overrides or {})) for lb in labels}
     print("pytest-mxfp4 gate quality: simulated nightly runs (seed %d)" % args.seed)
@@ -400,7 +404,7 @@ def calibrate(labels, args) -> int:
     default k): A/A false alarms and MDE95 of our gate per metric."""
     trials_aa = args.trials_aa or (1000 if args.quick else 4000)
     trials = args.trials or (200 if args.quick else 500)
-    grid = (0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20)
+    grid = (0.0075, 0.01, 0.0125, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20, 0.25)
     regs = (0.0,) + grid
     print(f"calibration sweep (ours only; {trials_aa} A/A trials, {trials} per regression size; "
           f"unnamed settings at their defaults k={stats.DEFAULT_K:g} rho={stats.DEFAULT_RHO:g})")
@@ -421,7 +425,7 @@ def calibrate(labels, args) -> int:
         print(txt, flush=True)
 
     print(hdr)
-    for rho in (0.0, 0.1, 0.15, 0.2, 0.25):
+    for rho in (0.0, 0.1, 0.2, 0.3):
         for k in (2.0, 2.5, 3.0, 3.5):
             row(f"k={k:g} rho={rho:g}", {"k": k, "rho": rho})
     row("default, no history_cv", None, history=False)

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from scipy import special as _special
@@ -605,7 +605,10 @@ def compare(
         if abs(effect) <= tol:
             reason = f"{size}, within the {tol:.2f}% tolerance{dropped}."
         else:
-            reason = f"{size}, beyond the {tol:.2f}% tolerance but not significant ({ptxt}); good news is not re-measured{dropped}."
+            reason = (
+                f"{size}, beyond the {tol:.2f}% tolerance but not significant ({ptxt}); "
+                f"good news is not re-measured{dropped}."
+            )
     return Comparison(
         verdict=verdict,
         delta_pct=delta,
