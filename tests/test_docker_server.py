@@ -57,13 +57,13 @@ def test_gpu_requests_all_or_count_and_none_for_cpu():
     assert dk.device_requests(None) is None
 
 
-def test_cpu_budget_defaults_to_cores_minus_headroom_for_cpu_engines_only():
-    assert dk.nano_cpus(None, None, ncpu=2) == 1_800_000_000
-    assert dk.nano_cpus(None, None, ncpu=16) == 15_800_000_000
-    assert dk.nano_cpus(None, None, ncpu=1) == 800_000_000
-    assert dk.nano_cpus(1.5, None, ncpu=2) == 1_500_000_000  # explicit wins
-    assert dk.nano_cpus(None, "all", ncpu=2) is None  # GPU engines: no default limit
-    assert dk.nano_cpus(4, 1, ncpu=8) == 4_000_000_000
+def test_cpu_engines_leave_the_client_a_core_by_default():
+    assert dk.cpu_limits(None, None, ncpu=2) == {"cpuset_cpus": "0"}
+    assert dk.cpu_limits(None, None, ncpu=16) == {"cpuset_cpus": "0-14"}
+    assert dk.cpu_limits(None, None, ncpu=1) == {"nano_cpus": 800_000_000}  # nothing to pin
+    assert dk.cpu_limits(1.5, None, ncpu=2) == {"nano_cpus": 1_500_000_000}  # explicit `cpus` wins
+    assert dk.cpu_limits(None, "all", ncpu=2) == {}  # GPU engines: no default limit
+    assert dk.cpu_limits(4, 1, ncpu=8) == {"nano_cpus": 4_000_000_000}
 
 
 def test_labels_mark_every_container_as_ours():
@@ -107,7 +107,7 @@ def test_create_kwargs_host_network_cpu(tmp_path):
     assert "--host 127.0.0.1 --port 18555" in cmd and "--model /models/tiny" in cmd
     assert "--served-model-name tiny" in cmd and cmd.endswith("--enforce-eager")
     assert kw["shm_size"] == "1g"
-    assert kw["nano_cpus"] == 1_800_000_000
+    assert kw["cpuset_cpus"] == "0" and "nano_cpus" not in kw
     assert "device_requests" not in kw
     assert kw["environment"] == {"A": "1", "HF_TOKEN": "s3cret"}
     assert kw["labels"] == {"pytest-mxfp4": "1", "pytest-mxfp4.session": "sess1",
@@ -119,7 +119,7 @@ def test_create_kwargs_host_network_cpu(tmp_path):
 def test_create_kwargs_gpu_ipc_host_and_published_port(tmp_path):
     kw = kwargs(cfg(gpus="all", ipc_mode="host", network="published"), tmp_path)
     assert kw["device_requests"][0]["Count"] == -1
-    assert "nano_cpus" not in kw
+    assert "nano_cpus" not in kw and "cpuset_cpus" not in kw
     assert kw["ipc_mode"] == "host" and "shm_size" not in kw  # /dev/shm is the host's
     assert "network_mode" not in kw
     assert kw["ports"] == {"18555/tcp": ("127.0.0.1", 18555)}  # published on loopback only
@@ -294,7 +294,9 @@ def test_real_container_serves_on_loopback_and_stop_leaves_nothing(client, image
         assert container.labels["pytest-mxfp4"] == "1"
         assert container.labels["pytest-mxfp4.config"] == "tiny-eager-docker"
         hc = container.attrs["HostConfig"]
-        assert hc["NetworkMode"] == "host" and hc["NanoCpus"] > 0 and hc["ShmSize"] == 1 << 30
+        assert hc["NetworkMode"] == "host" and hc["ShmSize"] == 1 << 30
+        ncpu = client.info()["NCPU"]
+        assert hc["CpusetCpus"] == ("0" if ncpu == 2 else f"0-{ncpu - 2}") or ncpu == 1
 
         body = json.dumps({"model": "tiny", "prompt": "The license", "max_tokens": 8}).encode()
         req = urllib.request.Request(info.base_url + "/v1/completions", data=body,
