@@ -91,7 +91,9 @@ class ServerConfig:
     expect: dict[str, Any] = field(default_factory=dict)
     docker: DockerSpec | None = None
     description: str = ""
-    cpu_threads: int | None = None  # engine CPU budget for process runner (taskset)
+    # Cores the engine process may run on (the first N). Unset on a CPU engine:
+    # all but one, so the measuring client is never starved by the engine.
+    cpu_cores: int | None = None
 
     @property
     def model_name(self) -> str:
@@ -258,7 +260,7 @@ class _Reader:
 _SERVER_KEYS = {
     "engine", "runner", "model", "served_model_name", "command", "args", "env",
     "health_path", "startup_timeout_s", "requires", "api", "base_url", "pending",
-    "expect", "docker", "description", "cpu_threads", "extends",
+    "expect", "docker", "description", "cpu_cores", "extends",
 }
 _DOCKER_KEYS = {"image", "gpus", "shm_size", "ipc_mode", "cpus", "volumes", "network"}
 _WORKLOAD_KEYS = {"prefill", "decode", "depth", "runs", "warmup", "latency_mode",
@@ -328,7 +330,7 @@ def _server(r: _Reader, name: str, data: dict, defaults: dict) -> ServerConfig:
     health = r.string(merged.get("health_path", "/health"), f"{where}.health_path")
     if not health.startswith("/"):
         raise r.fail(f"{where}.health_path", f"must start with '/', got {health!r}")
-    threads = merged.get("cpu_threads")
+    cores = merged.get("cpu_cores")
     return ServerConfig(
         name=name,
         engine=r.string(merged.get("engine", "vllm"), f"{where}.engine", ENGINES),
@@ -347,7 +349,7 @@ def _server(r: _Reader, name: str, data: dict, defaults: dict) -> ServerConfig:
         expect=r.mapping(merged.get("expect"), f"{where}.expect"),
         docker=docker,
         description=r.string(merged.get("description", ""), f"{where}.description"),
-        cpu_threads=int(r.number(threads, f"{where}.cpu_threads", 1, integer=True)) if threads is not None else None,
+        cpu_cores=int(r.number(cores, f"{where}.cpu_cores", 1, integer=True)) if cores is not None else None,
     )
 
 

@@ -37,7 +37,8 @@ defaults:
   command: ["{python}", "-m", "vllm.entrypoints.openai.api_server", "--model", "{model}",
             "--served-model-name", "{served_model_name}", "--host", "{host}", "--port", "{port}"]
   args: [--enforce-eager, --max-model-len, "4096", --max-num-seqs, "2"]
-  env: {VLLM_NO_USAGE_STATS: "1", HF_HUB_OFFLINE: "1", VLLM_CPU_KVCACHE_SPACE: "1", VLLM_SERVER_DEV_MODE: "1"}
+  env: {VLLM_NO_USAGE_STATS: "1", HF_HUB_OFFLINE: "1", VLLM_CPU_KVCACHE_SPACE: "1", VLLM_SERVER_DEV_MODE: "1",
+        VLLM_HOST_IP: 127.0.0.1, VLLM_CPU_NUM_OF_RESERVED_CPU: "0"}
   startup_timeout_s: 300
 """
 
@@ -68,7 +69,7 @@ servers:
 SLOW = """
 servers:
   tiny-eager:
-    description: the bigger model behind the same name and config: a real slowdown
+    description: "the bigger model behind the same name and config: a real slowdown"
     model: models/small
     served_model_name: tiny
 """
@@ -131,7 +132,7 @@ def test_every_report_agrees_number_for_number(cpu_baseline):
     d, _ = cpu_baseline
     out = d / "first"
     res = results(out)
-    bench = {b["name"]: b for b in json.loads((out / "bench.json").read_text())["benchmarks"]}
+    bench = json.loads((out / "bench.json").read_text())["benchmarks"]
     junit = {}  # (testcase name, property) -> value
     for tc in ET.parse(out / "junit.xml").iter("testcase"):
         for p in tc.iter("property"):
@@ -139,7 +140,7 @@ def test_every_report_agrees_number_for_number(cpu_baseline):
     page = (out / "page.md").read_text()
     for server in ("tiny-eager", "tiny-compiled"):
         mean = res[(server, "tg32", "tg_tps")]["mean"]
-        (b,) = [b for b in bench.values() if server in b["name"] and "tg32" in b["name"] and "tg_tps" in b["name"]]
+        (b,) = [b for b in bench if b["params"] == {"server": server, "workload": "tg32", "metric": "tg_tps"}]
         assert b["stats"]["ops"] == pytest.approx(mean, rel=1e-9)
         assert float(junit[(f"test_workload[{server}-tg32]", "tg32/tg_tps.mean")]) == pytest.approx(mean, rel=1e-9)
         assert junit[(f"test_workload[{server}-tg32]", "tg32/tg_tps.verdict")] == res[(server, "tg32", "tg_tps")]["verdict"]
@@ -171,26 +172,30 @@ def test_real_slowdown_fails_tg32_and_only_warns_elsewhere(cpu_baseline):
     assert "PASSED tests/perf/test_perf.py::test_workload[tiny-eager-tg128]" in r.stdout
 
 
-def _vllm_processes() -> list[str]:
-    out = subprocess.run(["pgrep", "-af", "vllm.entrypoints.openai.api_server"], capture_output=True, text=True)
-    return [l for l in out.stdout.splitlines() if "pgrep" not in l]
+def _processes_with(text: str) -> list[str]:
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [l for l in out.splitlines() if text in l and "ps -ww" not in l]
 
 
 def test_ctrl_c_while_starting_leaves_no_engine(tmp_path):
-    before = _vllm_processes()
     matrix = write_matrix(tmp_path / "m.yaml", TINY, WORK)
+    log = tmp_path / "o/logs/tiny-eager.log"
     cmd = [sys.executable, "-m", "pytest", "tests/perf/test_perf.py", "-m", "perf", "-p", "no:cacheprovider",
            f"--perf-config={matrix}", f"--perf-baselines={tmp_path / 'b'}", f"--perf-output={tmp_path / 'o'}"]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
-    while len(_vllm_processes()) <= len(before) and time.monotonic() < deadline:
+    while not (log.exists() and log.read_text().startswith("$ ")) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert len(_vllm_processes()) > len(before), "the engine never started"
-    time.sleep(3)  # mid-startup
+    port = log.read_text().splitlines()[0].split("--port ")[1].split()[0]
+    ours = f"--port {port}"
+    while not _processes_with(ours) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_with(ours), "the engine never started"
+    time.sleep(3)  # mid-startup: the engine is loading
     p.send_signal(signal.SIGINT)
     out, _ = p.communicate(timeout=60)
     deadline = time.monotonic() + 20
-    while len(_vllm_processes()) > len(before) and time.monotonic() < deadline:
+    while _processes_with(ours) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _vllm_processes() == before, out[-3000:]
+    assert _processes_with(ours) == [], out[-3000:]
     assert p.returncode == pytest.ExitCode.INTERRUPTED

@@ -4,7 +4,7 @@ import pytest
 
 from pytest_mxfp4.config import Case
 from pytest_mxfp4.errors import MeasurementError
-from pytest_mxfp4.measure.metrics import compute_metrics
+from pytest_mxfp4.measure.metrics import burst_fraction, compute_metrics
 from pytest_mxfp4.measure.runner import check_token_counts
 from pytest_mxfp4.measure.timing import StreamTiming
 
@@ -54,3 +54,24 @@ def test_token_count_checks():
         check_token_counts("s", case, 1536, 31)
     with pytest.raises(MeasurementError, match="no usage"):
         check_token_counts("s", case, None, None)
+
+
+def stream(chunk_times, start=0.0, end=None):
+    t = StreamTiming(start=start, first_response=chunk_times[0], first_content=chunk_times[0],
+                     last_content=chunk_times[-1], end=end or chunk_times[-1] + 0.001)
+    t.chunk_times = list(chunk_times)
+    return t
+
+
+def test_burst_detection_separates_flushes_from_honest_streams():
+    # GB10-like: TTFT 555 ms then 31 tok/s for 32 tokens
+    gb10 = stream([0.555 + i / 31 for i in range(32)])
+    # a 20k tok/s firehose is fast but honest: one chunk per step
+    firehose = stream([0.005 + i / 20000 for i in range(1024)])
+    # speculative decoding: ~3 tokens per chunk, one chunk per step
+    spec = stream([0.05 + i * 0.03 for i in range(11)])
+    # starved server: 128 tokens held back, flushed within 3 ms
+    flushed = stream([0.70 + i * 0.00002 for i in range(128)], end=0.71)
+    assert burst_fraction(gb10) > 0.2 and burst_fraction(firehose) > 0.2 and burst_fraction(spec) > 0.2
+    assert burst_fraction(flushed) < 0.01
+    assert burst_fraction(stream([0.1, 0.2])) is None  # too short to tell

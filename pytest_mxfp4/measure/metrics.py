@@ -50,3 +50,21 @@ def compute_metrics(t: StreamTiming, latency_s: float, new_prompt_tokens: int, c
         pp_tps=pp_tps,
         tg_tps=tg_tps,
     )
+
+
+def burst_fraction(t: StreamTiming) -> float | None:
+    """How compressed the stream's delivery was: the shortest window holding
+    half of the content chunks, as a fraction of the whole request.
+
+    Each decode step yields at least one chunk, so in an honest stream half
+    the chunks span a good part of the request (tens of percent, also for
+    fast engines and speculative decoding). A server process starved of CPU
+    holds tokens back and then flushes them together: half the chunks land
+    within a few ms and tg t/s becomes a fiction. None when too short to tell.
+    """
+    times = t.chunk_times
+    if len(times) < 8 or t.end is None or t.end <= t.start:
+        return None
+    k = (len(times) + 1) // 2
+    window = min(times[i + k - 1] - times[i] for i in range(len(times) - k + 1))
+    return window / (t.end - t.start)

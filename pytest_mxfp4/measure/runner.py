@@ -9,12 +9,14 @@ from ..config import Case, Workloads
 from ..errors import MeasurementError, PerfUserError
 from .client import EngineClient, RequestSpec
 from .lag import LagMonitor
-from .metrics import RequestMetrics, compute_metrics
+from .metrics import RequestMetrics, burst_fraction, compute_metrics
 from .prompts import PromptFactory
 
 FLAG_PREFIX_CACHE_HIT = "prefix-cache-hit"
 FLAG_CLIENT_LAG = "client-lag"
 FLAG_GPU_THROTTLED = "gpu-throttled"
+FLAG_BURST = "burst-delivery"
+BURST_FRACTION = 0.05  # half the chunks inside 5% of the request: delivered in a burst
 
 
 @dataclass
@@ -142,6 +144,9 @@ class CaseRunner:
                     sample.flags.append(FLAG_PREFIX_CACHE_HIT)
             if sample.client_lag_ms > self.w.max_client_lag_ms:
                 sample.flags.append(FLAG_CLIENT_LAG)
+            burst = burst_fraction(timing)
+            if burst is not None and burst < BURST_FRACTION:
+                sample.flags.append(FLAG_BURST)
         except MeasurementError as e:
             sample.error = str(e)
         except PerfUserError:

@@ -38,6 +38,18 @@ def _die_with_parent() -> None:  # runs in the child before exec
         pass
 
 
+def engine_cores(config: ServerConfig, available: set[int]) -> set[int] | None:
+    """CPU affinity for the engine. A CPU engine left unpinned takes every
+    core and starves the client (streams then arrive in bursts); by default
+    it gets all cores but the highest one. GPU engines are left alone."""
+    cores = sorted(available)
+    if config.cpu_cores is not None:
+        return set(cores[: max(1, min(config.cpu_cores, len(cores)))])
+    if config.requires.accelerator == "cpu" and len(cores) >= 2:
+        return set(cores[:-1])
+    return None
+
+
 def expand(template: str, values: dict[str, str]) -> str:
     """Fill {python} {model} {port} {host} {served_model_name}; leave other braces alone."""
     out = template
@@ -85,16 +97,22 @@ class ProcessServer(Server):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{c.name}.log"
         env = {**os.environ, **c.env}
+        cores = engine_cores(c, os.sched_getaffinity(0))
         self._log_file = open(log_path, "wb")
         self._log_file.write(f"$ {' '.join(cmd)}\n".encode())
         self._log_file.flush()
         base_url = f"http://127.0.0.1:{self.port}"
         self.info = ServerInfo(name=c.name, kind="process", base_url=base_url, log_path=log_path,
                                command=cmd, env=redact_env(c.env))
+        def before_exec() -> None:
+            _die_with_parent()
+            if cores:
+                os.sched_setaffinity(0, cores)
+
         try:
             self.proc = subprocess.Popen(
                 cmd, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=self.base_dir, start_new_session=True, preexec_fn=_die_with_parent,
+                env=env, cwd=self.base_dir, start_new_session=True, preexec_fn=before_exec,
             )
         except (OSError, ValueError) as e:
             self.stop()
@@ -111,6 +129,8 @@ class ProcessServer(Server):
             self.stop()
             raise
         self.info.details["pid"] = self.proc.pid
+        if cores:
+            self.info.details["cpu_affinity"] = sorted(cores)
         return self.info
 
     def alive(self) -> bool:
