@@ -51,7 +51,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def _perf_selected(config: pytest.Config) -> bool:
     import re
 
-    return bool(re.search(r"\bperf\b", config.getoption("markexpr", "") or ""))
+    expr = config.getoption("markexpr", "") or ""
+    return bool(re.search(r"\bperf\b", expr)) and not re.search(r"\bnot\s+perf\b", expr)
 
 
 def _path(config: pytest.Config, opt: str, ini: str) -> Path:
@@ -122,8 +123,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "perf_server" not in metafunc.fixturenames:
         return
-    if not metafunc.config.getoption("markexpr", ""):
-        # deselected anyway (see above); don't load the matrix for plain `pytest`
+    if not _perf_selected(metafunc.config):
+        # deselected (see above, or by -m); don't load the matrix
         metafunc.parametrize("perf_server", [None], indirect=True, scope="session", ids=["perf"])
         metafunc.parametrize("perf_workload", [None], ids=["deselected"])
         return
