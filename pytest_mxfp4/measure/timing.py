@@ -17,5 +17,5 @@ class StreamTiming:
     completion_tokens: int | None = None  # from usage
     token_ids_seen: int = 0  # sum of len(token_ids) over chunks, when the server sends them
     finish_reason: str | None = None
-    system_fingerprint: str | None = None  # vLLM: "vllm-<version>-<git sha>": the engine build that answered
+    system_fingerprint: str | None = None  # vLLM: "vllm-<version>-<hash of its config>"
     chunk_times: list[float] = field(default_factory=list)

@@ -521,7 +521,18 @@ class DockerServer(Server):
             details["docker_server_version"] = self.client.version().get("Version")
         except Exception:
             pass
+        details["packages"] = self._exec_packages()
         return details
+
+    def _exec_packages(self) -> dict[str, str]:
+        """vLLM/FlashInfer/torch versions and vLLM's git sha, asked of the container."""
+        from ..environment import ENGINE_PROBE, parse_engine_probe
+
+        try:
+            code, out = self.container.exec_run(["python3", "-c", ENGINE_PROBE])
+        except Exception:
+            return {}
+        return parse_engine_probe(out.decode(errors="replace")) if code == 0 and out else {}
 
     def _exec_version(self) -> str | None:
         try:

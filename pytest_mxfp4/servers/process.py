@@ -129,6 +129,10 @@ class ProcessServer(Server):
             self.stop()
             raise
         self.info.details["pid"] = self.proc.pid
+        if c.command and c.command[0] == "{python}":
+            from ..environment import probe_python
+
+            self.info.details["packages"] = probe_python(self.python)
         if cores:
             self.info.details["cpu_affinity"] = sorted(cores)
         return self.info
