@@ -360,23 +360,7 @@ def _workloads(r: _Reader, value: Any) -> Workloads:
         raise r.fail(where, "required: at least `prefill: {pp: [...]}` or `decode: {tg: [...]}`")
     r.check_keys(data, _WORKLOAD_KEYS, where)
     depths = r.int_list(data.get("depth", 0), f"{where}.depth", minimum=0)
-    cases: list[Case] = []
-    if "prefill" in data:
-        p = r.mapping(data["prefill"], f"{where}.prefill")
-        r.check_keys(p, {"pp", "tg"}, f"{where}.prefill")
-        if "pp" not in p:
-            raise r.fail(f"{where}.prefill.pp", "required: prompt lengths, e.g. [512, 2048]")
-        tg = int(r.number(p.get("tg", 1), f"{where}.prefill.tg", 1, integer=True))
-        for d in depths:
-            cases += [Case("prefill", pp, tg, d) for pp in r.int_list(p["pp"], f"{where}.prefill.pp")]
-    if "decode" in data:
-        dd = r.mapping(data["decode"], f"{where}.decode")
-        r.check_keys(dd, {"pp", "tg"}, f"{where}.decode")
-        if "tg" not in dd:
-            raise r.fail(f"{where}.decode.tg", "required: output lengths, e.g. [32, 128]")
-        pp = int(r.number(dd.get("pp", 512), f"{where}.decode.pp", 1, integer=True))
-        for d in depths:
-            cases += [Case("decode", pp, tg, d) for tg in r.int_list(dd["tg"], f"{where}.decode.tg", minimum=2)]
+    cases = [c for kind in ("prefill", "decode") if kind in data for c in _sweep(r, data[kind], kind, depths)]
     if not cases:
         raise r.fail(where, "no cases: add `prefill: {pp: [...]}` or `decode: {tg: [...]}`")
     return Workloads(
@@ -387,6 +371,25 @@ def _workloads(r: _Reader, value: Any) -> Workloads:
         max_client_lag_ms=float(r.number(data.get("max_client_lag_ms", 50), f"{where}.max_client_lag_ms", 0)),
         reset_prefix_cache=bool(data.get("reset_prefix_cache", True)),
     )
+
+
+# kind -> (swept length, fixed length, its default, smallest swept value, what the sweep is)
+_SWEEPS = {
+    "prefill": ("pp", "tg", 1, 1, "prompt lengths, e.g. [512, 2048]"),
+    "decode": ("tg", "pp", 512, 2, "output lengths, e.g. [32, 128]"),
+}
+
+
+def _sweep(r: _Reader, value: Any, kind: str, depths: tuple[int, ...]) -> list[Case]:
+    swept, fixed, default, minimum, what = _SWEEPS[kind]
+    where = f"workloads.{kind}"
+    block = r.mapping(value, where)
+    r.check_keys(block, {"pp", "tg"}, where)
+    if swept not in block:
+        raise r.fail(f"{where}.{swept}", f"required: {what}")
+    fixed_value = int(r.number(block.get(fixed, default), f"{where}.{fixed}", 1, integer=True))
+    values = r.int_list(block[swept], f"{where}.{swept}", minimum=minimum)
+    return [Case(kind, depth=d, **{swept: v, fixed: fixed_value}) for d in depths for v in values]
 
 
 def _gates(r: _Reader, value: Any, cases: tuple[Case, ...]) -> Gates:
