@@ -12,6 +12,11 @@ from .config import HIGHER_IS_BETTER
 from .stats import BaselineStats, StatsError, Summary, compare, decide, policy_for
 
 
+def _policy(matrix: Matrix, case: Case, metric: str):
+    floor = matrix.gates.floor_pct(case, metric)
+    return policy_for(metric) if floor is None else policy_for(metric, floor_pct=floor)
+
+
 def judge_metric(server: str, case: Case, metric: str, values: list[float], baseline: BaselineStats | None,
                  matrix: Matrix, run: CaseRun | None = None) -> MetricResult:
     r = MetricResult(server=server, case=case, metric=metric, gate=matrix.gates.policy(case, metric),
@@ -30,7 +35,7 @@ def judge_metric(server: str, case: Case, metric: str, values: list[float], base
         r.summary = Summary.from_samples(values, metric=r.key)
         if baseline is not None:
             r.comparison = compare(values, baseline, higher_is_better=HIGHER_IS_BETTER[metric],
-                                   policy=policy_for(metric))
+                                   policy=_policy(matrix, case, metric))
     except StatsError as e:
         r.error = str(e)
     return r
@@ -82,7 +87,7 @@ def measure_and_judge(runner: CaseRunner, matrix: Matrix, bf: BaselineFile | Non
             return values
 
         try:
-            decide(measure, base, higher_is_better=HIGHER_IS_BETTER[primary], policy=policy_for(primary),
+            decide(measure, base, higher_is_better=HIGHER_IS_BETTER[primary], policy=_policy(matrix, case, primary),
                    initial_runs=w.runs)
         except (_NothingMeasurable, StatsError):
             pass  # judged below from what was measured; errors are reported there

@@ -135,3 +135,12 @@ def test_shipped_configs_are_valid():
     values = {(t.engine, t.metric): t.value for t in gb10.targets}
     assert values[("llama.cpp", "tg32")] == 57.85 and values[("llama.cpp", "pp2048")] == 2449.83
     assert values[("SGLang", "tg32")] == 52.37 and values[("SGLang", "pp2048/e2e_ttft_ms")] == 49.87
+
+
+def test_gate_floor_override():
+    m = parse({**MINIMAL, "gates": {"tg32": {"policy": "fail", "floor_pct": 20}, "pp512": "warn"}})
+    tg32 = m.workloads.cases[1]
+    assert m.gates.policy(tg32, "tg_tps") == "fail" and m.gates.floor_pct(tg32, "tg_tps") == 20.0
+    assert m.gates.floor_pct(m.workloads.cases[0], "pp_tps") is None
+    with pytest.raises(ConfigError, match=r"gates\.tg32\.floor: unknown field"):
+        parse({**MINIMAL, "gates": {"tg32": {"policy": "fail", "floor": 20}}})

@@ -102,3 +102,17 @@ def test_baseline_from_another_backend_is_incomparable():
     results = measure_and_judge(r, MATRIX, bf, incomparable=why)
     tg = next(x for x in results if x.metric == "tg_tps")
     assert tg.verdict == Verdict.INCOMPARABLE and not tg.fails
+
+
+def test_config_floor_widens_the_practical_threshold():
+    wide = parse_matrix({
+        "servers": {"s": {"model": "m", "command": ["x"]}},
+        "workloads": {"decode": {"tg": [32], "pp": 128}, "runs": 5},
+        "gates": {"tg32": {"policy": "fail", "floor_pct": 20}},
+    }, Path("m.yaml"))
+    values = [31.58 * 0.9 + 0.001 * i for i in range(5)]  # 10% slower, very quiet
+    strict = judge_metric("s", TG32, "tg_tps", values, baseline(31.58, 0.06).metrics["tg32/tg_tps"].stats(), MATRIX)
+    lenient = judge_metric("s", wide.workloads.cases[0], "tg_tps", values,
+                           baseline(31.58, 0.06).metrics["tg32/tg_tps"].stats(), wide)
+    assert strict.verdict == Verdict.REGRESSED and lenient.verdict != Verdict.REGRESSED
+    assert lenient.comparison.tolerance_pct >= 20
