@@ -177,7 +177,33 @@ def _processes_with(text: str) -> list[str]:
     return [l for l in out.splitlines() if text in l and "ps -ww" not in l]
 
 
-def test_ctrl_c_while_starting_leaves_no_engine(tmp_path):
+def test_base_url_measures_a_server_started_elsewhere(tmp_path):
+    """--perf-base-url: the plugin starts nothing and stops nothing."""
+    from pytest_mxfp4.config import load_matrix
+    from pytest_mxfp4.servers.process import ProcessServer
+
+    matrix = write_matrix(tmp_path / "m.yaml", TINY, """
+        workloads:
+          decode: {tg: [32], pp: 128}
+          runs: 3
+    """)
+    cfg = load_matrix(matrix).server("tiny-eager")
+    server = ProcessServer(cfg, tmp_path / "own", ROOT)
+    info = server.start()
+    try:
+        r = run_perf(matrix, tmp_path / "b", tmp_path / "o", f"--perf-base-url={info.base_url}")
+        assert r.returncode == 0, r.stdout[-3000:]
+        data = json.loads((tmp_path / "o/results.json").read_text())
+        assert data["servers"]["tiny-eager"]["info"]["kind"] == "external"
+        (tg,) = [x for x in data["results"] if x["metric"] == "tg_tps"]
+        assert tg["n"] >= 3 and tg["verdict"] == "no-baseline"
+        assert server.alive(), "an external server is not ours to stop"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_while_starting_leaves_no_engine(tmp_path, sig):
     matrix = write_matrix(tmp_path / "m.yaml", TINY, WORK)
     log = tmp_path / "o/logs/tiny-eager.log"
     cmd = [sys.executable, "-m", "pytest", "tests/perf/test_perf.py", "-m", "perf", "-p", "no:cacheprovider",
@@ -192,7 +218,7 @@ def test_ctrl_c_while_starting_leaves_no_engine(tmp_path):
         time.sleep(0.2)
     assert _processes_with(ours), "the engine never started"
     time.sleep(3)  # mid-startup: the engine is loading
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     out, _ = p.communicate(timeout=60)
     deadline = time.monotonic() + 20
     while _processes_with(ours) and time.monotonic() < deadline:
