@@ -243,7 +243,8 @@ def write_reports(session: PerfSession, config: pytest.Config, exitstatus: int) 
 
         stored = [bf for bf in session.current_baselines().values()]
         paths = plots.trend_plots(stored, Path(plots_dir))
-        said.append(f"plots: {len(paths)} PNG in {plots_dir}")
+        said.append(f"plots: {len(paths)} PNG in {plots_dir}" +
+                    ("" if paths else " (no baseline history yet: plots come from --perf-update-baselines runs)"))
         if md_path:
             page += "\n" + markdown.plots_section(paths, Path(md_path))
     if md_path:
