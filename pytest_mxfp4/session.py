@@ -80,7 +80,6 @@ class PerfSession:
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     results: SessionResults = field(init=False)
     _judged_by: dict[str, BaselineFile] = field(default_factory=dict, init=False)
-    _swept: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.results = SessionResults(matrix=self.matrix.name, environment=self.environment.to_dict())
@@ -115,12 +114,9 @@ class PerfSession:
         if cfg.runner == "external":
             return ExternalServer(cfg.name, cfg.base_url or "", cfg.health_path)
         if cfg.runner == "docker":
-            from .servers.docker import DockerServer, connect, sweep_leftovers  # docker SDK only needed here
+            # docker SDK only needed here; DockerServer sweeps a crashed session's leftovers on start
+            from .servers.docker import DockerServer
 
-            if not self._swept:
-                # containers of a crashed earlier session carry our labels: remove them first
-                sweep_leftovers(connect(), self.session_id, self.progress)
-                self._swept = True
             return DockerServer(cfg, session_id=self.session_id, log_dir=logs, base_dir=self.base_dir,
                                 progress=self.progress)
         return ProcessServer(cfg, log_dir=logs, base_dir=self.base_dir, progress=self.progress)
