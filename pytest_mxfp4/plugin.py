@@ -111,8 +111,9 @@ def _select(matrix: Matrix, names: str | None, base_url: str | None) -> Matrix:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Plain `pytest` runs the project's own tests and starts no server.
-    if config.getoption("markexpr", ""):
+    # Perf tests run only when -m selects them by name: plain `pytest` (or
+    # `-m "not engine"`) runs the project's own tests and starts no server.
+    if _perf_selected(config):
         return
     keep = [i for i in items if i.get_closest_marker("perf") is None]
     if len(keep) != len(items):
