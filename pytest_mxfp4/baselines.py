@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from .errors import BaselineError
+from .fileio import write_atomic  # noqa: F401  (re-exported for older imports)
 from .stats import BaselineStats, StatsError, Summary
 
 SCHEMA = 1
@@ -105,22 +106,6 @@ class BaselineStore:
             bf.metrics[key] = MetricBaseline(unit, s.mean, s.stdev, s.n, list(samples), history[-HISTORY_LIMIT:])
         bf.engine, bf.environment, bf.updated, bf.source = engine, environment, now, "measured"
         return self.save(bf)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temp file in the same directory and rename: a crash never
-    leaves a half-written baseline."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _num(v: float) -> float:

@@ -3,70 +3,22 @@ runs, every sample kept with the reasons it can't be trusted, if any."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ..config import Case, Workloads
 from ..errors import MeasurementError, PerfUserError
 from .client import EngineClient, RequestSpec
 from .lag import LagMonitor
-from .metrics import RequestMetrics, burst_fraction, compute_metrics
+from .metrics import burst_fraction, compute_metrics
 from .prompts import PromptFactory
+from .samples import (  # noqa: F401  (re-exported: Sample/CaseRun used to live here)
+    FLAG_BURST,
+    FLAG_CLIENT_LAG,
+    FLAG_GPU_THROTTLED,
+    FLAG_PREFIX_CACHE_HIT,
+    CaseRun,
+    Sample,
+)
 
-FLAG_PREFIX_CACHE_HIT = "prefix-cache-hit"
-FLAG_CLIENT_LAG = "client-lag"
-FLAG_GPU_THROTTLED = "gpu-throttled"
-FLAG_BURST = "burst-delivery"
 BURST_FRACTION = 0.05  # half the chunks inside 5% of the request: delivered in a burst
-
-
-@dataclass
-class Sample:
-    """One measured request. `error` set means no numbers, never a guess."""
-
-    run: int
-    metrics: RequestMetrics | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    content_chunks: int = 0
-    client_lag_ms: float = 0.0
-    cache_hit_tokens: float | None = None
-    telemetry: list[dict] = field(default_factory=list)  # per GPU, see telemetry.GpuTelemetry
-    flags: list[str] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def clean(self) -> bool:
-        return self.error is None and not self.flags and self.metrics is not None
-
-
-@dataclass
-class CaseRun:
-    """Everything measured for one (server, case)."""
-
-    server: str
-    case: Case
-    latency_ms: float
-    samples: list[Sample] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    system_fingerprint: str | None = None
-
-    def values(self, metric: str) -> list[float]:
-        """Numbers of the trusted samples only."""
-        out = []
-        for s in self.samples:
-            if s.clean:
-                v = s.metrics.get(metric)
-                if v is not None:
-                    out.append(v)
-        return out
-
-    @property
-    def errors(self) -> list[str]:
-        return [f"run {s.run}: {s.error}" for s in self.samples if s.error]
-
-    @property
-    def flagged(self) -> list[Sample]:
-        return [s for s in self.samples if s.error is None and s.flags]
 
 
 class CaseRunner:

@@ -1,0 +1,67 @@
+"""What one case measured: samples with the reasons they can't be trusted.
+
+Pure data (no HTTP stack), so results, reports and offline tools can use it
+without importing the client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import Case
+from .metrics import RequestMetrics
+
+FLAG_PREFIX_CACHE_HIT = "prefix-cache-hit"
+FLAG_CLIENT_LAG = "client-lag"
+FLAG_GPU_THROTTLED = "gpu-throttled"
+FLAG_BURST = "burst-delivery"
+
+
+@dataclass
+class Sample:
+    """One measured request. `error` set means no numbers, never a guess."""
+
+    run: int
+    start: int = 0  # which server start of this config measured it (0-based)
+    metrics: RequestMetrics | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    content_chunks: int = 0
+    client_lag_ms: float = 0.0
+    cache_hit_tokens: float | None = None
+    telemetry: list[dict] = field(default_factory=list)  # per GPU, see telemetry.GpuTelemetry
+    flags: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.error is None and not self.flags and self.metrics is not None
+
+
+@dataclass
+class CaseRun:
+    """Everything measured for one (server, case)."""
+
+    server: str
+    case: Case
+    latency_ms: float
+    samples: list[Sample] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    system_fingerprint: str | None = None
+
+    def values(self, metric: str) -> list[float]:
+        """Numbers of the trusted samples only."""
+        out = []
+        for s in self.samples:
+            if s.clean:
+                v = s.metrics.get(metric)
+                if v is not None:
+                    out.append(v)
+        return out
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"run {s.run}: {s.error}" for s in self.samples if s.error]
+
+    @property
+    def flagged(self) -> list[Sample]:
+        return [s for s in self.samples if s.error is None and s.flags]
