@@ -36,9 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return observe_command(args.logfile, engine=args.engine)
         if args.command == "compare":
-            from .compare import compare_command
-
-            return compare_command(args.reference, args.current, args.config)
+            return _compare(args.reference, args.current, args.config)
         if args.command == "report":
             from .report.regenerate import report_command
 
@@ -47,6 +45,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pytest-mxfp4 {args.command}: {e}", file=sys.stderr)
         return 2
     return 2
+
+
+def _compare(reference: list[str], current: str, config: str | None) -> int:
+    """Print the offline verdicts; exit 1 on a fail-gated regression."""
+    from .compare import compare_results
+    from .report import terminal
+
+    session = compare_results(reference, current, config)
+    for line in terminal.render(session):
+        print(line)
+    failed = session.failed
+    if failed:
+        print(f"\nFAILED: {len(failed)} gated metric(s) regressed: " + ", ".join(f"{r.server} {r.key}" for r in failed))
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

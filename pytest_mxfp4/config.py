@@ -15,32 +15,49 @@ import yaml
 
 from .errors import ConfigError
 
-ENGINES = ("vllm", "openai")
+ENGINES = ("vllm", "llama.cpp", "openai")
 RUNNERS = ("process", "docker", "external")
 APIS = ("completions", "chat")
 GATE_POLICIES = ("fail", "warn", "off")
 LATENCY_MODES = ("api", "generation", "none")
 ACCELERATORS = ("cpu", "nvidia", "any")
 
-# Metric names per workload kind. The first one is the case's primary metric,
-# the one a bare case id ("tg32") refers to in `gates` and `targets`.
-PREFILL_METRICS = ("pp_tps", "ttfr_ms", "est_ppt_ms", "e2e_ttft_ms")
-DECODE_METRICS = ("tg_tps", "e2e_ttft_ms")
-METRIC_UNITS = {
-    "pp_tps": "tok/s",
-    "tg_tps": "tok/s",
-    "ttfr_ms": "ms",
-    "est_ppt_ms": "ms",
-    "e2e_ttft_ms": "ms",
-}
-# Direction: True where bigger is better.
-HIGHER_IS_BETTER = {
-    "pp_tps": True,
-    "tg_tps": True,
-    "ttfr_ms": False,
-    "est_ppt_ms": False,
-    "e2e_ttft_ms": False,
-}
+@dataclass(frozen=True)
+class Metric:
+    """One measured quantity. `kinds`: the workload kinds that report it;
+    `primary_for`: the kind whose bare case id ("tg32") means this metric in
+    `gates` and `targets`."""
+
+    name: str
+    unit: str
+    higher_is_better: bool
+    kinds: tuple[str, ...]
+    primary_for: str | None = None
+
+
+# The one metric table; order within a kind is the report order.
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("pp_tps", "tok/s", True, ("prefill",), primary_for="prefill"),
+    Metric("tg_tps", "tok/s", True, ("decode",), primary_for="decode"),
+    Metric("ttfr_ms", "ms", False, ("prefill",)),
+    Metric("est_ppt_ms", "ms", False, ("prefill",)),
+    Metric("e2e_ttft_ms", "ms", False, ("prefill", "decode")),
+)}
+
+
+def metrics_for(kind: str) -> tuple[str, ...]:
+    """Metric names of a workload kind, the primary one first."""
+    names = [m.name for m in METRICS.values() if kind in m.kinds]
+    return tuple(sorted(names, key=lambda n: METRICS[n].primary_for != kind))
+
+
+PREFILL_METRICS = metrics_for("prefill")
+DECODE_METRICS = metrics_for("decode")
+# Views of METRICS kept for callers that only need one column.
+METRIC_UNITS = {m.name: m.unit for m in METRICS.values()}
+HIGHER_IS_BETTER = {m.name: m.higher_is_better for m in METRICS.values()}
+
+CASE_ID_RE = re.compile(r"(pp|tg)(\d+)(?:@d(\d+))?")
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,19 @@ class Case:
     def primary_metric(self) -> str:
         return self.metrics[0]
 
+    @classmethod
+    def parse(cls, case_id: str, pp: int = 0, tg: int = 0) -> Case:
+        """The inverse of `id`. A decode id does not carry its prompt length
+        (nor a prefill id its output length): pass it as `pp`/`tg`, else 0/1.
+        Raises ValueError for anything that is not a case id."""
+        m = CASE_ID_RE.fullmatch(case_id)
+        if not m:
+            raise ValueError(f"not a case id like tg32, pp2048 or tg32@d4096: {case_id!r}")
+        n, depth = int(m.group(2)), int(m.group(3) or 0)
+        if m.group(1) == "pp":
+            return cls("prefill", pp=n, tg=tg or 1, depth=depth)
+        return cls("decode", pp=pp, tg=n, depth=depth)
+
 
 @dataclass(frozen=True)
 class Workloads:
@@ -133,6 +163,14 @@ class Workloads:
     latency_mode: str = "api"
     max_client_lag_ms: float = 50.0  # a sample whose client was held up longer is flagged
     reset_prefix_cache: bool = True
+    # Per-request limits, so a stalled or never-closing stream cannot hold a run.
+    # Sized for gpt-oss-120b on GB10: prefill runs at roughly 1-2k tok/s there,
+    # so the longest prompt it serves (131072 tokens of context) waits ~65-130 s
+    # for its first token; the idle limit (no byte at all for that long) is
+    # 180 s, and the whole request (TTFT + tg128 at ~50 tok/s) 300 s. On a
+    # small model set them lower in `workloads:` to fail a stall sooner.
+    request_timeout_s: float = 300.0
+    idle_timeout_s: float = 180.0
 
 
 @dataclass(frozen=True)
@@ -256,6 +294,14 @@ class _Reader:
             raise self.fail(where, f"expected a list of strings, got {value!r}")
         return tuple(self.string(v, f"{where}[{i}]") for i, v in enumerate(value))
 
+    def boolean(self, value: Any, where: str, default: bool) -> bool:
+        """true/false only: YAML's `"false"` (a string) is not quietly True."""
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        raise self.fail(where, f"expected true or false, got {value!r}")
+
     def str_map(self, value: Any, where: str) -> dict[str, str]:
         data = self.mapping(value, where)
         out = {}
@@ -273,7 +319,7 @@ _SERVER_KEYS = {
 }
 _DOCKER_KEYS = {"image", "gpus", "shm_size", "ipc_mode", "cpus", "volumes", "network"}
 _WORKLOAD_KEYS = {"prefill", "decode", "depth", "runs", "warmup", "latency_mode",
-                  "max_client_lag_ms", "reset_prefix_cache"}
+                  "max_client_lag_ms", "reset_prefix_cache", "request_timeout_s", "idle_timeout_s"}
 _TOP_KEYS = {"name", "defaults", "servers", "workloads", "gates", "targets"}
 
 
@@ -378,7 +424,11 @@ def _workloads(r: _Reader, value: Any) -> Workloads:
         warmup=int(r.number(data.get("warmup", 1), f"{where}.warmup", 0, integer=True)),
         latency_mode=r.string(data.get("latency_mode", "api"), f"{where}.latency_mode", LATENCY_MODES),
         max_client_lag_ms=float(r.number(data.get("max_client_lag_ms", 50), f"{where}.max_client_lag_ms", 0)),
-        reset_prefix_cache=bool(data.get("reset_prefix_cache", True)),
+        reset_prefix_cache=r.boolean(data.get("reset_prefix_cache"), f"{where}.reset_prefix_cache", True),
+        request_timeout_s=float(r.number(data.get("request_timeout_s", Workloads.request_timeout_s),
+                                         f"{where}.request_timeout_s", 1)),
+        idle_timeout_s=float(r.number(data.get("idle_timeout_s", Workloads.idle_timeout_s),
+                                      f"{where}.idle_timeout_s", 1)),
     )
 
 
@@ -413,11 +463,16 @@ def _gates(r: _Reader, value: Any, cases: tuple[Case, ...]) -> Gates:
     for key, pol in explicit.items():
         key = str(key)
         where = f"gates.{key}"
-        _check_metric_key(r, where, key, cases, case_ids, allow_unknown_case=True)
+        _check_metric_key(r, where, key, cases, case_ids, allow_unknown_case=False)
         if isinstance(pol, dict):  # {policy: fail, floor_pct: 20}
             r.check_keys(pol, {"policy", "floor_pct"}, where)
             if "floor_pct" in pol:
-                floors[key] = float(r.number(pol["floor_pct"], f"{where}.floor_pct", 0))
+                floor = float(r.number(pol["floor_pct"], f"{where}.floor_pct", 0))
+                if floor >= 100:
+                    raise r.fail(f"{where}.floor_pct", f"a floor of {floor:g}% can never fail (a regression "
+                                 "beyond it would need less than zero throughput); use a value below 100, "
+                                 "or policy: warn/off")
+                floors[key] = floor
             pol = pol.get("policy", default)
         rules[key] = r.string(pol, where, GATE_POLICIES)
     return Gates(default=default, rules=rules, floors=floors)
@@ -425,8 +480,13 @@ def _gates(r: _Reader, value: Any, cases: tuple[Case, ...]) -> Gates:
 
 def _check_metric_key(r: _Reader, where: str, key: str, cases, case_ids, allow_unknown_case: bool) -> None:
     case_id, _, metric = key.partition("/")
-    if not re.fullmatch(r"(pp|tg)\d+(@d\d+)?", case_id):
+    if not CASE_ID_RE.fullmatch(case_id):
         raise r.fail(where, f"expected a case id like tg32 or pp2048 (optionally /metric), got {key!r}")
+    if not allow_unknown_case and case_ids is not None and case_id not in case_ids:
+        why = (". A gate on no case would replace the default gate and judge nothing"
+               if where.startswith("gates") else "")
+        raise r.fail(where, f"names no case of this matrix ({case_id!r}); its cases: "
+                     f"{', '.join(sorted(case_ids)) or '(none)'}{why}")
     if metric:
         allowed = PREFILL_METRICS if case_id.startswith("pp") else DECODE_METRICS
         if metric not in allowed:
@@ -447,7 +507,7 @@ def _targets(r: _Reader, value: Any, cases) -> tuple[Target, ...]:
             if req not in t:
                 raise r.fail(f"{where}.{req}", "required")
         metric = r.string(t["metric"], f"{where}.metric")
-        _check_metric_key(r, f"{where}.metric", metric, cases, None, True)
+        _check_metric_key(r, f"{where}.metric", metric, cases, {c.id for c in cases}, False)
         out.append(Target(
             engine=r.string(t["engine"], f"{where}.engine"),
             metric=metric,
@@ -491,6 +551,43 @@ def parse_matrix(data: Any, path: Path) -> Matrix:
     )
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader (no python tags) that refuses a key given twice in one
+    mapping: plain YAML keeps the last one, silently dropping e.g. a whole
+    earlier `gates:` or `servers:` block. `<<` merges may still be overridden."""
+
+
+def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # unhashable key: SafeLoader reports it below
+            continue
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {first + 1}; YAML would silently keep "
+                f"only the last one)", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_yaml(text: str) -> Any:
+    """Every YAML the plugin reads goes through here (matrix, baselines)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def yaml_error_where(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+
+
 def load_matrix(path: str | Path) -> Matrix:
     path = Path(path)
     try:
@@ -500,10 +597,9 @@ def load_matrix(path: str | Path) -> Matrix:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read matrix file: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        where = yaml_error_where(e)
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(f"{path}: {where}: not valid YAML: {problem}") from None
     return parse_matrix(data, path)

@@ -4,23 +4,36 @@ metric that looks regressed is re-measured on fresh samples before failing."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from .baselines import BaselineFile
-from .config import Case, Matrix
-from .measure.runner import CaseRun, CaseRunner
+from .config import METRICS, Case, Gates, Matrix, Target
+from .measure.samples import CaseRun, Sample
 from .results import MetricResult
-from .config import HIGHER_IS_BETTER
-from .stats import BaselineStats, StatsError, Summary, compare, decide, policy_for
+from .stats import BaselineStats, StatsError, Summary, Verdict, compare, decide, policy_for
 
 
-def _policy(matrix: Matrix, case: Case, metric: str):
-    floor = matrix.gates.floor_pct(case, metric)
+class Measurer(Protocol):
+    """What judging needs of a case runner (measure.runner.CaseRunner; a
+    scripted one in tests): the case, everything measured so far, and more
+    samples on demand."""
+
+    case: Case
+    result: CaseRun
+
+    def measure(self, n: int) -> list[Sample]: ...
+
+
+def _policy(gates: Gates, case: Case, metric: str):
+    floor = gates.floor_pct(case, metric)
     return policy_for(metric) if floor is None else policy_for(metric, floor_pct=floor)
 
 
 def judge_metric(server: str, case: Case, metric: str, values: list[float], baseline: BaselineStats | None,
-                 matrix: Matrix, run: CaseRun | None = None) -> MetricResult:
-    r = MetricResult(server=server, case=case, metric=metric, gate=matrix.gates.policy(case, metric),
-                     samples=list(values), baseline=baseline, targets=matrix.targets_for(case, metric))
+                 gates: Gates, targets: list[Target] | tuple[Target, ...] = (),
+                 run: CaseRun | None = None) -> MetricResult:
+    r = MetricResult(server=server, case=case, metric=metric, gate=gates.policy(case, metric),
+                     samples=list(values), baseline=baseline, targets=list(targets))
     if run is not None:
         r.flagged_samples = len(run.flagged)
         r.error_samples = len(run.errors)
@@ -34,8 +47,8 @@ def judge_metric(server: str, case: Case, metric: str, values: list[float], base
     try:
         r.summary = Summary.from_samples(values, metric=r.key)
         if baseline is not None:
-            r.comparison = compare(values, baseline, higher_is_better=HIGHER_IS_BETTER[metric],
-                                   policy=_policy(matrix, case, metric))
+            r.comparison = compare(values, baseline, higher_is_better=METRICS[metric].higher_is_better,
+                                   policy=_policy(gates, case, metric))
     except StatsError as e:
         r.error = str(e)
     return r
@@ -69,7 +82,7 @@ class _NothingMeasurable(Exception):
     """Every sample of a measuring step was an error or flagged."""
 
 
-def measure_and_judge(runner: CaseRunner, matrix: Matrix, bf: BaselineFile | None,
+def measure_and_judge(runner: Measurer, matrix: Matrix, bf: BaselineFile | None,
                       incomparable: str | None = None) -> list[MetricResult]:
     """Measure `runs` samples; for a fail-gated primary metric with a baseline,
     follow stats.decide's sequential protocol (more samples while
@@ -87,7 +100,8 @@ def measure_and_judge(runner: CaseRunner, matrix: Matrix, bf: BaselineFile | Non
             return values
 
         try:
-            decide(measure, base, higher_is_better=HIGHER_IS_BETTER[primary], policy=_policy(matrix, case, primary),
+            decide(measure, base, higher_is_better=METRICS[primary].higher_is_better,
+                   policy=_policy(matrix.gates, case, primary),
                    initial_runs=w.runs)
         except (_NothingMeasurable, StatsError):
             pass  # judged below from what was measured; errors are reported there
@@ -98,9 +112,10 @@ def measure_and_judge(runner: CaseRunner, matrix: Matrix, bf: BaselineFile | Non
         key = f"{case.id}/{metric}"
         values = runner.result.values(metric)
         if metric == primary or values:
-            r = judge_metric(runner.client.name, case, metric, values,
-                             None if incomparable else baseline_for(bf, key), matrix, runner.result)
-            r.confirmed = metric == primary and r.verdict.value == "regressed" and len(values) > w.runs
+            r = judge_metric(runner.result.server, case, metric, values,
+                             None if incomparable else baseline_for(bf, key), matrix.gates,
+                             matrix.targets_for(case, metric), runner.result)
+            r.confirmed = metric == primary and r.verdict is Verdict.REGRESSED and len(values) > w.runs
             r.incomparable = incomparable if bf is not None and key in bf.metrics else None
             results.append(r)
     return results

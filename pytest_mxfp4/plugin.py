@@ -12,7 +12,7 @@ from .baselines import BaselineStore
 from .config import Matrix, load_matrix
 from .environment import capture
 from .errors import PerfUserError
-from .report import json_report, terminal
+from .report import terminal
 from .session import PerfSession, install_sigterm_handler, stop_all_servers
 
 SESSION_KEY = pytest.StashKey[PerfSession]()
@@ -232,7 +232,7 @@ def write_reports(session: PerfSession, config: pytest.Config, exitstatus: int) 
             said.append(f"baseline written: {path}")
         if said:
             history.append_run_log(session.store.root, session.results)
-    for opt, write in (("--perf-json", json_report.write), ("--perf-benchmark-json", benchmark_json.write)):
+    for opt, write in (("--perf-json", _save_results), ("--perf-benchmark-json", benchmark_json.write)):
         path = config.getoption(opt)
         if path:
             write(session.results, Path(path))
@@ -260,3 +260,9 @@ def write_reports(session: PerfSession, config: pytest.Config, exitstatus: int) 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     stop_all_servers()
+
+
+def _save_results(results, path):
+    from . import results as results_file
+
+    results_file.save(results, path)

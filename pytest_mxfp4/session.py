@@ -222,7 +222,7 @@ class PerfSession:
         record = self.results.servers[running.config.name]
         results = measure_and_judge(runner, self.matrix, running.baseline,
                                     incomparable_reason(running.baseline, record.observed))
-        self.results.results.extend(results)
+        self.results.metrics.extend(results)
         self.results.case_runs.append(runner.result)
         record = self.results.servers[running.config.name]
         if runner.result.system_fingerprint:

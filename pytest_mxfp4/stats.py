@@ -51,8 +51,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from scipy import special as _special
-from scipy import stats as _stats
 
 __all__ = [
     "StatsError",
@@ -83,6 +81,16 @@ class StatsError(ValueError):
 
 def _where(metric: str) -> str:
     return f"{metric}: " if metric else ""
+
+
+def cv(mean: float, stdev: float) -> float:
+    """Coefficient of variation, stdev / |mean|, as a fraction: the one
+    definition every module uses. When mean == 0 it is undefined: 0.0 if
+    stdev is also 0 (no spread at all), else +inf. Callers that want "no CV"
+    for n < 2 say so at the call site."""
+    if mean == 0:
+        return 0.0 if stdev == 0 else math.inf
+    return stdev / abs(mean)
 
 
 def _median_sorted(xs: Sequence[float]) -> float:
@@ -135,11 +143,8 @@ class Summary:
 
     @property
     def cv(self) -> float:
-        """stdev / |mean| as a fraction. When mean == 0 the CV is undefined:
-        it is 0.0 if stdev is also 0 (no spread at all), else +inf."""
-        if self.mean == 0:
-            return 0.0 if self.stdev == 0 else math.inf
-        return self.stdev / abs(self.mean)
+        """See `cv`."""
+        return cv(self.mean, self.stdev)
 
     @classmethod
     def from_samples(cls, samples: Iterable[float], metric: str = "") -> Summary:
@@ -200,9 +205,8 @@ class BaselineStats:
 
     @property
     def cv(self) -> float:
-        if self.mean == 0:
-            return 0.0 if self.stdev == 0 else math.inf
-        return self.stdev / abs(self.mean)
+        """See `cv`."""
+        return cv(self.mean, self.stdev)
 
     @property
     def history_noise(self) -> float | None:
@@ -364,6 +368,17 @@ class Comparison:
     reason: str
     dropped_current: int = 0
     dropped_baseline: int = 0
+    why: Why | None = None  # which branch of the rule decided (None: read from an old file)
+    method: str = ""  # the test used, e.g. "Welch t-test"
+    p_worse: float | None = None  # one-sided p-value of "worse"
+
+    @classmethod
+    def without_estimate(cls, verdict: Verdict, why: Why, n_current: int, n_baseline: int,
+                         metric: str = "") -> Comparison:
+        """A comparison that could not estimate a change (no or zero baseline)."""
+        c = cls(verdict, None, None, None, None, None, None, n_current, n_baseline, "", why=why)
+        return replace(c, reason=explain(c, policy_for(metric) if metric in DEFAULT_FLOOR_PCT
+                                         else ComparePolicy(floor_pct=0.0, metric=metric)))
 
 
 def _screen(xs: tuple[float, ...], noise_cv: float) -> tuple[tuple[float, ...], int]:
@@ -472,6 +487,11 @@ def _welch(
         se2 = 0.0
         df = None
         method = ""
+    # scipy is imported here, not at module level: it costs ~0.5 s, and the
+    # offline tools that import this module often never test anything.
+    from scipy import special as _special
+    from scipy import stats as _stats
+
     if df is not None:
         res = _stats.ttest_ind_from_stats(
             m_c, s_c, n_c, m_b, s_b, n_b, equal_var=equal_var, alternative="less"
@@ -502,6 +522,39 @@ def _fmt_p(p: float) -> str:
     return f"p={p:.2g}" if p >= 1e-4 else "p<0.0001"
 
 
+class Why(str, Enum):
+    """Which branch of the decision rule produced a verdict (the words for
+    it are `explain`'s)."""
+
+    NO_BASELINE = "no-baseline"
+    ZERO_BASELINE = "zero-baseline"
+    SIGNIFICANT_WORSE = "significant-worse"  # beyond tolerance and significant
+    NOT_SIGNIFICANT_WORSE = "not-significant-worse"  # beyond tolerance, not significant
+    WITHIN_NOISE = "within-noise"  # beyond the floor, inside the noise tolerance
+    SIGNIFICANT_BETTER = "significant-better"
+    WITHIN_TOLERANCE = "within-tolerance"
+    NOT_SIGNIFICANT_BETTER = "not-significant-better"
+
+
+def decide_verdict(effect: float, tol: float, floor: float, p_worse: float | None, p_value: float | None,
+                   alpha: float) -> tuple[Verdict, Why]:
+    """The decision rule (module docstring) on numbers already computed:
+    `effect` signed so that + is better, `tol` >= `floor` in percent."""
+    if effect < -tol:
+        if p_worse is not None and p_worse < alpha:
+            return Verdict.REGRESSED, Why.SIGNIFICANT_WORSE
+        return Verdict.INCONCLUSIVE, Why.NOT_SIGNIFICANT_WORSE
+    if effect < -floor:
+        # tol > floor here: the noise, not the floor, sets the tolerance, so
+        # a regression beyond the floor can neither be shown nor ruled out.
+        return Verdict.INCONCLUSIVE, Why.WITHIN_NOISE
+    if effect > tol and p_value is not None and p_value < alpha:
+        return Verdict.IMPROVED, Why.SIGNIFICANT_BETTER
+    if abs(effect) <= tol:
+        return Verdict.PASS, Why.WITHIN_TOLERANCE
+    return Verdict.PASS, Why.NOT_SIGNIFICANT_BETTER
+
+
 def compare(
     current: Sequence[float],
     baseline: BaselineStats | None,
@@ -515,28 +568,20 @@ def compare(
     the module docstring for the decision rule.
     """
     metric = policy.metric
-    label = metric or "metric"
     cur_all = _finite_floats(current, metric)
     n_cur = len(cur_all)
     if n_cur == 0:
         raise StatsError(f"{_where(metric)}no samples")
     if baseline is None:
-        return Comparison(
-            Verdict.NO_BASELINE, None, None, None, None, None, None, n_cur, 0,
-            f"{label}: no baseline to compare with.",
-        )
+        return Comparison.without_estimate(Verdict.NO_BASELINE, Why.NO_BASELINE, n_cur, 0, metric)
     if baseline.mean == 0:
-        return Comparison(
-            Verdict.INCOMPARABLE, None, None, None, None, None, None, n_cur, baseline.n,
-            f"{label}: baseline mean is 0, so a percent change is undefined.",
-        )
+        return Comparison.without_estimate(Verdict.INCOMPARABLE, Why.ZERO_BASELINE, n_cur, baseline.n, metric)
 
     hist = baseline.history_noise
-    h = hist or 0.0
     # Outlier screen (only sides with >= 5 samples; see _screen).
-    cur, drop_c = _screen(cur_all, h)
+    cur, drop_c = _screen(cur_all, hist or 0.0)
     if baseline.samples is not None:
-        base, drop_b = _screen(baseline.samples, h)
+        base, drop_b = _screen(baseline.samples, hist or 0.0)
         m_b, s_b = _moments(base) if drop_b else (baseline.mean, baseline.stdev)
         n_b = len(base)
     else:
@@ -546,83 +591,62 @@ def compare(
 
     scale = abs(m_b)
     delta = 100.0 * (m_c - m_b) / scale
-    sign = 1.0 if higher_is_better else -1.0
-    effect = sign * delta
+    effect = delta if higher_is_better else -delta
     tol = max(policy.floor_pct, policy.k * noise_se_pct(m_c, s_c, n_c, m_b, s_b, n_b, hist, policy.rho))
 
     p_less, p_greater, half, _df, method = _welch(m_c, s_c, n_c, m_b, s_b, n_b, policy.alpha, hist)
-    if p_less is None:
-        p_worse = p_value = None
-        ci_lo = ci_hi = None
-    else:
+    p_worse = p_value = ci_lo = ci_hi = None
+    if p_less is not None:
         p_worse = p_less if higher_is_better else p_greater
         p_better = p_greater if higher_is_better else p_less
-        if m_c == m_b:
-            p_value = 1.0
-        else:
-            p_value = p_worse if effect < 0 else p_better
+        p_value = 1.0 if m_c == m_b else (p_worse if effect < 0 else p_better)
         ci_lo = delta - 100.0 * half / scale
         ci_hi = delta + 100.0 * half / scale
+    verdict, why = decide_verdict(effect, tol, policy.floor_pct, p_worse, p_value, policy.alpha)
+    c = Comparison(verdict=verdict, delta_pct=delta, effect_pct=effect, ci_low_pct=ci_lo, ci_high_pct=ci_hi,
+                   p_value=p_value, tolerance_pct=tol, n_current=n_cur, n_baseline=baseline.n, reason="",
+                   dropped_current=drop_c, dropped_baseline=drop_b, why=why, method=method, p_worse=p_worse)
+    return replace(c, reason=explain(c, policy))
 
+
+def explain(c: Comparison, policy: ComparePolicy) -> str:
+    """One sentence for a `Comparison`: the size of the change, its interval,
+    and which part of the rule decided."""
+    label = policy.metric or "metric"
+    if c.why is Why.NO_BASELINE:
+        return f"{label}: no baseline to compare with."
+    if c.why is Why.ZERO_BASELINE:
+        return f"{label}: baseline mean is 0, so a percent change is undefined."
     dropped = ""
-    if drop_c or drop_b:
+    if c.dropped_current or c.dropped_baseline:
         parts = []
-        if drop_c:
-            parts.append(f"{drop_c} of {n_cur} current")
-        if drop_b:
-            parts.append(f"{drop_b} of {baseline.n} baseline")
+        if c.dropped_current:
+            parts.append(f"{c.dropped_current} of {c.n_current} current")
+        if c.dropped_baseline:
+            parts.append(f"{c.dropped_baseline} of {c.n_baseline} baseline")
         dropped = f" ({' and '.join(parts)} sample(s) set aside as outliers)"
     level = 100.0 * (1.0 - 2.0 * policy.alpha)
-    ci = f" ({level:g}% CI {ci_lo:+.2f}% .. {ci_hi:+.2f}%)" if ci_lo is not None else ""
-    if effect == 0:
+    ci = f" ({level:g}% CI {c.ci_low_pct:+.2f}% .. {c.ci_high_pct:+.2f}%)" if c.ci_low_pct is not None else ""
+    if c.effect_pct == 0:
         size = f"{label} is the same as baseline{ci}"
     else:
-        word = "better" if effect > 0 else "worse"
-        size = f"{label} is {abs(effect):.2f}% {word} than baseline{ci}"
-    ptxt = _fmt_p(p_value) if p_value is not None else "p unknown"
-
-    if effect < -tol:
-        if p_worse is not None and p_worse < policy.alpha:
-            verdict = Verdict.REGRESSED
-            reason = f"{size}, beyond the {tol:.2f}% tolerance and significant ({ptxt} < {policy.alpha:g}){dropped}."
-        else:
-            verdict = Verdict.INCONCLUSIVE
-            why = method if p_worse is None else f"{ptxt} >= {policy.alpha:g}"
-            reason = f"{size}, beyond the {tol:.2f}% tolerance but not significant ({why}){dropped}."
-    elif effect < -policy.floor_pct:
-        # tol > floor here: the noise, not the floor, sets the tolerance, so
-        # a regression beyond the floor can neither be shown nor ruled out.
-        verdict = Verdict.INCONCLUSIVE
-        reason = (
-            f"{size}: beyond the {policy.floor_pct:g}% floor but within the {tol:.2f}% noise "
-            f"tolerance of {n_c} sample(s) ({ptxt}){dropped}."
-        )
-    elif effect > tol and p_value is not None and p_value < policy.alpha:
-        verdict = Verdict.IMPROVED
-        reason = f"{size}, beyond the {tol:.2f}% tolerance and significant ({ptxt} < {policy.alpha:g}){dropped}."
-    else:
-        verdict = Verdict.PASS
-        if abs(effect) <= tol:
-            reason = f"{size}, within the {tol:.2f}% tolerance{dropped}."
-        else:
-            reason = (
-                f"{size}, beyond the {tol:.2f}% tolerance but not significant ({ptxt}); "
-                f"good news is not re-measured{dropped}."
-            )
-    return Comparison(
-        verdict=verdict,
-        delta_pct=delta,
-        effect_pct=effect,
-        ci_low_pct=ci_lo,
-        ci_high_pct=ci_hi,
-        p_value=p_value,
-        tolerance_pct=tol,
-        n_current=n_cur,
-        n_baseline=baseline.n,
-        reason=reason,
-        dropped_current=drop_c,
-        dropped_baseline=drop_b,
-    )
+        word = "better" if c.effect_pct > 0 else "worse"
+        size = f"{label} is {abs(c.effect_pct):.2f}% {word} than baseline{ci}"
+    ptxt = _fmt_p(c.p_value) if c.p_value is not None else "p unknown"
+    tol, alpha = c.tolerance_pct, policy.alpha
+    n_used = c.n_current - c.dropped_current
+    if c.why in (Why.SIGNIFICANT_WORSE, Why.SIGNIFICANT_BETTER):
+        return f"{size}, beyond the {tol:.2f}% tolerance and significant ({ptxt} < {alpha:g}){dropped}."
+    if c.why is Why.NOT_SIGNIFICANT_WORSE:
+        why = c.method if c.p_worse is None else f"{ptxt} >= {alpha:g}"
+        return f"{size}, beyond the {tol:.2f}% tolerance but not significant ({why}){dropped}."
+    if c.why is Why.WITHIN_NOISE:
+        return (f"{size}: beyond the {policy.floor_pct:g}% floor but within the {tol:.2f}% noise "
+                f"tolerance of {n_used} sample(s) ({ptxt}){dropped}.")
+    if c.why is Why.WITHIN_TOLERANCE:
+        return f"{size}, within the {tol:.2f}% tolerance{dropped}."
+    return (f"{size}, beyond the {tol:.2f}% tolerance but not significant ({ptxt}); "
+            f"good news is not re-measured{dropped}.")
 
 
 def next_step(comparison: Comparison, n_current: int, policy: ComparePolicy) -> str:

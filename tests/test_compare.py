@@ -50,7 +50,15 @@ def test_earlier_result_files_are_references_too(tmp_path):
 
 @pytest.mark.parametrize("content,words", [
     ("{not json", "not valid JSON"),
-    ('{"schema": 2, "results": []}', "not a pytest-mxfp4 result file"),
+    ('{"schema": 99, "results": []}', "result schema 99 is not one this version reads"),
+    ('{"schema": 2, "results": []}', "holds no results"),
+    ('[1, 2]', "not a pytest-mxfp4 result file"),
+    ('{"schema": 1, "results": [{"server": "s", "workload": "tg32", "samples": [1.0]}]}', "results[0].metric: missing"),
+    ('{"schema": 1, "results": [{"server": "s", "metric": "tg_tps", "samples": [1.0]}]}', "results[0].case: missing"),
+    ('{"schema": 1, "results": [{"server": "s", "metric": "tg_tps", "samples": ["fast"],'
+     ' "case": {"kind": "decode", "pp": 1, "tg": 32}}]}', "results[0].samples[0]: expected a finite number"),
+    ('{"schema": 1, "results": [{"server": 7, "metric": "tg_tps", "samples": [],'
+     ' "case": {"kind": "decode", "pp": 1, "tg": 32}}]}', "results[0].server: expected str"),
 ])
 def test_bad_files_get_one_clear_line(tmp_path, capsys, content, words):
     bad = tmp_path / "bad.json"

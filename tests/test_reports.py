@@ -18,7 +18,8 @@ from pytest_mxfp4.baselines import BaselineFile, BaselineStore, HistoryEntry, Me
 from pytest_mxfp4.config import load_matrix
 from pytest_mxfp4.errors import PerfUserError
 from pytest_mxfp4.judge import baseline_for, judge_metric
-from pytest_mxfp4.report import benchmark_json, github, json_report, markdown, terminal
+from pytest_mxfp4 import results as results_file
+from pytest_mxfp4.report import benchmark_json, github, markdown, terminal
 from pytest_mxfp4.report.format import num
 from pytest_mxfp4.report.history import RUN_LOG_NAME, append_run_log, read_run_log
 from pytest_mxfp4.report.regenerate import report_command
@@ -79,7 +80,7 @@ def gb10_session(env: dict | None = None, shift: float = 0.0) -> tuple[SessionRe
         for j, (key, (mean, sd)) in enumerate(metrics.items()):
             case_id, _, metric = key.partition("/")
             values = samples(mean * (1 + shift), sd, seed=100 * i + j)
-            session.results.append(judge_metric(server, cases[case_id], metric, values, baseline_for(bf, key), matrix))
+            session.results.append(judge_metric(server, cases[case_id], metric, values, baseline_for(bf, key), matrix.gates, matrix.targets_for(cases[case_id], metric)))
     session.servers["pr31740-marlin-triton"].notes.append("expect: attention_backend TRITON_ATTN confirmed")
     return session, matrix, seed_bf
 
@@ -129,7 +130,7 @@ def need_matplotlib():
 def test_all_formats_agree_number_for_number(tmp_path, monkeypatch):
     session, matrix, seed_bf = gb10_session()
     md = markdown.render(session, matrix, {"upstream-baseline": seed_bf})
-    js = json_report.to_dict(session)
+    js = results_file.to_dict(session)
     pb = benchmark_json.to_pytest_benchmark(session)
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "summary.md"))
     github.write_step_summary(session, md)
@@ -242,7 +243,7 @@ def test_benchmark_json_machine_and_commit_info():
     # an errored metric (no samples) is left out, as pytest-benchmark leaves out errored benchmarks
     matrix = load_matrix(GB10)
     case = next(c for c in matrix.workloads.cases if c.id == "tg64")
-    session.results.append(judge_metric("upstream-baseline", case, "tg_tps", [], None, matrix))
+    session.results.append(judge_metric("upstream-baseline", case, "tg_tps", [], None, matrix.gates, matrix.targets_for(case, "tg_tps")))
     assert len(benchmark_json.to_pytest_benchmark(session)["benchmarks"]) == len(doc["benchmarks"])
 
 
@@ -312,7 +313,7 @@ def test_low_cv_against_history_is_flagged():
 
     def note(values):
         s = SessionResults(matrix="gb10", environment=dict(ENV))
-        s.results.append(judge_metric("upstream-baseline", case, "tg_tps", values, baseline_for(bf, "tg32/tg_tps"), matrix))
+        s.results.append(judge_metric("upstream-baseline", case, "tg_tps", values, baseline_for(bf, "tg32/tg_tps"), matrix.gates, matrix.targets_for(case, "tg_tps")))
         return row(md_table(markdown.render(s, matrix, {"upstream-baseline": bf}), "Variance Analysis"), "tg32")["Notes"]
 
     quiet = note([31.60, 31.61, 31.60, 31.59, 31.60, 31.61, 31.60, 31.60])  # CV ~0.02 % vs history 1 %
@@ -328,8 +329,8 @@ def test_low_cv_against_history_is_flagged():
 def test_load_session_round_trip_renders_the_same_page(tmp_path):
     session, matrix, seed_bf = gb10_session()
     path = tmp_path / "results.json"
-    json_report.write(session, path)
-    back = markdown.load_session(path)
+    results_file.save(session, path)
+    back = results_file.load(path)
     assert [r.verdict for r in back.results] == [r.verdict for r in session.results]
     live = markdown.render(session, matrix, {"upstream-baseline": seed_bf})
     assert markdown.render(back, matrix, {"upstream-baseline": seed_bf}) == live
@@ -338,12 +339,12 @@ def test_load_session_round_trip_renders_the_same_page(tmp_path):
 
 def test_load_session_errors_name_the_file(tmp_path):
     with pytest.raises(PerfUserError, match=re.escape(f"{tmp_path / 'nope.json'}: not found")):
-        markdown.load_session(tmp_path / "nope.json")
+        results_file.load(tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema": 1, "results": [{"server": "x", "workload": "tg32", "metric": "tg_speed", '
                    '"case": {"kind": "decode", "pp": 512, "tg": 32}}]}')
-    with pytest.raises(PerfUserError, match=re.escape(f"{bad}: results[0]: unknown metric 'tg_speed'")):
-        markdown.load_session(bad)
+    with pytest.raises(PerfUserError, match=re.escape(f"{bad}: results[0].metric: unknown metric 'tg_speed'")):
+        results_file.load(bad)
 
 
 # --------------------------------------------------------------------------
@@ -468,7 +469,7 @@ def test_report_command_from_results_and_baselines(tmp_path, capsys):
     BaselineStore(bdir).save(_history_baseline())
     session, _, _ = gb10_session()
     results = tmp_path / "results.json"
-    json_report.write(session, results)
+    results_file.save(session, results)
     append_run_log(bdir, session)
     out = tmp_path / "docs" / "BENCHMARK_RESULTS.md"
     plots_dir = None
@@ -538,7 +539,7 @@ def test_page_from_a_session_alone_and_cpu_matrix_expectations():
     deep = Case("decode", 512, 32, depth=1024)
     for case, metric, mean in ((Case("decode", 512, 32), "tg_tps", 310.0), (deep, "tg_tps", 280.0),
                                (Case("prefill", 512, 1), "pp_tps", 9000.0)):
-        session.results.append(judge_metric("tiny-compiled", case, metric, samples(mean, mean * 0.01, 3), None, matrix))
+        session.results.append(judge_metric("tiny-compiled", case, metric, samples(mean, mean * 0.01, 3), None, matrix.gates, matrix.targets_for(case, metric)))
     md = markdown.render(session, None)  # no matrix: everything from the session
     assert "## Workload Parameters" not in md
     cm = md_table(md, "Comparison Matrix")
@@ -558,7 +559,7 @@ def test_a_run_that_measured_nothing_says_so_and_shows_the_baseline():
     session = SessionResults(matrix=matrix.name, environment=dict(ENV))
     session.servers["upstream-baseline"] = ServerRecord(name="upstream-baseline", runner="docker", model="m")
     case = next(c for c in matrix.workloads.cases if c.id == "tg32")
-    session.results.append(judge_metric("upstream-baseline", case, "tg_tps", [], baseline_for(seed_bf, "tg32/tg_tps"), matrix))
+    session.results.append(judge_metric("upstream-baseline", case, "tg_tps", [], baseline_for(seed_bf, "tg32/tg_tps"), matrix.gates))
     md = markdown.render(session, matrix, {"upstream-baseline": seed_bf})
     up = row(md_table(md, "Comparison Matrix"), "upstream-baseline")
     assert up["tg32"] == "31.58" and "tg32 error" in up["Notes"] and "stored baseline 2026-01-09" in up["Notes"]
@@ -573,13 +574,13 @@ def test_incomparable_result_shows_why_and_survives_the_json(tmp_path):
     session.servers["upstream-baseline"] = ServerRecord(name="upstream-baseline", runner="docker", model="m",
                                                         observed={"attention_backend": "FLASHINFER"})
     case = next(c for c in matrix.workloads.cases if c.id == "tg32")
-    r = judge_metric("upstream-baseline", case, "tg_tps", samples(33.1, 0.05, 1), None, matrix)
+    r = judge_metric("upstream-baseline", case, "tg_tps", samples(33.1, 0.05, 1), None, matrix.gates)
     r.incomparable = "baseline was taken on another backend (attention_backend: baseline 'TRITON_ATTN', now 'FLASHINFER')"
     session.results.append(r)
     md = markdown.render(session, matrix, {"upstream-baseline": seed_bf})
     assert f"tg32_tps: {r.summary.mean:.2f} ± {r.summary.stdev:.2f}   # incomparable: baseline was taken on another" in md
     assert "tg32 incomparable" in row(md_table(md, "Comparison Matrix"), "upstream-baseline")["Notes"]
     path = tmp_path / "r.json"
-    json_report.write(session, path)
-    back = markdown.load_session(path)
+    results_file.save(session, path)
+    back = results_file.load(path)
     assert back.results[0].verdict.value == "incomparable" and back.results[0].incomparable

@@ -5,7 +5,7 @@ variance analysis, one section per config (environment, server config,
 observed runtime config, results), targets, run log.
 
 `render` works from a live session, from stored data only (baseline files,
-run log, result JSONs read back with `load_session`), or both: a config that
+run log, result JSONs read back with `results.load`), or both: a config that
 measured in `session` shows those numbers; one that did not shows its stored
 baseline. Numbers are formatted here only; the result objects stay numbers.
 """
@@ -41,72 +41,6 @@ HISTORY_MIN = 3
 LOW_CV_VS_PEERS = 0.2
 HIGH_CV_VS_HISTORY = 3.0  # "noisier than usual"
 DECODE_DROP_PCT = 1.0  # a longer decode this much slower than the shorter one gets a note
-
-
-# --------------------------------------------------------------------------
-# Loading stored results
-
-
-def load_session(json_path: str | Path) -> SessionResults:
-    """A `--perf-json` result file (schema 1) read back as SessionResults,
-    with the verdicts the session gave (nothing is re-judged). Raw per-request
-    samples (`runs`) are not restored. User mistakes raise PerfUserError
-    naming the file."""
-    from dataclasses import fields as dc_fields
-
-    from ..compare import _case, _load_json
-    from ..errors import PerfUserError
-    from ..stats import BaselineStats, Comparison, StatsError, Verdict
-
-    path = Path(json_path)
-    data = _load_json(path)
-    env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
-    session = SessionResults(matrix=str(data.get("matrix", "")), environment=env)
-    known = {f.name for f in dc_fields(ServerRecord)}
-    for name, rec in (data.get("servers") or {}).items():
-        if isinstance(rec, dict):
-            kw = {k: v for k, v in rec.items() if k in known}
-            kw.setdefault("runner", "")
-            kw.setdefault("model", "")
-            kw["name"] = str(name)
-            session.servers[str(name)] = ServerRecord(**kw)
-    comp_fields = {f.name for f in dc_fields(Comparison)}
-    for i, r in enumerate(data["results"]):
-        where = f"{path}: results[{i}]"
-        if not isinstance(r, dict) or "server" not in r or "metric" not in r:
-            raise PerfUserError(f"{where}: expected an object with server, workload, metric")
-        metric = r["metric"]
-        if metric not in METRIC_UNITS:
-            raise PerfUserError(f"{where}: unknown metric {metric!r}; known: {', '.join(METRIC_UNITS)}")
-        case = _case(r, path)
-        try:
-            samples = [float(x) for x in r.get("samples") or []]
-            mr = MetricResult(server=str(r["server"]), case=case, metric=metric, gate=str(r.get("gate", "warn")),
-                              samples=samples, error=r.get("error"))
-            if samples:
-                mr.summary = Summary.from_samples(samples, metric=mr.key)
-            b = r.get("baseline")
-            if isinstance(b, dict):
-                mr.baseline = BaselineStats.from_summary(float(b["mean"]), float(b["stdev"]), int(b["n"]),
-                                                         history_cv=b.get("history_cv") or ())
-            c = r.get("comparison")
-            if isinstance(c, dict):
-                kw = {k: v for k, v in c.items() if k in comp_fields}
-                kw["verdict"] = Verdict(kw["verdict"])
-                mr.comparison = Comparison(**kw)
-            mr.targets = [Target(**t) for t in r.get("targets") or []]
-        except (StatsError, KeyError, TypeError, ValueError) as e:
-            raise PerfUserError(f"{where} ({r.get('server')} {r.get('workload')}/{metric}): unreadable: {e}") from None
-        mr.flagged_samples = int(r.get("flagged_samples") or 0)
-        mr.error_samples = int(r.get("error_samples") or 0)
-        mr.runs_to_verdict = int(r.get("runs_to_verdict") or 0)
-        mr.confirmed = bool(r.get("confirmed"))
-        if r.get("verdict") == "incomparable" and mr.error is None:
-            mr.incomparable = str(r.get("incomparable") or "the stored baseline ran another configuration")
-        session.results.append(mr)
-        if mr.server not in session.servers:
-            session.servers[mr.server] = ServerRecord(name=mr.server, runner="", model="")
-    return session
 
 
 # --------------------------------------------------------------------------

@@ -15,9 +15,10 @@ from pathlib import Path
 from ..baselines import BaselineFile, read_baseline, write_atomic
 from ..config import Matrix, load_matrix
 from ..errors import PerfUserError
+from .. import results as results_file
 from ..results import SessionResults
 from .history import RUN_LOG_NAME, read_run_log, run_log_records
-from .markdown import load_session, plots_section, render
+from .markdown import plots_section, render
 
 
 def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
@@ -32,7 +33,7 @@ def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
     merged = SessionResults(matrix=last.matrix, environment=dict(last.environment))
     owner: dict[str, SessionResults] = {}
     for s in sessions:
-        for name in list(s.servers) + [r.server for r in s.results]:
+        for name in list(s.servers) + [r.server for r in s.metrics]:
             if s.for_server(name) or name not in owner:
                 owner[name] = s
     for name, s in owner.items():
@@ -41,7 +42,7 @@ def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
             if s is not last and s.environment != last.environment:
                 rec.info = {**rec.info, "environment": s.environment}
             merged.servers[name] = rec
-        merged.results += s.for_server(name)
+        merged.metrics += s.for_server(name)
     return merged
 
 
@@ -75,7 +76,7 @@ def report_command(results_json: list[str], baselines_dir: str, config: str | No
     from stored data. Returns the exit status; user mistakes raise
     PerfUserError with a message naming the file."""
     matrix = load_matrix(config) if config else None
-    sessions = [load_session(p) for p in results_json]
+    sessions = [results_file.load(p) for p in results_json]
     session = merge_sessions(sessions)
     if not session.matrix and matrix is not None:
         session.matrix = matrix.name
