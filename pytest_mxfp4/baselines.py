@@ -5,10 +5,17 @@ config), written atomically, with a bounded history of past runs.
 
 A metric holds either raw `samples` or, where only a summary is known (e.g.
 numbers copied from the results page), `mean`/`stdev`/`n`.
+
+Writers hold a `filelock` lock on `<root>/.pytest-mxfp4.lock` around every
+read-modify-write (baselines and the run log), so two `--perf-update-baselines`
+runs at once lose nothing; temp files left by a killed writer are removed
+under that lock. Commands and environments are redacted before they are
+written: a baseline is committed, a secret must never be in it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -20,12 +27,20 @@ from typing import Any
 
 import yaml
 
+import filelock
+
+from .config import load_yaml, yaml_error_where
 from .errors import BaselineError
+from .redact import redact_obj
 from .fileio import write_atomic  # noqa: F401  (re-exported for older imports)
 from .stats import BaselineStats, StatsError, Summary
 
 SCHEMA = 1
 HISTORY_LIMIT = 30
+LOCK_NAME = ".pytest-mxfp4.lock"
+LOCK_TIMEOUT_S = 300.0
+# write_atomic's temp files: ".<name>.<random>.tmp" (and the older ".<name>.<random>")
+_TEMP = re.compile(r"^\..+\.(?:yaml|yml|jsonl|json|md)\.[A-Za-z0-9_]{6,12}(?:\.tmp)?$")
 
 
 def model_slug(model: str) -> str:
@@ -77,8 +92,35 @@ class BaselineFile:
 
 
 class BaselineStore:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, lock_timeout_s: float = LOCK_TIMEOUT_S):
         self.root = Path(root)
+        self.lock_timeout_s = lock_timeout_s
+        self._lock: filelock.FileLock | None = None
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Exclusive across processes (re-entrant within this store). On first
+        acquire, temp files orphaned by a killed writer are removed."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BaselineError(f"{self.root}: cannot create the baselines directory ({e.strerror})") from None
+        if self._lock is None:
+            self._lock = filelock.FileLock(str(self.root / LOCK_NAME), timeout=self.lock_timeout_s)
+        first = not self._lock.is_locked
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:
+            raise BaselineError(f"{self.root / LOCK_NAME}: another run has held the baselines lock for "
+                                f"{self.lock_timeout_s:.0f}s; wait for it, or remove the file if no run is active") from None
+        except OSError as e:
+            raise BaselineError(f"{self.root}: cannot lock the baselines directory ({e.strerror})") from None
+        try:
+            if first:
+                clean_orphans(self.root)
+            yield self
+        finally:
+            self._lock.release()
 
     def path(self, hardware_key: str, model: str, server: str) -> Path:
         return self.root / hardware_key / model_slug(model) / f"{server}.yaml"
@@ -91,12 +133,24 @@ class BaselineStore:
 
     def save(self, bf: BaselineFile) -> Path:
         path = self.path(bf.hardware_key, bf.model, bf.server)
-        write_atomic(path, yaml.safe_dump(to_yaml(bf), sort_keys=False, allow_unicode=True, width=100))
+        text = yaml.safe_dump(to_yaml(bf), sort_keys=False, allow_unicode=True, width=100)
+        with self.lock():
+            try:
+                write_atomic(path, text)
+            except OSError as e:
+                raise BaselineError(f"{path}: cannot write the baseline ({e.strerror}); "
+                                    "nothing was changed") from None
         return path
 
     def update(self, hardware_key: str, model: str, server: str, measured: dict[str, tuple[str, list[float]]],
                engine: dict, environment: dict) -> Path:
-        """Replace metrics measured now (keeping others), append each to its history."""
+        """Replace metrics measured now (keeping others), append each to its history.
+        Read, merge and write happen under the store lock."""
+        with self.lock():
+            return self._update(hardware_key, model, server, measured, engine, environment)
+
+    def _update(self, hardware_key: str, model: str, server: str, measured: dict[str, tuple[str, list[float]]],
+                engine: dict, environment: dict) -> Path:
         bf = self.load(hardware_key, model, server) or BaselineFile(hardware_key, model, server)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for key, (unit, samples) in measured.items():
@@ -130,10 +184,26 @@ def to_yaml(bf: BaselineFile) -> dict:
     }
     if bf.source:
         out["source"] = bf.source
-    out["engine"] = bf.engine
+    out["engine"] = redact_obj(bf.engine)
     out["metrics"] = metrics
-    out["environment"] = bf.environment
+    out["environment"] = redact_obj(bf.environment)
     return out
+
+
+def clean_orphans(root: Path) -> list[Path]:
+    """Remove temp files a killed writer left behind (call under the lock)."""
+    removed = []
+    try:
+        candidates = [p for p in Path(root).rglob(".*") if p.is_file() and _TEMP.match(p.name)]
+    except OSError:
+        return removed
+    for p in candidates:
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
 
 
 def read_baseline(path: Path) -> BaselineFile:
@@ -141,10 +211,12 @@ def read_baseline(path: Path) -> BaselineFile:
         return BaselineError(f"{path}: {where}: {msg}. Fix the file or delete it and rerun with --perf-update-baselines.")
 
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise bad(f"line {mark.line + 1}" if mark else "(file)", f"not valid YAML ({getattr(e, 'problem', e)})") from None
+        where = yaml_error_where(e)
+        raise bad(where if where != "?" else "(file)", f"not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    except UnicodeDecodeError:
+        raise bad("(file)", "not a text file") from None
     except OSError as e:
         raise bad("(file)", f"cannot read ({e.strerror})") from None
     if not isinstance(data, dict):

@@ -38,6 +38,9 @@ class Environment:
     git_sha: str | None
     gpus: list[Gpu] = field(default_factory=list)
     captured_at: str = ""
+    # CPUs this process may run on (taskset, cgroup cpuset). Recorded beside
+    # the key, never part of it: a pinned client must find the box's baseline.
+    cpu_affinity: list[int] = field(default_factory=list)
 
     @property
     def hardware_key(self) -> str:
@@ -60,9 +63,11 @@ class Environment:
         return None
 
     def to_dict(self) -> dict:
+        from .redact import redact_obj
+
         d = asdict(self)
         d["hardware_key"] = self.hardware_key
-        return d
+        return redact_obj(d)
 
 
 def slug(s: str) -> str:
@@ -91,10 +96,22 @@ def _memory_gib() -> float:
 
 
 def _cpu_count() -> int:
+    """Cores of the machine (online logical CPUs), not of this process's
+    affinity mask: the hardware key describes the box."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = os.sysconf("SC_NPROCESSORS_ONLN")
+        if n and n > 0:
+            return int(n)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return os.cpu_count() or 1
+
+
+def _cpu_affinity() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        return list(range(os.cpu_count() or 1))
 
 
 def git_sha(cwd: Path | None = None) -> str | None:
@@ -195,5 +212,6 @@ def capture(repo_dir: Path | None = None) -> Environment:
         plugin_version=__version__,
         git_sha=git_sha(repo_dir),
         gpus=detect_gpus(),
+        cpu_affinity=_cpu_affinity(),
         captured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

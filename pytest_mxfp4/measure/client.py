@@ -70,10 +70,16 @@ class EngineClient:
             )
         if r.status_code != 200:
             raise ServerError(f"server {self.name!r}: /tokenize answered {r.status_code}: {r.text[:200]}")
-        data = r.json()
-        if "count" in data:
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise ServerError(f"server {self.name!r}: /tokenize answered {r.text[:80]!r}, not a JSON object "
+                              "with 'count' or 'tokens'")
+        if isinstance(data.get("count"), int) and not isinstance(data.get("count"), bool):
             return int(data["count"])
-        if "tokens" in data:
+        if isinstance(data.get("tokens"), list):
             return len(data["tokens"])
         raise ServerError(f"server {self.name!r}: /tokenize answer has neither 'count' nor 'tokens': {str(data)[:200]}")
 

@@ -31,7 +31,7 @@ class CaseRunner:
         self.gpu_sampler = gpu_sampler  # telemetry.GpuSampler or None (no NVIDIA GPU)
         self.case = case
         self.w = workloads
-        self.prompts = PromptFactory(client.count_tokens, seed)
+        self.prompts = PromptFactory(client.count_tokens, seed, server=f"server {client.name!r}")
         self.latency_s = client.latency_s(workloads.latency_mode)
         self.result = CaseRun(server=client.name, case=case, latency_ms=self.latency_s * 1000.0)
         self._warmed = False

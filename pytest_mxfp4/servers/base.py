@@ -38,6 +38,12 @@ class Server(abc.ABC):
     def stop(self) -> None:
         """Stop and clean up. Idempotent; safe to call after a failed start."""
 
+    def identity_problem(self) -> str | None:
+        """None when the server we started is alive and is the one answering
+        on its port; otherwise one message saying what is wrong (exit code,
+        log tail). Backends that cannot tell return None."""
+        return None
+
     def log_text(self) -> str:
         """The server's log so far ('' if unknown)."""
         info = getattr(self, "info", None)

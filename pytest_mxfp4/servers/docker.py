@@ -56,7 +56,7 @@ from ..errors import ServerError
 from .base import Server, ServerInfo
 from .health import Progress, log_tail, wait_until_healthy
 from .process import expand, free_port
-from .redact import is_secret, redact_env
+from ..redact import is_secret_name, looks_secret, redact_argv, redact_env, register_config_secrets
 
 LABEL = "pytest-mxfp4"
 LABEL_SESSION = "pytest-mxfp4.session"
@@ -290,8 +290,8 @@ def docker_run_line(kw: dict[str, Any]) -> str:
     for host, b in kw.get("volumes", {}).items():
         parts += ["-v", f"{host}:{b['bind']}:{b['mode']}"]
     for k, v in kw.get("environment", {}).items():
-        parts += ["-e", f"{k}={'***' if is_secret(k) else v}"]
-    return shlex.join([*parts, kw["image"], *kw["command"]])
+        parts += ["-e", f"{k}={'***' if is_secret_name(k) or looks_secret(str(v)) else v}"]
+    return shlex.join(redact_argv([*parts, kw["image"], *kw["command"]]))
 
 
 # --------------------------------------------------------------------------
@@ -388,6 +388,7 @@ class DockerServer(Server):
         except sdk.errors.APIError:
             ncpu = os.cpu_count() or 1
         kw = create_kwargs(c, session_id=self.session_id, port=self.port, base_dir=self.base_dir, ncpu=ncpu)
+        register_config_secrets(kw["command"], c.env)  # masked in log tails and errors from now on
         self._remove_named(kw["name"])
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -396,7 +397,7 @@ class DockerServer(Server):
         log_path.write_bytes(f"$ {run_line}\n".encode())
         base_url = f"http://127.0.0.1:{self.port}"
         self.info = ServerInfo(name=c.name, kind="docker", base_url=base_url, log_path=log_path,
-                               command=list(kw["command"]), env=redact_env(c.env))
+                               command=redact_argv(kw["command"]), env=redact_env(c.env))
 
         self._name = kw["name"]  # lets stop() find it even if create() is interrupted
         try:
@@ -577,6 +578,23 @@ class DockerServer(Server):
         thread, self._log_thread = self._log_thread, None
         if thread is not None:
             thread.join(timeout=2)
+        if self.info and self.info.log_path:
+            from .process import scrub_file
+
+            scrub_file(self.info.log_path)  # the engine may echo an --api-key into its log
+
+    def identity_problem(self) -> str | None:
+        """None while our container runs; else its exit code and log tail."""
+        if self.container is None:
+            return f"server {self.config.name!r}: its container is gone"
+        code = self._exit_code()
+        if code is None:
+            return None
+        log = self.info.log_path if self.info else None
+        msg = f"server {self.config.name!r}: container exited with code {code}"
+        if self._last_state.get("OOMKilled"):
+            msg += " (OOMKilled)"
+        return f"{msg}. Last log lines:\n{log_tail(log)}"
 
 
 # --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ServerError
+from ..redact import redact_text
 
 Progress = Callable[[str], None]
 
@@ -36,14 +37,20 @@ def last_log_line(path: Path | None, width: int = 100) -> str:
             lines = [l for l in f.read().decode(errors="replace").splitlines() if l.strip()]
     except OSError:
         return ""
-    return lines[-1].strip()[:width] if lines else ""
+    return redact_text(lines[-1].strip()[:width]) if lines else ""
 
 
 def log_tail(path: Path | None, n: int = 25) -> str:
     if not path or not Path(path).exists():
         return "(no log)"
-    lines = Path(path).read_text(errors="replace").splitlines()
-    return "\n".join(lines[-n:])
+    try:
+        with open(path, "rb") as f:  # the tail only: a server log can be large
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError as e:
+        return f"(log unreadable: {e.strerror})"
+    return redact_text("\n".join(lines[-n:]))
 
 
 def wait_until_healthy(

@@ -2,12 +2,18 @@
 
 The process gets its own session (process group) so that stopping it stops
 vLLM's engine-core children too, and a parent-death signal so that even a
-SIGKILLed pytest does not leave an engine running.
+SIGKILLed pytest does not leave an engine running. The Popen handle is kept
+until the process is reaped and the group is SIGKILLed in a `finally`, so a
+second Ctrl-C during the graceful stop cannot skip teardown. Each started
+server is also recorded under the log directory (`.running/<pid>.json`);
+the next start sweeps the groups of records whose owner is gone (the
+parent-death signal does not reach grandchildren that changed parent).
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -19,8 +25,8 @@ from pathlib import Path
 from ..config import ServerConfig
 from ..errors import ServerError
 from .base import Server, ServerInfo
-from .health import Progress, wait_until_healthy
-from .redact import redact_env
+from ..redact import redact_argv, redact_env, redact_text, register_config_secrets
+from .health import Progress, log_tail, wait_until_healthy
 
 _PR_SET_PDEATHSIG = 1
 
@@ -77,6 +83,8 @@ class ProcessServer(Server):
         self.port = port or free_port()
         self.python = python or sys.executable
         self.proc: subprocess.Popen | None = None
+        self.returncode: int | None = None  # once reaped
+        self._record: Path | None = None
         self._log_file = None
         self.info: ServerInfo | None = None
 
@@ -91,19 +99,26 @@ class ProcessServer(Server):
         }
         return [expand(part, values) for part in (*c.command, *c.args)]
 
+    @property
+    def records_dir(self) -> Path:
+        return self.log_dir / ".running"
+
     def start(self) -> ServerInfo:
         c = self.config
         cmd = self.command()
+        register_config_secrets(cmd, c.env)  # masked in log tails and errors from now on
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        sweep_leftovers(self.records_dir, self.progress)
         log_path = self.log_dir / f"{c.name}.log"
         env = {**os.environ, **c.env}
         cores = engine_cores(c, os.sched_getaffinity(0))
         self._log_file = open(log_path, "wb")
-        self._log_file.write(f"$ {' '.join(cmd)}\n".encode())
+        os.chmod(log_path, 0o644)
+        self._log_file.write(f"$ {' '.join(redact_argv(cmd))}\n".encode())
         self._log_file.flush()
         base_url = f"http://127.0.0.1:{self.port}"
         self.info = ServerInfo(name=c.name, kind="process", base_url=base_url, log_path=log_path,
-                               command=cmd, env=redact_env(c.env))
+                               command=redact_argv(cmd), env=redact_env(c.env))
         def before_exec() -> None:
             _die_with_parent()
             if cores:
@@ -117,6 +132,7 @@ class ProcessServer(Server):
         except (OSError, ValueError) as e:
             self.stop()
             raise ServerError(f"server {c.name!r}: cannot run {cmd[0]!r}: {e}. Check `command` in the config.") from None
+        self._record = write_record(self.records_dir, self.proc.pid, c.name, self.port)
         if self.progress:
             self.progress(f"[{c.name}] started pid {self.proc.pid} on port {self.port}; log: {log_path}")
         try:
@@ -125,6 +141,9 @@ class ProcessServer(Server):
                 exited=lambda: self.proc.poll() if self.proc else 0,
                 log_path=log_path, progress=self.progress,
             )
+            problem = self.identity_problem()  # healthy, but is it ours that answered?
+            if problem:
+                raise ServerError(problem)
         except BaseException:
             self.stop()
             raise
@@ -140,21 +159,63 @@ class ProcessServer(Server):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def exit_code(self) -> int | None:
+        """The exit code once the server has exited (None while it runs)."""
+        if self.proc is not None:
+            return self.proc.poll()
+        return self.returncode
+
+    def identity_problem(self) -> str | None:
+        """None while our process is alive and the listener on our port belongs
+        to its process group; otherwise what is wrong, with the log tail."""
+        proc = self.proc
+        log = self.info.log_path if self.info else None
+        if proc is None or proc.poll() is not None:
+            code = proc.poll() if proc is not None else self.returncode
+            return (f"server {self.config.name!r} (pid {proc.pid if proc else '?'}) exited with code {code}. "
+                    f"Last log lines:\n{log_tail(log)}")
+        owners = port_listener_pids(self.port)
+        if owners is None:
+            return None  # /proc not readable here: cannot tell, do not guess
+        ours = group_pids(proc.pid)
+        if not owners:
+            return (f"server {self.config.name!r} (pid {proc.pid}) is running but nothing listens on "
+                    f"127.0.0.1:{self.port} any more. Last log lines:\n{log_tail(log)}")
+        if not (owners & ours):
+            return (f"server {self.config.name!r}: port {self.port} is answered by pid "
+                    f"{', '.join(map(str, sorted(owners)))}, not by the server we started (pid {proc.pid}); "
+                    "another server took the port. Stop it and rerun.")
+        return None
+
     def stop(self, timeout_s: float = 15.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            self._signal_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
+        proc = self.proc
+        try:
+            if proc is not None and proc.poll() is None:
+                self._signal_group(proc, signal.SIGTERM)
+                try:
+                    proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            # Always, even when a second Ctrl-C interrupts the graceful wait:
+            # children that outlived the leader (engine core) share its group.
+            if proc is not None:
                 self._signal_group(proc, signal.SIGKILL)
-                proc.wait(5)
-        if proc is not None:
-            # children that outlived the leader (engine core) share its group
-            self._signal_group(proc, signal.SIGKILL)
-        if self._log_file:
-            self._log_file.close()
-            self._log_file = None
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+                if proc.returncode is not None:  # reaped: only now forget the handle
+                    self.returncode = proc.returncode
+                    self.proc = None
+                    if self._record is not None:
+                        self._record.unlink(missing_ok=True)
+                        self._record = None
+            if self._log_file:
+                self._log_file.close()
+                self._log_file = None
+                if self.info and self.info.log_path:
+                    scrub_file(self.info.log_path)
 
     @staticmethod
     def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -162,3 +223,131 @@ class ProcessServer(Server):
             os.killpg(proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+# --------------------------------------------------------------------------
+# Records of started servers, swept at the next start
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(process group, start time in clock ticks) of a live pid, None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    try:
+        return int(fields[2]), int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def write_record(records_dir: Path, pid: int, name: str, port: int) -> Path | None:
+    stat, me = _proc_stat(pid), _proc_stat(os.getpid())
+    if stat is None:
+        return None
+    rec = {"pid": pid, "start": stat[1], "server": name, "port": port,
+           "owner_pid": os.getpid(), "owner_start": me[1] if me else None}
+    try:
+        records_dir.mkdir(parents=True, exist_ok=True)
+        path = records_dir / f"{pid}.json"
+        path.write_text(json.dumps(rec))
+        return path
+    except OSError:
+        return None
+
+
+def _alive(pid: int, start: int | None) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and (start is None or stat[1] == start)
+
+
+def group_pids(pgid: int, started_at_or_after: int = 0) -> set[int]:
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat and stat[0] == pgid and stat[1] >= started_at_or_after:
+                out.add(int(entry.name))
+    return out
+
+
+def sweep_leftovers(records_dir: Path, progress: Progress | None = None) -> list[int]:
+    """SIGKILL the process groups recorded by sessions that are gone (a
+    SIGKILLed pytest, a crashed CI runner); returns the pids swept."""
+    swept = []
+    if not records_dir.is_dir():
+        return swept
+    for path in records_dir.glob("*.json"):
+        try:
+            rec = json.loads(path.read_text())
+            pid, start = int(rec["pid"]), int(rec["start"])
+            owner, owner_start = int(rec["owner_pid"]), rec.get("owner_start")
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)  # unreadable: nothing we can act on
+            continue
+        if _alive(owner, owner_start):
+            continue  # a live session (maybe this one) still owns it
+        members = group_pids(pid, start)
+        for member in members:
+            try:
+                os.kill(member, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if members:
+            swept.append(pid)
+            if progress:
+                progress(f"stopped a leftover server {rec.get('server', '?')!r} (pid {pid}) of an earlier session")
+        path.unlink(missing_ok=True)
+    return swept
+
+
+def port_listener_pids(port: int) -> set[int] | None:
+    """Pids holding a socket that listens on `port` (IPv4/IPv6), from /proc.
+    None where /proc/net is not readable."""
+    inodes = set()
+    readable = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for line in lines:
+            f = line.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                inodes.add(f[9])
+    if not readable:
+        return None
+    if not inodes:
+        return set()
+    wanted = {f"socket:[{i}]" for i in inodes}
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                try:
+                    if os.readlink(fd) in wanted:
+                        pids.add(int(entry.name))
+                        break
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return pids
+
+
+def scrub_file(path: Path) -> None:
+    """Rewrite a finished server log with secrets masked (vLLM echoes its
+    arguments, an --api-key among them)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return
+    clean = redact_text(text)
+    if clean != text:
+        from ..baselines import write_atomic
+
+        write_atomic(Path(path), clean)

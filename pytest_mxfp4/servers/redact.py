@@ -1,15 +1,5 @@
-"""Keep secrets out of results, baselines and reports."""
+"""Kept for old imports: redaction lives in `pytest_mxfp4.redact`."""
 
 from __future__ import annotations
 
-import re
-
-_SECRET = re.compile(r"(TOKEN|_KEY|KEY_|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
-
-
-def is_secret(name: str) -> bool:
-    return bool(_SECRET.search(name))
-
-
-def redact_env(env: dict[str, str]) -> dict[str, str]:
-    return {k: ("***" if is_secret(k) else v) for k, v in env.items()}
+from ..redact import is_secret, is_secret_name, redact_argv, redact_env, redact_text  # noqa: F401
