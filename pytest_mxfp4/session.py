@@ -107,6 +107,9 @@ class PerfSession:
             return None  # the user says this server is running; trust the URL
         return self.environment.can_run(cfg.requires)
 
+    def mark_skipped(self, cfg: ServerConfig, reason: str) -> None:
+        self.results.servers[cfg.name].skipped = reason
+
     def make_server(self, cfg: ServerConfig) -> Server:
         logs = self.output_dir / "logs"
         if self.base_url:

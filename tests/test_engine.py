@@ -123,6 +123,9 @@ def test_cpu_matrix_measures_two_real_configs_with_exact_token_counts(cpu_baseli
     assert data["servers"]["tiny-eager"]["observed"]["enforce_eager"] is True
     assert data["servers"]["tiny-compiled"]["observed"]["enforce_eager"] is False
     assert "pytest-mxfp4 performance summary" in r.stdout and "tiny-compiled" in r.stdout
+    # progress got past pytest's capture (the run has no -s): start and each case as it finished
+    assert "[tiny-eager] healthy after" in r.stdout
+    assert "[tiny-compiled] tg32  tg_tps" in r.stdout and "[tiny-eager] pp2048  pp_tps" in r.stdout
     assert len(list((d / "baselines").rglob("*.yaml"))) == 2
 
 

@@ -67,7 +67,7 @@ def test_pending_and_unrunnable_configs_are_skipped_with_reasons(pytester, tmp_p
     import json
 
     data = json.loads((tmp_path / "r.json").read_text())
-    assert data["schema"] == 1 and data["results"] == []
+    assert data["schema"] == 2 and data["results"] == []
     assert data["servers"]["gb10"]["skipped"].startswith("needs NVIDIA GPU")
 
 
@@ -83,3 +83,45 @@ def test_server_that_crashes_fails_its_tests_without_traceback(pytester):
     out = r.stdout.str()
     assert "exited with code 7" in out and "CUDA out of memory" in out
     assert "Traceback" not in out
+
+
+def test_start_progress_reaches_the_terminal_without_dash_s(pytester):
+    # No -s: pytest captures output during fixture set-up, where the server
+    # loads; the progress lines must get past that capture.
+    pytester.makepyfile(test_perf=PERF_TEST)
+    pytester.makefile(".yaml", matrix=config("""
+        servers:
+          slow: {model: m, startup_timeout_s: 60,
+                 command: [python3, -u, -c, "import time,sys; print('loading weights 42%'); time.sleep(6.5); sys.exit(3)"]}
+        workloads: {decode: {tg: [32]}, runs: 2}
+    """))
+    r = pytester.runpytest_subprocess("-m", "perf", "--perf-config", "matrix.yaml", "--perf-output", "out")
+    out = r.stdout.str()
+    assert "[slow] starting… 5s  loading weights 42%" in out
+    assert "exited with code 3" in out
+
+
+def test_no_matrix_named_says_what_to_pass(pytester):
+    # installed in another project: no ini perf_config there
+    pytester.makepyfile(test_perf=PERF_TEST)
+    r = pytester.runpytest_subprocess("-m", "perf")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    assert "needs a matrix file: pass --perf-config=PATH" in r.stderr.str()
+    assert "Traceback" not in r.stderr.str() + r.stdout.str()
+
+
+def test_an_unwritable_report_fails_the_run_and_keeps_the_others(pytester, tmp_path):
+    pytester.makepyfile(test_perf=PERF_TEST)
+    pytester.makefile(".yaml", matrix=config("""
+        servers:
+          later: {pending: "no recipe yet"}
+        workloads: {decode: {tg: [32]}, runs: 2}
+    """))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    r = pytester.runpytest_subprocess("-m", "perf", "--perf-config", "matrix.yaml",
+                                      f"--perf-report={blocker / 'page.md'}", f"--perf-json={tmp_path / 'r.json'}")
+    assert r.ret == pytest.ExitCode.TESTS_FAILED
+    assert "report not written: --perf-report" in r.stdout.str()
+    assert (tmp_path / "r.json").exists()
+    assert oct((tmp_path / "r.json").stat().st_mode & 0o777) == "0o644"

@@ -3,7 +3,8 @@ verdict, gate and targets."""
 
 from __future__ import annotations
 
-from ..results import SessionResults
+from ..results import MetricResult, SessionResults
+from ..stats import Verdict
 from .format import num, pct
 
 HEADERS = ("server", "metric", "mean ± sd", "CV", "n", "baseline", "Δ", "verdict", "gate", "target")
@@ -14,7 +15,7 @@ def rows(session: SessionResults) -> list[tuple[str, ...]]:
     for r in session.results:
         s, b, c = r.summary, r.baseline, r.comparison
         mean_sd = f"{num(s.mean)} ± {num(s.stdev)} {r.unit}" if s else "-"
-        verdict = r.verdict.value + (" (confirmed)" if r.confirmed and r.verdict.value == "regressed" else "")
+        verdict = r.verdict.value + (" (confirmed)" if r.confirmed and r.verdict is Verdict.REGRESSED else "")
         targets = ", ".join(f"{t.engine} {num(t.value)}" for t in r.targets) or ""
         out.append((
             r.server, r.key, mean_sd, pct(s.cv * 100, signed=False) if s else "-", str(s.n if s else 0),
@@ -38,8 +39,42 @@ def render(session: SessionResults) -> list[str]:
             lines.append(f"error   {r.server} {r.key}: {r.error}")
         elif r.incomparable:
             lines.append(f"incomparable {r.server} {r.key}: {r.incomparable}")
-        elif r.comparison and r.verdict.value in ("regressed", "inconclusive"):
+        elif r.comparison and r.verdict in (Verdict.REGRESSED, Verdict.INCONCLUSIVE):
             lines.append(f"{r.verdict.value:<8} {r.server} {r.key}: {r.comparison.reason}")
         if r.flagged_samples:
             lines.append(f"note    {r.server} {r.key}: {r.flagged_samples} flagged sample(s) replaced")
     return lines
+
+
+def describe(r: MetricResult) -> str:
+    """One line for a failing or warning metric."""
+    if r.error:
+        return f"{r.server} {r.key}: error: {r.error}"
+    if r.incomparable:
+        return f"{r.server} {r.key}: incomparable: {r.incomparable}"
+    c = r.comparison
+    return f"{r.server} {r.key}: {r.verdict.value} ({c.delta_pct:+.2f}% vs baseline {r.baseline.mean:.4g}; {c.reason})"
+
+
+def case_lines(results: list[MetricResult]) -> list[str]:
+    """Progress as each case finishes: `[server] tg32  tg_tps 31.6 ± 0.1 tok/s
+    CV 0.3% n=5 pass (Δ -0.1%) | e2e_ttft_ms 210 ms pass`."""
+    if not results:
+        return []
+    parts = []
+    for r in results:
+        if r.summary is None:
+            parts.append(f"{r.metric} {r.verdict.value}")
+            continue
+        s = r.summary
+        text = f"{r.metric} {num(s.mean)}"
+        if r is results[0]:
+            text += f" ± {num(s.stdev)} {r.unit} CV {pct(s.cv * 100, signed=False)} n={s.n}"
+        else:
+            text += f" {r.unit}"
+        text += f" {r.verdict.value}"
+        if r.comparison is not None and r.comparison.delta_pct is not None:
+            text += f" (Δ {pct(r.comparison.delta_pct)})"
+        parts.append(text)
+    first = results[0]
+    return [f"[{first.server}] {first.case.id}  " + " | ".join(parts)]

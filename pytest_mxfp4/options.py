@@ -1,0 +1,38 @@
+"""The plugin's options, resolved once into a frozen object.
+
+Built by plugin.py from the command line and ini (option > ini > default)
+the moment pytest is configured; everything after that reads this object,
+never `config.getoption`. Pure Python: domain code and tests build it
+directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where each report goes; None = not written."""
+
+    json: Path | None = None
+    page: Path | None = None  # the Markdown results page
+    benchmark_json: Path | None = None
+    plots: Path | None = None
+
+
+@dataclass(frozen=True)
+class PerfOptions:
+    config: Path | None  # the matrix file; None = none given (a clear error if perf is selected)
+    baselines: Path
+    output: Path  # server logs and artifacts
+    base_dir: Path  # relative model paths resolve here (where pytest was invoked)
+    update_baselines: bool = False
+    base_url: str | None = None
+    servers: tuple[str, ...] = ()  # empty = every server config of the matrix
+    reports: ReportPaths = ReportPaths()
+
+
+def parse_server_list(value: str) -> tuple[str, ...]:
+    """`--perf-server a,b` -> ('a', 'b'); empty names are dropped."""
+    return tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))

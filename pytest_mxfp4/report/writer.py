@@ -1,0 +1,90 @@
+"""Write every report of a session, each on its own.
+
+The one place that turns a failed write into a message: a broken run log,
+an unwritable directory or a plot that cannot be drawn costs that report
+only, never the others. The JSON result goes first (it is the record every
+other report can be rebuilt from); the caller makes the run non-zero when
+`Written.errors` is not empty."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..baselines import BaselineFile
+from ..config import Matrix
+from ..errors import PerfUserError
+from ..fileio import write_atomic
+from ..options import ReportPaths
+from ..results import SessionResults
+
+
+@dataclass
+class Written:
+    lines: list[str] = field(default_factory=list)  # what was written, one line each
+    errors: list[str] = field(default_factory=list)  # what could not be, one line each
+
+
+_FAILED = object()
+
+
+def _attempt(written: Written, what: str, fn: Callable[[], object]) -> object:
+    """fn() or `_FAILED` (with one line in `written.errors`)."""
+    try:
+        return fn()
+    except PerfUserError as e:
+        written.errors.append(f"{what}: {e}")
+    except OSError as e:
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        written.errors.append(f"{what}: cannot write{where}: {e.strerror or e}")
+    except Exception as e:  # a report bug must not cost the other reports
+        written.errors.append(f"{what}: {type(e).__name__}: {e}")
+    return _FAILED
+
+
+def write_all(session: SessionResults, matrix: Matrix | None, judged: dict[str, BaselineFile],
+              paths: ReportPaths, baselines_root: Path | None,
+              update_baselines: Callable[[], list[Path]] | None = None,
+              current_baselines: Callable[[], dict[str, BaselineFile]] | None = None) -> Written:
+    """Render and write the reports of `paths`; store the baselines when
+    `update_baselines` is given. The page is rendered against the baselines
+    this run was judged by (`judged`), before they are updated."""
+    from .. import results as results_file
+    from . import benchmark_json, github, history, markdown
+
+    out = Written()
+    if paths.json and _attempt(out, "--perf-json", lambda: results_file.save(session, paths.json)) is not _FAILED:
+        out.lines.append(f"perf-json: {paths.json}")
+    run_log: object = []
+    if baselines_root is not None:
+        run_log = _attempt(out, "run log", lambda: history.read_run_log(baselines_root))
+    if run_log is _FAILED:
+        run_log = []
+    page = _attempt(out, "results page", lambda: markdown.render(session, matrix, judged, run_log))
+    if update_baselines is not None:
+        stored = _attempt(out, "baselines", update_baselines)
+        if stored is not _FAILED and stored:
+            out.lines += [f"baseline written: {p}" for p in stored]
+            if baselines_root is not None:
+                _attempt(out, "run log", lambda: history.append_run_log(baselines_root, session))
+    if paths.benchmark_json and _attempt(
+            out, "--perf-benchmark-json", lambda: benchmark_json.write(session, paths.benchmark_json)) is not _FAILED:
+        out.lines.append(f"perf-benchmark-json: {paths.benchmark_json}")
+    if paths.plots and current_baselines is not None:
+        from . import plots
+
+        made = _attempt(out, "--perf-plots",
+                        lambda: plots.trend_plots(list(current_baselines().values()), paths.plots))
+        if made is not _FAILED:
+            out.lines.append(f"plots: {len(made)} PNG in {paths.plots}" + (
+                "" if made else " (no baseline history yet: plots come from --perf-update-baselines runs)"))
+            if page is not _FAILED and paths.page:
+                page += "\n" + markdown.plots_section(made, paths.page)
+    if page is not _FAILED:
+        if paths.page and _attempt(out, "--perf-report", lambda: write_atomic(paths.page, page)) is not _FAILED:
+            out.lines.append(f"results page: {paths.page}")
+        if _attempt(out, "GitHub step summary", lambda: github.write_step_summary(session, page)) not in (None,
+                                                                                                        _FAILED):
+            out.lines.append("GitHub step summary written")
+    return out
