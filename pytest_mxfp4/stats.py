@@ -243,6 +243,47 @@ class BaselineStats:
 
 
 # --------------------------------------------------------------------------
+# Noise of one run against its history
+
+
+class NoiseState(str, Enum):
+    LOW_VS_HISTORY = "low-vs-history"  # suspiciously quiet: a warm state, a cache?
+    HIGH_VS_HISTORY = "high-vs-history"  # noisier than usual
+    LOW_VS_PEERS = "low-vs-peers"  # no history; quiet next to the same metric's other cases
+
+
+# "Suspiciously low CV": under this fraction of the metric's history median
+# CV (needs >= NOISE_HISTORY_MIN past runs) ...
+LOW_CV_VS_HISTORY = 0.25
+NOISE_HISTORY_MIN = 3
+# ... or, without history, under this fraction of the median CV of the same
+# metric's other cases in the same config (needs >= 2 of them).
+LOW_CV_VS_PEERS = 0.2
+HIGH_CV_VS_HISTORY = 3.0  # "noisier than usual"
+
+
+def noise_state(run_cv: float, history_cvs: Iterable[float], peer_cvs: Iterable[float] = ()
+                ) -> tuple[NoiseState | None, float | None]:
+    """Is this run's CV out of line with its history (or, without history,
+    with its peers)? Returns the state and the median it was held against."""
+    hist = sorted(h for h in history_cvs if math.isfinite(h))
+    if len(hist) >= NOISE_HISTORY_MIN:
+        med = _median_sorted(hist)
+        if med > 0 and run_cv < LOW_CV_VS_HISTORY * med:
+            return NoiseState.LOW_VS_HISTORY, med
+        if med > 0 and run_cv > HIGH_CV_VS_HISTORY * med:
+            return NoiseState.HIGH_VS_HISTORY, med
+        return None, med
+    peers = sorted(p for p in peer_cvs if p is not None and math.isfinite(p))
+    if len(peers) >= 2:
+        med = _median_sorted(peers)
+        if med > 0 and run_cv < LOW_CV_VS_PEERS * med:
+            return NoiseState.LOW_VS_PEERS, med
+        return None, med
+    return None, None
+
+
+# --------------------------------------------------------------------------
 # Policy
 
 

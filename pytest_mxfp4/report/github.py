@@ -9,12 +9,13 @@ from pathlib import Path
 
 from ..errors import PerfUserError
 from ..results import SessionResults
+from ..stats import Verdict
 from .format import num, pct
 
 # GitHub accepts up to 1 MiB of summary per step; keep well under it.
 MAX_SUMMARY_BYTES = 900 * 1024
-ICONS = {"pass": "✅", "improved": "🚀", "regressed": "❌", "inconclusive": "❔", "no-baseline": "➖", "error": "💥",
-         "incomparable": "➖"}
+ICONS = {Verdict.PASS: "✅", Verdict.IMPROVED: "🚀", Verdict.REGRESSED: "❌", Verdict.INCONCLUSIVE: "❔",
+         Verdict.NO_BASELINE: "➖", Verdict.ERROR: "💥", Verdict.INCOMPARABLE: "➖"}
 
 
 def compact_table(session: SessionResults) -> str:
@@ -28,8 +29,9 @@ def compact_table(session: SessionResults) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in session.results:
             s, b, c = r.summary, r.baseline, r.comparison
-            v = r.verdict.value
-            verdict = f"{ICONS.get(v, '')} {v}".strip() + (" (confirmed)" if r.confirmed and v == "regressed" else "")
+            v = r.verdict
+            verdict = f"{ICONS.get(v, '')} {v.value}".strip() + (
+                " (confirmed)" if r.confirmed and v is Verdict.REGRESSED else "")
             if r.fails:
                 verdict = f"**{verdict}**"
             lines.append("| " + " | ".join([

@@ -24,15 +24,17 @@ from typing import Any, Iterable
 from ..baselines import write_atomic
 from ..errors import PerfUserError
 from ..results import MetricResult, SessionResults
+from ..stats import Verdict
 
 RUN_LOG_NAME = "run_log.jsonl"
 RUN_LOG_LIMIT = 500  # records kept; the oldest are dropped first
 RECORD_SCHEMA = 1
 HEADLINE_KEY = "tg32/tg_tps"  # the number the run log shows per run
 
-# Observed facts that name "what really ran", in the order they are listed.
-BACKEND_FACTS = ("attention_backend", "moe_backend", "fp4_mode", "spec_decode")
-QUIET_VERDICTS = ("pass", "no-baseline")
+# Observed facts that name "what really ran" on the page, in this order
+# (judge.BACKEND_FACTS is the longer list that makes a baseline incomparable).
+HEADLINE_FACTS = ("attention_backend", "moe_backend", "fp4_mode", "spec_decode")
+QUIET_VERDICTS = frozenset({Verdict.PASS, Verdict.NO_BASELINE})
 
 
 def observed_summary(observed: dict[str, Any] | None) -> str:
@@ -40,7 +42,7 @@ def observed_summary(observed: dict[str, Any] | None) -> str:
     if not observed:
         return ""
     parts = []
-    for fact in BACKEND_FACTS:
+    for fact in HEADLINE_FACTS:
         v = observed.get(fact)
         if v not in (None, "", [], {}) and not (fact == "spec_decode" and v == "none"):
             parts.append(str(v))
@@ -57,11 +59,10 @@ def verdict_summary(results: Iterable[MetricResult]) -> str:
     that did not simply pass. E.g. 'tg32 pass (+0.21%); pp512 inconclusive (-3.4%)'."""
     parts = []
     for r in results:
-        v = r.verdict.value
-        if r.gate != "fail" and v in QUIET_VERDICTS:
+        if r.gate != "fail" and r.verdict in QUIET_VERDICTS:
             continue
         delta = r.comparison.delta_pct if r.comparison else None
-        parts.append(f"{short_key(r)} {v}" + (f" ({delta:+.2f}%)" if delta is not None else ""))
+        parts.append(f"{short_key(r)} {r.verdict.value}" + (f" ({delta:+.2f}%)" if delta is not None else ""))
     return "; ".join(parts)
 
 
@@ -95,7 +96,7 @@ def run_log_records(session: SessionResults) -> list[dict[str, Any]]:
             "git_sha": env.get("git_sha"),
             "tg32": head.summary.mean if head else None,
             "metrics": {r.key: r.summary.mean for r in measured if r.metric == r.case.primary_metric},
-            "verdicts": {r.key: r.verdict.value for r in results if r.verdict.value not in QUIET_VERDICTS},
+            "verdicts": {r.key: r.verdict.value for r in results if r.verdict not in QUIET_VERDICTS},
             "notes": "; ".join(notes),
         })
     return out

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,172 +21,28 @@ import yaml
 
 from .. import __version__
 from ..baselines import BaselineFile
-from ..config import HIGHER_IS_BETTER, METRIC_UNITS, Case, Matrix, ServerConfig, Target
-from ..results import MetricResult, ServerRecord, SessionResults
-from ..stats import Summary
+from ..config import HIGHER_IS_BETTER, METRIC_UNITS, Case, Matrix, Target
+from ..results import SessionResults
+from ..stats import NoiseState, Verdict, noise_state
 from .format import num
+from .page_model import ConfigView, StatView, case_for, case_order, cases_of, collect
 from .history import HEADLINE_KEY, observed_summary, run_log_records, short_key, verdict_summary
 
 # Columns of the comparison matrix, as on the hand-kept page; those the data
 # and matrix don't have are left out (a matrix with none of them shows its own).
 MATRIX_CASES = ("tg32", "tg128", "tg256", "pp2048")
 TTFT_METRIC = "e2e_ttft_ms"
-# "Suspiciously low CV": a run's CV under this fraction of the metric's
-# history median CV (needs >= HISTORY_MIN past runs) ...
-LOW_CV_VS_HISTORY = 0.25
-HISTORY_MIN = 3
-# ... or, without history, under this fraction of the median CV of the same
-# metric's other cases in the same config (needs >= 2 of them).
-LOW_CV_VS_PEERS = 0.2
-HIGH_CV_VS_HISTORY = 3.0  # "noisier than usual"
 DECODE_DROP_PCT = 1.0  # a longer decode this much slower than the shorter one gets a note
-
-
-# --------------------------------------------------------------------------
-# Collected view: one entry per config, numbers from the run or the baseline
-
-
-@dataclass
-class _Stat:
-    mean: float
-    stdev: float
-    n: int
-    median: float | None  # only where samples are known
-    unit: str
-    source: str  # "run" | "baseline"
-    date: str
-    history_cv: tuple[float, ...] = ()  # CVs of earlier runs of this metric
-    result: MetricResult | None = None
-    flagged: int = 0
-
-    @property
-    def cv(self) -> float | None:
-        if self.n < 2 or self.mean == 0:
-            return None
-        return self.stdev / abs(self.mean)
-
-
-@dataclass
-class _Config:
-    name: str
-    description: str = ""
-    cfg: ServerConfig | None = None
-    record: ServerRecord | None = None
-    baseline: BaselineFile | None = None
-    stats: dict[str, _Stat] = field(default_factory=dict)
-    source: str | None = None  # "run" | "baseline" | None
-    date: str = ""
-    environment: dict[str, Any] = field(default_factory=dict)
-    pending: str | None = None
-    skipped: str | None = None
-    error: str | None = None
-    results: list[MetricResult] = field(default_factory=list)
-
-
-def _history_cvs(bf: BaselineFile, key: str, exclude_latest: bool) -> tuple[float, ...]:
-    m = bf.metrics.get(key)
-    if m is None:
-        return ()
-    hist = list(m.history)
-    if exclude_latest and hist and hist[-1].date == bf.updated:
-        hist = hist[:-1]  # that entry is the baseline itself
-    return tuple(h.cv for h in hist if h.n > 1)
-
-
-def _collect(session: SessionResults, matrix: Matrix | None, baselines: dict[str, BaselineFile]) -> list[_Config]:
-    names: list[str] = []
-    if matrix is not None:
-        names += [s.name for s in matrix.servers]
-    names += list(session.servers) + [r.server for r in session.results] + list(baselines)
-    configs = []
-    for name in dict.fromkeys(names):
-        c = _Config(name=name)
-        c.cfg = _server(matrix, name)
-        c.record = session.servers.get(name)
-        c.baseline = baselines.get(name)
-        c.description = (c.cfg.description if c.cfg else "") or (c.record.description if c.record else "")
-        if c.cfg is not None and c.cfg.pending:
-            c.pending = c.cfg.pending
-        if c.record is not None:
-            if c.record.skipped and c.record.skipped.startswith("pending: "):
-                c.pending = c.pending or c.record.skipped[len("pending: "):]
-            elif c.record.skipped:
-                c.skipped = c.record.skipped
-            c.error = c.record.error
-        c.results = session.for_server(name)
-        measured = [r for r in c.results if r.summary is not None]
-        if measured:
-            env = (c.record.info.get("environment") if c.record else None) or session.environment or {}
-            c.source, c.environment, c.date = "run", env, str(env.get("captured_at") or "")
-            for r in measured:
-                s = r.summary
-                hist = r.baseline.history_cv if r.baseline is not None else ()
-                if not hist and c.baseline is not None:
-                    hist = _history_cvs(c.baseline, r.key, exclude_latest=False)
-                c.stats[r.key] = _Stat(s.mean, s.stdev, s.n, s.median if s.n else None, r.unit, "run", c.date,
-                                       tuple(hist), r, r.flagged_samples)
-        elif c.baseline is not None and c.baseline.metrics:
-            bf = c.baseline
-            c.source, c.environment, c.date = "baseline", dict(bf.environment), bf.updated
-            for key, m in bf.metrics.items():
-                median = Summary.from_samples(m.samples).median if m.samples else None
-                unit = m.unit or METRIC_UNITS.get(key.partition("/")[2], "")
-                c.stats[key] = _Stat(m.mean, m.stdev, m.n, median, unit, "baseline", bf.updated,
-                                     _history_cvs(bf, key, exclude_latest=True))
-        configs.append(c)
-    return configs
-
-
-def _server(matrix: Matrix | None, name: str) -> ServerConfig | None:
-    if matrix is None:
-        return None
-    try:
-        return matrix.server(name)
-    except KeyError:
-        return None
-
-
-# --------------------------------------------------------------------------
-# Keys and cases
-
-
-def _parse_case(case_id: str, matrix: Matrix | None) -> Case | None:
-    """'tg32' / 'pp2048@d4096' -> Case (pp of a decode case from the matrix, when known)."""
-    if matrix is not None:
-        for c in matrix.workloads.cases:
-            if c.id == case_id:
-                return c
-    base, _, depth = case_id.partition("@d")
-    if len(base) < 3 or base[:2] not in ("pp", "tg") or not base[2:].isdigit():
-        return None
-    d = int(depth) if depth.isdigit() else 0
-    if base.startswith("pp"):
-        return Case("prefill", int(base[2:]), 1, d)
-    return Case("decode", 0, int(base[2:]), d)
-
-
-def _case_order(case: Case) -> tuple:
-    return (case.depth, case.pp if case.kind == "prefill" else case.tg)
-
-
-def _cases(configs: list[_Config], matrix: Matrix | None, kind: str) -> list[Case]:
-    ids: list[str] = []
-    if matrix is not None:
-        ids += [c.id for c in matrix.workloads.cases]
-    for c in configs:
-        ids += [k.partition("/")[0] for k in c.stats]
-    cases = [_parse_case(i, matrix) for i in dict.fromkeys(ids)]
-    return sorted((c for c in cases if c is not None and c.kind == kind), key=_case_order)
 
 
 def _primary_key(case: Case) -> str:
     return f"{case.id}/{case.primary_metric}"
 
 
-def _ttft_case(configs: list[_Config], matrix: Matrix | None, targets: Iterable[Target]) -> Case | None:
+def _ttft_case(configs: list[ConfigView], matrix: Matrix | None, targets: Iterable[Target]) -> Case | None:
     """The prefill case whose TTFT the page shows: pp2048 where present, else
     the longest prompt with a TTFT number."""
-    pre = _cases(configs, matrix, "prefill")
+    pre = cases_of(configs, matrix, "prefill")
     have = {k for c in configs for k in c.stats} | {t.metric for t in targets}
     with_ttft = [c for c in pre if f"{c.id}/{TTFT_METRIC}" in have]
     for c in with_ttft:
@@ -210,7 +65,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def _pm(s: _Stat) -> str:
+def _pm(s: StatView) -> str:
     return f"{s.mean:.2f} ± {s.stdev:.2f}"
 
 
@@ -264,8 +119,8 @@ def _reason(text: str) -> str:
 # Sections
 
 
-def _best_results(configs: list[_Config], matrix: Matrix | None, ttft: Case | None) -> list[str]:
-    cases = _cases(configs, matrix, "decode") + _cases(configs, matrix, "prefill")
+def _best_results(configs: list[ConfigView], matrix: Matrix | None, ttft: Case | None) -> list[str]:
+    cases = cases_of(configs, matrix, "decode") + cases_of(configs, matrix, "prefill")
     keys = [(_primary_key(c), f"{c.id} ({METRIC_UNITS[c.primary_metric]})") for c in cases]
     if ttft is not None:
         keys.append((f"{ttft.id}/{TTFT_METRIC}", f"TTFT@{ttft.id} (ms)"))
@@ -297,8 +152,8 @@ def _best_results(configs: list[_Config], matrix: Matrix | None, ttft: Case | No
     return _table(["Metric", "Baseline", "Best", "Config", "Date"], rows)
 
 
-def _matrix_columns(configs: list[_Config], matrix: Matrix | None, targets: list[Target]) -> list[Case]:
-    pool = _cases(configs, matrix, "decode") + _cases(configs, matrix, "prefill")
+def _matrix_columns(configs: list[ConfigView], matrix: Matrix | None, targets: list[Target]) -> list[Case]:
+    pool = cases_of(configs, matrix, "decode") + cases_of(configs, matrix, "prefill")
     have = {k.partition("/")[0] for c in configs for k in c.stats} | {t.metric.partition("/")[0] for t in targets}
     if matrix is not None:
         have |= {c.id for c in matrix.workloads.cases}
@@ -309,7 +164,7 @@ def _matrix_columns(configs: list[_Config], matrix: Matrix | None, targets: list
     return chosen
 
 
-def _config_notes(c: _Config) -> str:
+def _config_notes(c: ConfigView) -> str:
     if c.pending:
         return _reason(c.pending)
     parts = []
@@ -337,14 +192,14 @@ def _config_notes(c: _Config) -> str:
     return "; ".join(parts) or "Not measured yet"
 
 
-def _ttft_cell(s: _Stat | None) -> str:
+def _ttft_cell(s: StatView | None) -> str:
     if s is None:
         return "-"
     # the page reports TTFT p50; where only a mean is stored, it is marked approximate
     return f"{num(s.median)} ms" if s.median is not None else f"~{num(s.mean)} ms"
 
 
-def _comparison_matrix(configs: list[_Config], matrix: Matrix | None, targets: list[Target],
+def _comparison_matrix(configs: list[ConfigView], matrix: Matrix | None, targets: list[Target],
                        ttft: Case | None) -> list[str]:
     cols = _matrix_columns(configs, matrix, targets)
     headers = ["Config", *(c.id for c in cols), "TTFT p50", "Notes"]
@@ -386,36 +241,31 @@ def _comparison_matrix(configs: list[_Config], matrix: Matrix | None, targets: l
     return _table(headers, rows)
 
 
-def _variance_notes(c: _Config, key: str, s: _Stat, cases: dict[str, Case]) -> list[str]:
+def _variance_notes(c: ConfigView, key: str, s: StatView, cases: dict[str, Case]) -> list[str]:
     notes = []
     cv = s.cv
     case_id, _, metric = key.partition("/")
     if cv is None:
         return [f"n={s.n}: spread unknown"] if s.n < 2 else []
-    hist = sorted(h for h in s.history_cv if math.isfinite(h))
-    if len(hist) >= HISTORY_MIN:
-        med = statistics.median(hist)
-        if med > 0 and cv < LOW_CV_VS_HISTORY * med:
-            notes.append(f"suspiciously low CV — warm state? (history median {_pct(med)})")
-        elif med > 0 and cv > HIGH_CV_VS_HISTORY * med:
-            notes.append(f"noisier than usual (history median {_pct(med)})")
-    else:
-        peers = [p.cv for k, p in c.stats.items() if k != key and k.partition("/")[2] == metric and p.cv is not None]
-        if len(peers) >= 2:
-            med = statistics.median(peers)
-            if med > 0 and cv < LOW_CV_VS_PEERS * med:
-                notes.append(f"suspiciously low CV — warm state? (other {case_id[:2]}* median {_pct(med)})")
+    peers = [p.cv for k, p in c.stats.items() if k != key and k.partition("/")[2] == metric and p.cv is not None]
+    state, med = noise_state(cv, s.history_cv, peers)
+    if state is NoiseState.LOW_VS_HISTORY:
+        notes.append(f"suspiciously low CV — warm state? (history median {_pct(med)})")
+    elif state is NoiseState.HIGH_VS_HISTORY:
+        notes.append(f"noisier than usual (history median {_pct(med)})")
+    elif state is NoiseState.LOW_VS_PEERS:
+        notes.append(f"suspiciously low CV — warm state? (other {case_id[:2]}* median {_pct(med)})")
     case = cases.get(case_id)
     if case is not None and case.kind == "prefill":
         same = sorted((cs for k, cs in cases.items() if cs.kind == "prefill" and cs.depth == case.depth
-                       and f"{k}/{metric}" in c.stats), key=_case_order)
+                       and f"{k}/{metric}" in c.stats), key=case_order)
         cvs = {cs.id: c.stats[f"{cs.id}/{metric}"].cv for cs in same}
         if (len(same) >= 3 and same[0].id == case_id and all(v is not None for v in cvs.values())
                 and cv == max(cvs.values())):
             notes.append("lower prefill shows higher relative variance")
     if case is not None and case.kind == "decode":
         shorter = sorted((cs for k, cs in cases.items() if cs.kind == "decode" and cs.depth == case.depth
-                          and cs.tg < case.tg and f"{k}/{metric}" in c.stats), key=_case_order)
+                          and cs.tg < case.tg and f"{k}/{metric}" in c.stats), key=case_order)
         if shorter:
             prev = c.stats[f"{shorter[-1].id}/{metric}"]
             drop = 100.0 * (prev.mean - s.mean) / abs(prev.mean) if prev.mean else 0.0
@@ -429,17 +279,17 @@ def _variance_notes(c: _Config, key: str, s: _Stat, cases: dict[str, Case]) -> l
     return notes
 
 
-def _variance(configs: list[_Config], matrix: Matrix | None) -> list[str]:
+def _variance(configs: list[ConfigView], matrix: Matrix | None) -> list[str]:
     out: list[str] = []
     for c in configs:
         if not c.stats:
             continue
         cases: dict[str, Case] = {}
         for k in c.stats:
-            case = _parse_case(k.partition("/")[0], matrix)
+            case = case_for(k.partition("/")[0], matrix)
             if case is not None:
                 cases[case.id] = case
-        keys = [_primary_key(cs) for cs in sorted(cases.values(), key=lambda x: (x.kind != "prefill", _case_order(x)))]
+        keys = [_primary_key(cs) for cs in sorted(cases.values(), key=lambda x: (x.kind != "prefill", case_order(x)))]
         keys = [k for k in keys if k in c.stats]
         if not keys:
             continue
@@ -487,7 +337,7 @@ def _workload_section(matrix: Matrix) -> list[str]:
     return [*_yaml_block(data), "", "Gates: " + ", ".join(f"`{k}`: {v}" for k, v in gates.items()), ""]
 
 
-def _environment(c: _Config) -> dict[str, Any]:
+def _environment(c: ConfigView) -> dict[str, Any]:
     env = c.environment or {}
     out: dict[str, Any] = {}
     if c.source == "run":
@@ -523,7 +373,7 @@ def _environment(c: _Config) -> dict[str, Any]:
     return out
 
 
-def _server_config(c: _Config) -> dict[str, Any]:
+def _server_config(c: ConfigView) -> dict[str, Any]:
     out: dict[str, Any] = {}
     cfg, info = c.cfg, (c.record.info if c.record else {}) or {}
     bf_env = c.baseline.environment if c.baseline is not None else {}
@@ -553,7 +403,7 @@ def _server_config(c: _Config) -> dict[str, Any]:
     return out
 
 
-def _observed_lines(c: _Config) -> list[str]:
+def _observed_lines(c: ConfigView) -> list[str]:
     observed = dict(c.record.observed) if c.record and c.record.observed else {}
     src = "from the server log"
     if not observed and c.baseline is not None and isinstance(c.baseline.environment.get("observed"), dict):
@@ -600,7 +450,7 @@ def _scalar(v: Any) -> str:
     return str(v)
 
 
-def _result_line(key: str, s: _Stat, comment: str = "") -> str:
+def _result_line(key: str, s: StatView, comment: str = "") -> str:
     case_id, _, metric = key.partition("/")
     name = f"{case_id}_{metric.rsplit('_', 1)[-1]}" if metric in ("pp_tps", "tg_tps") else metric
     line = f"{name}: {_pm(s)}"
@@ -619,14 +469,14 @@ def _result_line(key: str, s: _Stat, comment: str = "") -> str:
     return line + (f"   # {'; '.join(notes)}" if notes else "")
 
 
-def _results(c: _Config, matrix: Matrix | None) -> list[str]:
+def _results(c: ConfigView, matrix: Matrix | None) -> list[str]:
     cases: dict[str, Case] = {}
     for k in c.stats:
-        case = _parse_case(k.partition("/")[0], matrix)
+        case = case_for(k.partition("/")[0], matrix)
         if case is not None:
             cases[case.id] = case
-    pre = sorted((x for x in cases.values() if x.kind == "prefill"), key=_case_order)
-    dec = sorted((x for x in cases.values() if x.kind == "decode"), key=_case_order)
+    pre = sorted((x for x in cases.values() if x.kind == "prefill"), key=case_order)
+    dec = sorted((x for x in cases.values() if x.kind == "decode"), key=case_order)
     out: list[str] = []
     if pre:
         out += ["#### Prefill Throughput (varying context length)", "```yaml"]
@@ -657,11 +507,11 @@ def _results(c: _Config, matrix: Matrix | None) -> list[str]:
     return out
 
 
-def _status(c: _Config) -> str:
+def _status(c: ConfigView) -> str:
     if c.error:
         return f"❌ ERROR - {c.error.splitlines()[0]}"
     if c.source == "run":
-        bad = [r for r in c.results if r.verdict.value in ("regressed", "error")]
+        bad = [r for r in c.results if r.verdict in (Verdict.REGRESSED, Verdict.ERROR)]
         fails = [r for r in bad if r.fails]
         if fails:
             return f"❌ REGRESSED - {_when(c.date)} ({', '.join(short_key(r) for r in fails)})"
@@ -678,7 +528,7 @@ def _status(c: _Config) -> str:
     return "NOT RUN"
 
 
-def _config_section(c: _Config, matrix: Matrix | None) -> list[str]:
+def _config_section(c: ConfigView, matrix: Matrix | None) -> list[str]:
     out = [f"## {c.name}", ""]
     if c.description:
         out += [f"_{c.description}_", ""]
@@ -697,7 +547,7 @@ def _config_section(c: _Config, matrix: Matrix | None) -> list[str]:
     return out + ["---", ""]
 
 
-def _pending_section(configs: list[_Config]) -> list[str]:
+def _pending_section(configs: list[ConfigView]) -> list[str]:
     pend = [c for c in configs if c.pending and not c.stats]
     if not pend:
         return []
@@ -754,7 +604,7 @@ def _run_log(session: SessionResults, baselines: dict[str, BaselineFile], run_lo
     return out + _table(["Run ID", "Date", "Config", "tg32", "Hardware", "Git SHA", "Notes"], table) + [""]
 
 
-def _latest_date(configs: list[_Config]) -> str:
+def _latest_date(configs: list[ConfigView]) -> str:
     dates = sorted(c.date for c in configs if c.date)
     return dates[-1] if dates else ""
 
@@ -766,7 +616,7 @@ def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, 
     A config measured in `session` shows those numbers, otherwise its
     baseline's; pending configs and the matrix's targets always appear."""
     baselines = dict(baselines or {})
-    configs = _collect(session, matrix, baselines)
+    configs = collect(session, matrix, baselines)
     targets = list(matrix.targets) if matrix is not None else []
     if not targets:
         seen: dict[tuple, Target] = {}

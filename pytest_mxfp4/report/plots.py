@@ -18,7 +18,7 @@ from pathlib import Path
 from ..baselines import BaselineFile, HistoryEntry, model_slug
 from ..errors import PerfUserError
 
-DEFAULT_K = 2.0
+BAND_K = 2.0
 
 
 def _matplotlib():
@@ -48,7 +48,7 @@ def plot_path(out_dir: Path, bf: BaselineFile, key: str) -> Path:
     return Path(out_dir) / name
 
 
-def band(entries: list[HistoryEntry], k: float = DEFAULT_K) -> tuple[float, float, float]:
+def band(entries: list[HistoryEntry], k: float = BAND_K) -> tuple[float, float, float]:
     """(centre, low, high) of the baseline band for these history entries."""
     means = [e.mean for e in entries]
     centre = statistics.fmean(means)
@@ -56,7 +56,7 @@ def band(entries: list[HistoryEntry], k: float = DEFAULT_K) -> tuple[float, floa
     return centre, centre - k * sd, centre + k * sd
 
 
-def trend_plots(baselines: list[BaselineFile], out_dir: str | Path, k: float = DEFAULT_K) -> list[Path]:
+def trend_plots(baselines: list[BaselineFile], out_dir: str | Path, k: float = BAND_K) -> list[Path]:
     """Write one PNG per metric per config into `out_dir`; returns the paths.
     A metric without history is drawn from its stored mean ± sd (one point)."""
     Figure, FigureCanvasAgg = _matplotlib()
