@@ -1,0 +1,182 @@
+"""Fault suite, baselines: concurrent writers lose nothing, a killed writer's
+temp files are swept, files are 0644, broken or unwritable stores are one
+line naming the file, and the hardware key does not move with CPU affinity."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import filelock
+import pytest
+import yaml
+
+from pytest_mxfp4.baselines import LOCK_NAME, BaselineStore, read_baseline
+from pytest_mxfp4.errors import BaselineError
+
+KEY, MODEL, SERVER = "cpu-x86_64-test-2c", "models/tiny", "tiny-eager"
+
+
+def one_line(e: BaseException) -> str:
+    msg = str(e)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def _updater(root: str, n: int, offset: float) -> None:
+    store = BaselineStore(Path(root))
+    for i in range(n):
+        store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [offset + i, offset + i + 1.0])},
+                     engine={}, environment={})
+
+
+def test_two_concurrent_update_runs_lose_no_history_entry(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_updater, args=(str(tmp_path), 12, off)) for off in (100.0, 500.0)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    bf = read_baseline(BaselineStore(tmp_path).path(KEY, MODEL, SERVER))
+    history = bf.metrics["tg32/tg_tps"].history
+    assert len(history) == 24, "every update of both runs is in the history"
+    means = sorted(h.mean for h in history)
+    assert means[0] == 100.5 and means[-1] == 511.5
+
+
+def test_orphan_temp_files_of_a_killed_writer_are_swept(tmp_path):
+    store = BaselineStore(tmp_path)
+    path = store.path(KEY, MODEL, SERVER)
+    path.parent.mkdir(parents=True)
+    orphans = [path.parent / f".{path.name}.k2j4h5g1.tmp", path.parent / f".{path.name}.abcd1234",
+               tmp_path / ".run_log.jsonl.zz99xx11.tmp"]
+    for o in orphans:
+        o.write_text("half-written")
+    keep = path.parent / "notes.txt"
+    keep.write_text("mine")
+    store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])}, engine={}, environment={})
+    assert not any(o.exists() for o in orphans)
+    assert keep.read_text() == "mine" and path.exists()
+
+
+def test_baseline_files_are_written_0644(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = BaselineStore(tmp_path).update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])},
+                                              engine={}, environment={})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_held_lock_times_out_with_one_line_and_the_file_untouched(tmp_path):
+    store = BaselineStore(tmp_path, lock_timeout_s=0.2)
+    path = store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])}, engine={}, environment={})
+    before = path.read_text()
+    with filelock.FileLock(str(tmp_path / LOCK_NAME)):
+        with pytest.raises(BaselineError) as e:
+            BaselineStore(tmp_path, lock_timeout_s=0.2).update(
+                KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [9.0, 9.0])}, engine={}, environment={})
+    assert "lock" in one_line(e.value) and str(tmp_path) in str(e.value)
+    assert path.read_text() == before
+
+
+def test_unwritable_baseline_file_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    store = BaselineStore(tmp_path)
+    path = store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])}, engine={}, environment={})
+    before = path.read_text()
+
+    def denied(p, text):  # as a read-only checkout or a full disk answers (root ignores chmod here)
+        raise PermissionError(13, "Permission denied", str(p))
+
+    monkeypatch.setattr("pytest_mxfp4.baselines.write_atomic", denied)
+    with pytest.raises(BaselineError) as e:
+        store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [5.0, 6.0])}, engine={}, environment={})
+    assert "cannot write" in one_line(e.value) and "Permission denied" in str(e.value)
+    assert path.read_text() == before
+
+
+def test_unwritable_baselines_root_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(BaselineError) as e:
+        BaselineStore(blocker / "baselines").update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])},
+                                                    engine={}, environment={})
+    assert "baselines directory" in one_line(e.value)
+    assert blocker.read_text() == "not a directory"
+
+
+def _write(tmp_path: Path, text: str | bytes) -> Path:
+    path = BaselineStore(tmp_path).path(KEY, MODEL, SERVER)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+GOOD = f"""\
+schema: 1
+hardware_key: {KEY}
+model: {MODEL}
+server: {SERVER}
+metrics:
+  tg32/tg_tps: {{unit: tok/s, mean: 10.0, stdev: 0.5, n: 5}}
+"""
+
+
+@pytest.mark.parametrize("text,words", [
+    (GOOD + "metrics:\n  tg32/tg_tps: {unit: tok/s, mean: 99.0, stdev: 0.5, n: 5}\n", ["line 7", "duplicate key 'metrics'"]),
+    (GOOD.replace("mean: 10.0, stdev: 0.5, n: 5", "mean: 10.0, mean: 11.0, stdev: 0.5, n: 5"), ["line 6", "duplicate key 'mean'"]),
+    (GOOD.replace("schema: 1", "schema: 7"), ["schema", "expected 1"]),
+    (GOOD.replace("n: 5", "n: 0"), ["metrics.tg32/tg_tps.n", "positive integer"]),
+    (GOOD.replace("{unit: tok/s, mean: 10.0, stdev: 0.5, n: 5}", "{samples: [1, .nan]}"), ["samples", "finite"]),
+    (GOOD.replace("model: models/tiny\n", ""), ["model", "required"]),
+    (b"\xff\xfe\x00binary\x00", ["not a text file"]),
+    (GOOD + "x: !!python/object/apply:os.system ['true']\n", ["not valid YAML"]),
+], ids=["dup-top", "dup-field", "schema", "n", "nan", "missing", "binary", "python-tag"])
+def test_broken_baselines_are_one_line_naming_file_and_field(tmp_path, text, words):
+    path = _write(tmp_path, text)
+    before = path.read_bytes()
+    with pytest.raises(BaselineError) as e:
+        BaselineStore(tmp_path).load(KEY, MODEL, SERVER)
+    msg = one_line(e.value)
+    assert msg.startswith(str(path))
+    for w in words:
+        assert w in msg, (w, msg)
+    assert path.read_bytes() == before
+
+
+def test_a_broken_baseline_is_not_overwritten_by_an_update(tmp_path):
+    path = _write(tmp_path, GOOD.replace("n: 5", "n: -1"))
+    before = path.read_text()
+    with pytest.raises(BaselineError):
+        BaselineStore(tmp_path).update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])},
+                                       engine={}, environment={})
+    assert path.read_text() == before
+
+
+@pytest.mark.skipif(not shutil.which("taskset") or len(os.sched_getaffinity(0)) < 2, reason="needs taskset, 2 cores")
+def test_hardware_key_does_not_move_with_cpu_affinity():
+    code = "from pytest_mxfp4.environment import capture; e = capture(); print(e.hardware_key, len(e.cpu_affinity))"
+    free = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    pinned = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert pinned[0] == free[0], "the baseline key describes the box, not the process"
+    assert pinned[1] == "1" and int(free[1]) >= 2, "the affinity is recorded beside the key"
+
+
+def test_baseline_update_never_stores_a_raw_secret(tmp_path):
+    path = BaselineStore(tmp_path).update(
+        KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])},
+        engine={"image": "x"},
+        environment={"server_command": ["vllm", "serve", "--api-key", "planted-arg-secret-1", "--port", "80"],
+                     "server_env": {"HF_TOKEN": "planted-env-secret-2", "SHAPE": "sk-planted0shape0secret3"}})
+    text = path.read_text()
+    for secret in ("planted-arg-secret-1", "planted-env-secret-2", "sk-planted0shape0secret3"):
+        assert secret not in text
+    env = yaml.safe_load(text)["environment"]
+    assert env["server_command"] == ["vllm", "serve", "--api-key", "***", "--port", "80"]
