@@ -31,6 +31,10 @@ class PerfOptions:
     base_url: str | None = None
     servers: tuple[str, ...] = ()  # empty = every server config of the matrix
     reports: ReportPaths = ReportPaths()
+    shard: str | None = None  # --perf-shard K/N (parsed by shard.parse_shard)
+    shard_costs: Path | None = None  # startup seconds per config; default <baselines>/<hw>/shard-costs.yaml
+    lock_path: Path | None = None  # machine lock; default $PYTEST_MXFP4_LOCK or /tmp/pytest-mxfp4-machine.lock
+    lock_timeout_s: float | None = None  # None: wait for the other run; 0: fail at once
 
 
 def parse_server_list(value: str) -> tuple[str, ...]:

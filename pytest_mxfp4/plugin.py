@@ -21,6 +21,7 @@ from .options import PerfOptions, ReportPaths, parse_server_list
 from .report import terminal
 
 SESSION_KEY = pytest.StashKey["PerfSession"]()
+LOCK_KEY = pytest.StashKey[object]()
 OPTIONS_KEY = pytest.StashKey[PerfOptions]()
 WRITTEN_KEY = pytest.StashKey[object]()
 
@@ -44,6 +45,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--perf-report", metavar="PATH", help="write the Markdown results page")
     g.addoption("--perf-benchmark-json", metavar="PATH", help="write pytest-benchmark-compatible JSON")
     g.addoption("--perf-plots", metavar="DIR", help="write trend plots (PNG) from the baseline history")
+    g.addoption("--perf-shard", metavar="K/N", help="run only shard K of N of the server configs (balanced, stable)")
+    g.addoption("--perf-shard-costs", metavar="PATH",
+                help="startup seconds per config for --perf-shard (default: <baselines>/<hardware>/shard-costs.yaml)")
+    g.addoption("--perf-lock", metavar="PATH", help="machine lock file shared by every perf run on this box "
+                "(default: $PYTEST_MXFP4_LOCK or /tmp/pytest-mxfp4-machine.lock)")
+    g.addoption("--perf-lock-timeout", metavar="SECONDS", type=float,
+                help="give up after waiting this long for another perf run (default: wait)")
     # No built-in matrix: a project names its own (this repo's pyproject does).
     parser.addini("perf_config", "default matrix file for pytest -m perf", default=None)
     parser.addini("perf_baselines", "baseline directory", default="baselines")
@@ -70,6 +78,10 @@ def resolve_options(config: pytest.Config) -> PerfOptions:
         servers=opt("--perf-server") or (),
         reports=ReportPaths(json=path(opt("--perf-json")), page=path(opt("--perf-report")),
                             benchmark_json=path(opt("--perf-benchmark-json")), plots=path(opt("--perf-plots"))),
+        shard=opt("--perf-shard"),
+        shard_costs=path(opt("--perf-shard-costs")),
+        lock_path=path(opt("--perf-lock")),
+        lock_timeout_s=opt("--perf-lock-timeout"),
     )
 
 
@@ -119,20 +131,40 @@ def _perf_session(config: pytest.Config):
             raise PerfUserError("pytest -m perf needs a matrix file: pass --perf-config=PATH "
                                 "(or set `perf_config` in your pytest ini)")
         matrix = _select(load_matrix(opts.config), opts.servers, opts.base_url)
+        environment = capture(Path(config.rootpath))
+        matrix, shard_info = _shard(matrix, opts, environment.hardware_key)
+        from .machine_lock import MachineLock
+
+        config.stash[LOCK_KEY] = MachineLock(opts.lock_path, opts.lock_timeout_s, say=progress_writer(config))
     except PerfUserError as e:
         raise pytest.UsageError(str(e)) from None
     session = PerfSession(
         matrix=matrix,
-        environment=capture(Path(config.rootpath)),
+        environment=environment,
         store=BaselineStore(opts.baselines),
         output_dir=opts.output,
         base_dir=opts.base_dir,
         base_url=opts.base_url,
         progress=progress_writer(config),
     )
+    if shard_info is not None:
+        session.results.environment["shard"] = shard_info
     install_sigterm_handler()
     config.stash[SESSION_KEY] = session
     return session
+
+
+def _shard(matrix: Matrix, opts: PerfOptions, hardware_key: str):
+    """--perf-shard K/N: (this shard's matrix, what the results record about the split)."""
+    if not opts.shard:
+        return matrix, None
+    from . import shard
+
+    spec = shard.parse_shard(opts.shard)
+    costs_path = opts.shard_costs or shard.default_costs_path(opts.baselines, hardware_key)
+    known = shard.read_costs(costs_path) if (opts.shard_costs or costs_path.exists()) else {}
+    mine, plan, full = shard.select(matrix, spec, opts.base_dir, known)
+    return mine, shard.shard_record(spec, plan, full, str(costs_path) if known else None)
 
 
 def _select(matrix: Matrix, names: tuple[str, ...], base_url: str | None) -> Matrix:
@@ -202,6 +234,8 @@ def perf_server(request: pytest.FixtureRequest, perf_session):
     if reason:
         perf_session.mark_skipped(cfg, reason)
         pytest.skip(f"{cfg.name}: {reason}")
+    # One GPU, one run: held from the first server start to the end of the session.
+    _fail_on_user_error(request.config.stash[LOCK_KEY].acquire)
     running = _fail_on_user_error(perf_session.start, cfg)
     try:
         yield running
@@ -282,3 +316,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         from .session import stop_all_servers
 
         stop_all_servers()
+    lock = config.stash.get(LOCK_KEY, None)
+    if lock is not None:
+        lock.release()

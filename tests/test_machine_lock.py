@@ -135,3 +135,62 @@ def test_bad_timeout_and_unwritable_path_are_user_errors(tmp_path, monkeypatch):
         MachineLock(blocker / "sub" / "m.lock", timeout_s=0).acquire()
     monkeypatch.setenv("PYTEST_MXFP4_LOCK", str(tmp_path / "env.lock"))
     assert MachineLock().path == tmp_path / "env.lock"
+
+
+# ---------------------------------------------------------------- through the plugin
+
+pytest_plugins = ["pytester"]
+
+PERF_TEST = """
+import pytest
+pytestmark = pytest.mark.perf
+def test_workload(perf_measure):
+    perf_measure()
+"""
+
+# The "server" records when it ran, holds 1.5 s, then exits (its tests error:
+# this is about who runs when, not about measuring).
+SERVER = ("import json,os,sys,time; t0=time.time(); time.sleep(1.5); "
+          "print(json.dumps([t0,time.time()]), file=open(os.environ['SPAN_FILE'],'a')); sys.exit(3)")
+
+
+def test_two_perf_runs_started_together_never_run_servers_at_once(pytester, tmp_path):
+    pytester.makepyfile(test_perf=PERF_TEST)
+    spans = tmp_path / "spans.jsonl"
+    pytester.makefile(".yaml", matrix=textwrap.dedent(f"""
+        servers:
+          s: {{model: m, startup_timeout_s: 30, command: [{sys.executable}, -c, "{SERVER}"],
+               env: {{SPAN_FILE: "{spans}"}}}}
+        workloads: {{decode: {{tg: [32]}}, runs: 2}}
+    """))
+    lock = tmp_path / "box.lock"
+    cmd = [sys.executable, "-m", "pytest", "-m", "perf", "--perf-config=matrix.yaml", f"--perf-lock={lock}",
+           "-p", "no:cacheprovider", "--perf-output=out"]
+    runs = [subprocess.Popen(cmd + [f"--perf-output=out{i}"], cwd=pytester.path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in runs]
+    lines = spans.read_text().splitlines()
+    assert len(lines) == 2, outs
+    first, second = sorted(json.loads(x) for x in lines)
+    assert second[0] >= first[1], f"servers overlapped: {first} {second}"
+    waited = [o for o in outs if "is held by pid" in o]
+    assert len(waited) == 1, outs
+    assert "waiting until it is free" in waited[0]
+
+
+def test_perf_run_gives_up_after_the_lock_timeout(pytester, tmp_path):
+    pytester.makepyfile(test_perf=PERF_TEST)
+    pytester.makefile(".yaml", matrix=textwrap.dedent(f"""
+        servers:
+          s: {{model: m, command: [{sys.executable}, -c, "import sys; sys.exit(3)"]}}
+        workloads: {{decode: {{tg: [32]}}, runs: 2}}
+    """))
+    lock = tmp_path / "box.lock"
+    with MachineLock(lock, timeout_s=0):
+        r = pytester.runpytest_subprocess("-m", "perf", "--perf-config=matrix.yaml", f"--perf-lock={lock}",
+                                          "--perf-lock-timeout=0.5", "--perf-output=out")
+    out = r.stdout.str()
+    r.assert_outcomes(errors=1)
+    assert "still held after 0.5s" in out and f"held by pid {os.getpid()}" in out
+    assert "exited with code 3" not in out  # it never started its server
+    assert "Traceback" not in out
