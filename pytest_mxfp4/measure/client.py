@@ -1,10 +1,14 @@
 """Talks to an OpenAI-compatible server.
 
-Requests and their errors go through the `openai` package, but times are
-stamped on the raw SSE lines (`with_streaming_response` + `iter_lines`): the
-package's per-chunk objects cost ~60 us more per chunk than reading the lines
-ourselves, which caps an honest measurement near 5k tok/s. Side endpoints
-(/tokenize, /metrics, /reset_prefix_cache) are plain httpx calls.
+The measured request is built with the OpenAI API's body (the `openai`
+package's keyword arguments, `extra_body` merged in as the package does) but
+sent and read on a plain socket (measure/rawstream.py): each socket read is
+stamped and kept, and SSE/JSON is parsed only after the stream has ended.
+Through the package (httpx/h11, one HTTP chunk object per event) a fast
+stream outran the client (tg1024 at 100k tok/s read as 0.44-0.77 of the
+truth) and the first event was stamped 100-250 us late. Errors keep the API's
+shape: the server's status and `error.message`. Side endpoints (/tokenize,
+/metrics, /reset_prefix_cache) are plain httpx calls.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ import httpx
 import openai
 
 from ..errors import MeasurementError, ServerError
+from . import rawstream
 from .timing import StreamTiming
+
+# Busy-poll the socket for the first 250 ms of each request: a short, fast
+# stream then has every stamp (the first one too) within a few us of arrival;
+# a blocking read pays the wake-up from idle on its first event (tens of us:
+# a tg128 at 20k tok/s lasts 6 ms). Longer requests block after that, so a
+# slow stream does not keep a core spinning (an engine may share it).
+BUSY_POLL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -30,8 +42,15 @@ class RequestSpec:
 
 class EngineClient:
     def __init__(self, name: str, base_url: str, model: str, engine: str = "vllm", api: str = "completions",
-                 timeout_s: float = 600.0):
+                 timeout_s: float = 600.0, total_timeout_s: float | None = None,
+                 idle_timeout_s: float | None = None, busy_poll_s: float = BUSY_POLL_S):
+        """total_timeout_s: the whole streamed request; idle_timeout_s: no byte
+        at all for that long (both default to timeout_s). busy_poll_s: spin on
+        the socket for the first seconds of each request (0: always block)."""
         self.name = name
+        self.total_timeout_s = float(total_timeout_s if total_timeout_s is not None else timeout_s)
+        self.idle_timeout_s = float(idle_timeout_s if idle_timeout_s is not None else timeout_s)
+        self.busy_poll_s = float(busy_poll_s)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.engine = engine
@@ -153,34 +172,87 @@ class EngineClient:
             kw["prompt"] = spec.prompt
         return kw
 
+    def _request_body(self, spec: RequestSpec, exact: bool) -> bytes:
+        """The body the `openai` package would send for these kwargs."""
+        kw = dict(self._create_kwargs(spec, exact))
+        extra = kw.pop("extra_body", None) or {}
+        return json.dumps({**kw, **extra}).encode()
+
     def stream(self, spec: RequestSpec, exact: bool = True) -> StreamTiming:
-        endpoint = self.openai.chat.completions if self.api == "chat" else self.openai.completions
-        kwargs = self._create_kwargs(spec, exact)
-        timing = StreamTiming(start=time.perf_counter())
+        """One streamed request, timed on the socket (see rawstream.py)."""
+        path = "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
+        body = self._request_body(spec, exact)
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream",
+                   "User-Agent": "pytest-mxfp4", "Authorization": f"Bearer {self.openai.api_key}"}
         try:
-            with endpoint.with_streaming_response.create(**kwargs) as response:
-                for line in response.iter_lines():
-                    now = time.perf_counter()
-                    if not line.startswith("data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == "[DONE]":
-                        timing.end = now
-                        break
-                    if timing.first_response is None:
-                        timing.first_response = now
-                    _absorb_chunk(timing, payload, now, self.name)
-        except openai.APIStatusError as e:
-            raise MeasurementError(f"server {self.name!r} answered {e.status_code}: {_short(e.message)}") from None
-        except openai.APIConnectionError as e:
-            raise MeasurementError(f"server {self.name!r}: connection failed: {e.__cause__ or e}") from None
-        except httpx.HTTPError as e:  # e.g. RemoteProtocolError: the stream broke mid-way
-            raise MeasurementError(f"server {self.name!r}: stream broke after {timing.content_chunks} chunks: {e!r}") from None
+            sock, host, base_path = rawstream.connect(self.base_url, min(self.idle_timeout_s, self.total_timeout_s))
+        except OSError as e:
+            raise MeasurementError(f"server {self.name!r}: connection failed: {e}") from None
+        try:
+            request = rawstream.request_bytes("POST", base_path + path, host, body, headers)
+            start = time.perf_counter()
+            try:
+                sock.sendall(request)
+            except OSError as e:
+                raise MeasurementError(f"server {self.name!r}: connection failed: {e}") from None
+            resp = rawstream.read_response(sock, start, self.total_timeout_s, self.idle_timeout_s, self.busy_poll_s)
+        except rawstream.StreamTimeout as e:
+            what = ("the whole request took longer than total_timeout_s" if e.which == "total"
+                    else "no bytes arrived for idle_timeout_s")
+            raise MeasurementError(f"server {self.name!r}: {e.which} timeout ({e.limit_s:g} s): {what}") from None
+        finally:
+            sock.close()
+        return self._timing(resp)
+
+    def _timing(self, resp: rawstream.RawResponse) -> StreamTiming:
+        """Parse what was read, after the fact; stamps come from the reads."""
+        t0 = time.perf_counter()
+        timing = StreamTiming(start=resp.start)
+        if resp.body_start < 0:
+            why = resp.broken or "connection closed"
+            raise MeasurementError(f"server {self.name!r}: no HTTP response ({why})")
+        if resp.status != 200:
+            raise MeasurementError(f"server {self.name!r} answered {resp.status}: "
+                                   f"{_short(rawstream.error_message(resp))}")
+        try:
+            lines = rawstream.data_lines(resp)
+        except ValueError as e:
+            raise MeasurementError(f"server {self.name!r}: bad chunked framing: {e}") from None
+        reads = resp.reads
+        timing.reads = len(reads)
+        content_read, in_read = -1, 0
+        for line in lines:
+            now, _, before, spun = reads[line.read]
+            if line.payload == "[DONE]":
+                timing.end = now
+                break
+            if timing.first_response is None:
+                timing.first_response = now
+            n = timing.content_chunks
+            _absorb_chunk(timing, line.payload, now, self.name)
+            if timing.content_chunks > n:  # a content event: group it by read
+                if line.read != content_read:
+                    if in_read:
+                        timing.content_reads.append(_read_entry(reads, content_read, in_read))
+                    content_read, in_read = line.read, 0
+                in_read += 1
+        if in_read:
+            timing.content_reads.append(_read_entry(reads, content_read, in_read))
+        timing.parse_s = time.perf_counter() - t0
         if timing.end is None:
-            # HTTP/1.0-style close or a dying engine: the body just stops.
-            raise MeasurementError(f"server {self.name!r}: stream broke after {timing.content_chunks} chunks "
-                                   "(connection closed before [DONE])")
+            # a dying engine, a reset, or a close-delimited body that just stops
+            why = resp.broken or "connection closed before [DONE]"
+            raise MeasurementError(f"server {self.name!r}: stream broke after {timing.content_chunks} chunks ({why})")
         return timing
+
+
+def _read_entry(reads: list, k: int, content: int) -> tuple[int, float, bool]:
+    """(content chunks in read k, how late its stamp may be, spun): see StreamTiming.content_reads."""
+    now, _, before, spun = reads[k]
+    if spun:
+        return content, now - before, True
+    prev = reads[k - 1][0] if k > 0 else before
+    return content, max(0.0, before - prev), False
 
 
 def _short(s: str, n: int = 300) -> str:

@@ -97,8 +97,11 @@ class CaseRunner:
                     sample.flags.append(FLAG_PREFIX_CACHE_HIT)
             if sample.client_lag_ms > self.w.max_client_lag_ms:
                 sample.flags.append(FLAG_CLIENT_LAG)
-            burst = burst_fraction(timing)
-            if burst is not None and burst < BURST_FRACTION:
+            from .metrics import CLIENT_BEHIND_BOUND, FLAG_CLIENT_BEHIND, burst_delivery, client_behind
+            behind = client_behind(timing)  # the client was the limit: its own stamps say so
+            if behind is not None and behind > CLIENT_BEHIND_BOUND:
+                sample.flags.append(FLAG_CLIENT_BEHIND)
+            elif burst_delivery(timing):  # the server held tokens back and flushed them
                 sample.flags.append(FLAG_BURST)
         except MeasurementError as e:
             sample.error = str(e)

@@ -19,3 +19,12 @@ class StreamTiming:
     finish_reason: str | None = None
     system_fingerprint: str | None = None  # vLLM: "vllm-<version>-<hash of its config>"
     chunk_times: list[float] = field(default_factory=list)
+    # What the client itself saw of its reads (see measure/rawstream.py), for the
+    # client-behind and burst checks (metrics.py). One entry per socket read that
+    # carried content: (content chunks in it, late_s, spun). spun: busy-polled, and
+    # late_s bounds how late that read's stamp can be (now - last time the socket
+    # was seen empty); blocking read: late_s = how long the client was busy before
+    # asking for it (a lower bound; metrics adds what the events per read imply).
+    content_reads: list[tuple[int, float, bool]] = field(default_factory=list)
+    reads: int = 0  # socket reads that returned data
+    parse_s: float = 0.0  # client time spent parsing, after the stream ended
