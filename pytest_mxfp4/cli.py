@@ -3,6 +3,8 @@
     pytest-mxfp4 observe LOGFILE [--engine vllm]   what did that server really run?
     pytest-mxfp4 compare REFERENCE... CURRENT.json   the gate's decision on stored results
     pytest-mxfp4 report [RESULTS.json...] --config M --out PAGE.md   the results page from stored data
+    pytest-mxfp4 merge SHARD.json... --json MERGED.json [--report PAGE.md]   one run from its shards
+    pytest-mxfp4 trend HISTORY.jsonl [--append MERGED.json --ref R]   change points over the nightlies
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--config", help="matrix file: adds pending rows, targets and workload parameters")
     rp.add_argument("--out", default="BENCHMARK_RESULTS.md", help="Markdown page to write")
     rp.add_argument("--plots", help="directory for trend plots (needs matplotlib)")
+    from .merge import add_parser as add_merge
+
+    add_merge(sub)
+    tr = sub.add_parser("trend", help="change-point detection over the nightly history (Apache Otava)",
+                        add_help=False)
+    tr.add_argument("args", nargs=argparse.REMAINDER)
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "trend":  # its own parser: python -m pytest_mxfp4.trend --help
+        from .trend import main as trend_main
+
+        return trend_main(list(argv[1:]))
     args = ap.parse_args(argv)
     try:
         if args.command == "observe":
@@ -37,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
             return observe_command(args.logfile, engine=args.engine)
         if args.command == "compare":
             return _compare(args.reference, args.current, args.config)
+        if args.command == "merge":
+            from .merge import merge_command
+
+            return merge_command(args.results, args.out_json, args.report, args.baselines, args.config,
+                                 args.expect_shards)
         if args.command == "report":
             from .report.regenerate import report_command
 

@@ -1,0 +1,126 @@
+"""`pytest-mxfp4 merge`: shards of one run become one JSON and page; a missing,
+duplicate or mismatched (matrix, split, hardware) shard is reported and
+fails the merge, while the shards that ran are still written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_mxfp4 import results as results_file
+from pytest_mxfp4.cli import main as cli_main
+from pytest_mxfp4.config import Case
+from pytest_mxfp4.results import MetricResult, ServerRecord, SessionResults
+from pytest_mxfp4.stats import Summary
+
+ALL = ["a", "b", "c"]
+PLAN = [["a"], ["b", "c"]]
+
+
+def _shard(tmp_path: Path, k: int, servers: list[str], *, n: int = 2, hw: str = "cpu-x86_64-test-2c",
+           matrix: str = "cpu", matrix_servers=None, plan=None, name: str | None = None) -> Path:
+    env = {"hardware_key": hw, "hostname": f"box{k}",
+           "shard": {"index": k, "count": n, "servers": servers, "matrix_servers": matrix_servers or ALL,
+                     "plan": plan or PLAN, "costs_from": None, "runner": f"gb10-shard-{k}"}}
+    s = SessionResults(matrix=matrix, environment=env)
+    for i, srv in enumerate(servers):
+        s.servers[srv] = ServerRecord(name=srv, runner="process", model="tiny", info={"startup_s": 20.0 + i})
+        case = Case("decode", pp=512, tg=32)
+        s.metrics.append(MetricResult(server=srv, case=case, metric="tg_tps", gate="fail",
+                                      samples=[100.0, 101.0, 99.0],
+                                      summary=Summary.from_samples([100.0, 101.0, 99.0])))
+    path = tmp_path / (name or f"shard-{k}.json")
+    results_file.save(s, path)
+    return path
+
+
+def _keys(path: Path) -> set[tuple[str, str]]:
+    return {(r.server, r.key) for r in results_file.load(path).metrics}
+
+
+def test_two_shards_merge_into_one_run(tmp_path, capsys):
+    s1, s2 = _shard(tmp_path, 1, ["a"]), _shard(tmp_path, 2, ["b", "c"])
+    out = tmp_path / "merged.json"
+    assert cli_main(["merge", str(s2), str(s1), "--json", str(out)]) == 0
+    merged = results_file.load(out)
+    assert sorted(merged.servers) == ALL
+    assert _keys(out) == {(s, "tg32/tg_tps") for s in ALL}
+    assert merged.servers["b"].info["shard"] == "2/2" and merged.servers["b"].info["runner"] == "gb10-shard-2"
+    assert [sh["index"] for sh in sorted(merged.environment["shards"], key=lambda x: x["index"])] == [1, 2]
+    assert "shard" not in merged.environment
+    assert "merged 2 shard file(s), 3 config(s)" in capsys.readouterr().out
+
+
+def test_a_missing_shard_is_reported_and_the_rest_kept(tmp_path, capsys):
+    s1 = _shard(tmp_path, 1, ["a"])
+    out = tmp_path / "merged.json"
+    assert cli_main(["merge", str(s1), "--json", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "missing shard 2/2: configs b, c not measured" in err
+    assert sorted(results_file.load(out).servers) == ["a"]
+
+
+def test_expect_shards_catches_a_run_that_was_split_too_few_ways(tmp_path, capsys):
+    s1, s2 = _shard(tmp_path, 1, ["a"]), _shard(tmp_path, 2, ["b", "c"])
+    assert cli_main(["merge", str(s1), str(s2), "--json", str(tmp_path / "m.json"), "--expect-shards", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "expected 3 shards, the files say 2" in err and "missing shard 3/3" in err
+
+
+def test_duplicate_shard_and_duplicate_config(tmp_path, capsys):
+    s1 = _shard(tmp_path, 1, ["a"])
+    again = _shard(tmp_path, 1, ["a"], name="shard-1-again.json")
+    s2 = _shard(tmp_path, 2, ["b", "c"])
+    assert cli_main(["merge", str(s1), str(again), str(s2), "--json", str(tmp_path / "m.json")]) == 1
+    err = capsys.readouterr().err
+    assert "duplicate shard 1/2: " in err and "shard-1-again.json" in err
+    assert "duplicate config 'a'" in err
+
+
+def test_mismatched_hardware_matrix_and_split(tmp_path, capsys):
+    s1 = _shard(tmp_path, 1, ["a"])
+    other_hw = _shard(tmp_path, 2, ["b", "c"], hw="nvidia-gb10-sm121")
+    assert cli_main(["merge", str(s1), str(other_hw), "--json", str(tmp_path / "m.json")]) == 1
+    assert "mismatched hardware" in capsys.readouterr().err
+
+    other_matrix = _shard(tmp_path, 2, ["b", "d"], matrix_servers=["a", "b", "d"], name="om.json")
+    assert cli_main(["merge", str(s1), str(other_matrix), "--json", str(tmp_path / "m.json")]) == 1
+    assert "mismatched matrix" in capsys.readouterr().err
+
+    other_split = _shard(tmp_path, 2, ["c"], plan=[["a", "b"], ["c"]], name="os.json")
+    assert cli_main(["merge", str(s1), str(other_split), "--json", str(tmp_path / "m.json")]) == 1
+    assert "mismatched split" in capsys.readouterr().err
+
+
+def test_a_file_without_shard_info_and_a_broken_file(tmp_path, capsys):
+    plain = tmp_path / "plain.json"
+    results_file.save(SessionResults(matrix="cpu", environment={"hardware_key": "x"}), plain)
+    assert cli_main(["merge", str(plain), "--json", str(tmp_path / "m.json")]) == 1
+    assert "not a shard (no environment.shard" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema": 2, "kind": "pytest-mxfp4-results", "results": "nope"}))
+    assert cli_main(["merge", str(bad), "--json", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "Traceback" not in err
+
+
+def test_merge_writes_the_page_with_a_shards_table(tmp_path):
+    s1, s2 = _shard(tmp_path, 1, ["a"]), _shard(tmp_path, 2, ["b", "c"])
+    (tmp_path / "baselines").mkdir()
+    page = tmp_path / "page.md"
+    assert cli_main(["merge", str(s1), str(s2), "--json", str(tmp_path / "m.json"), "--report", str(page),
+                     "--baselines", str(tmp_path / "baselines")]) == 0
+    text = page.read_text()
+    assert "## Shards" in text and "| 2/2 | gb10-shard-2 | box2 | b, c | shard-2.json |" in text
+
+
+def test_merge_imports_no_network_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys, pytest_mxfp4.merge, pytest_mxfp4.trend, pytest_mxfp4.shard; "
+            "bad = [m for m in ('openai', 'httpx', 'docker', 'pytest') if m in sys.modules]; print(bad)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
