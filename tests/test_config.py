@@ -45,7 +45,7 @@ def test_minimal_matrix_parses_into_cases_and_default_gates():
 @pytest.mark.parametrize(
     "path,value,field,words",
     [
-        ("servers.a.engine", "tgi", "servers.a.engine", "expected one of vllm, openai"),
+        ("servers.a.engine", "tgi", "servers.a.engine", "expected one of vllm, llama.cpp, openai"),
         ("servers.a.startup_timeout_s", "soon", "servers.a.startup_timeout_s", "expected a number"),
         ("servers.a.startup_timeout_s", -1, "servers.a.startup_timeout_s", "must be >= 1"),
         ("servers.a.health_path", "health", "servers.a.health_path", "must start with '/'"),

@@ -72,6 +72,8 @@ class EngineClient:
 
     def count_tokens(self, prompt: str) -> int:
         """Prompt length as the server will count it (incl. BOS / chat template)."""
+        if self.engine == "llama.cpp":
+            return self._count_tokens_llamacpp(prompt)
         body: dict = {"model": self.model}
         if self.api == "chat":
             body["messages"] = [{"role": "user", "content": prompt}]
@@ -102,18 +104,62 @@ class EngineClient:
             return len(data["tokens"])
         raise ServerError(f"server {self.name!r}: /tokenize answer has neither 'count' nor 'tokens': {str(data)[:200]}")
 
+    def _count_tokens_llamacpp(self, prompt: str) -> int:
+        """llama-server reads only `content` (+ `add_special`): vLLM's body gets
+        HTTP 200 with `{"tokens": []}`. `add_special: true` tokenizes as
+        /v1/completions does (BOS included). For api "chat" the server's own
+        chat template is applied first (/apply-template), then the result is
+        tokenized with its special tokens parsed, as /v1/chat/completions does."""
+        content = prompt
+        body: dict = {"add_special": True}
+        if self.api == "chat":
+            try:
+                r = self.http.post("/apply-template", json={"messages": [{"role": "user", "content": prompt}]})
+            except httpx.HTTPError as e:
+                raise ServerError(f"server {self.name!r}: /apply-template failed: {e}") from None
+            if r.status_code != 200 or not isinstance(_json_or_none(r), dict) or "prompt" not in r.json():
+                raise ServerError(f"server {self.name!r}: /apply-template answered {r.status_code}: {r.text[:200]} "
+                                  "(exact chat prompt lengths need llama-server's chat template endpoint)")
+            content = r.json()["prompt"]
+            body["parse_special"] = True
+        body["content"] = content
+        try:
+            r = self.http.post("/tokenize", json=body)
+        except httpx.HTTPError as e:
+            raise ServerError(f"server {self.name!r}: /tokenize failed: {e}") from None
+        if r.status_code != 200:
+            raise ServerError(f"server {self.name!r}: /tokenize answered {r.status_code}: {r.text[:200]}")
+        data = _json_or_none(r)
+        if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
+            raise ServerError(f"server {self.name!r}: /tokenize answer has no 'tokens' list: {r.text[:200]}")
+        return len(data["tokens"])
+
     def prefix_cache_hits(self) -> float | None:
-        """Cumulative prefix-cache hit tokens from /metrics (None if not exposed)."""
+        """Cumulative prefix-cache hit tokens from /metrics (None if not exposed).
+        vLLM: `vllm:prefix_cache_hits_total`; llama.cpp (with --metrics):
+        `llamacpp:prompt_tokens_cached_total`, the prompt tokens it reused."""
         try:
             r = self.http.get("/metrics")
         except httpx.HTTPError:
             return None
         if r.status_code != 200:
             return None
+        if self.engine == "llama.cpp":
+            return parse_llamacpp_cached_tokens(r.text)
         return parse_prefix_cache_hits(r.text)
 
     def server_version(self) -> str | None:
-        """The engine's own version where it tells (vLLM: GET /version)."""
+        """The engine's own version where it tells (vLLM: GET /version;
+        llama.cpp: `build_info` of GET /props, e.g. "b8012-0c1e57098")."""
+        if self.engine == "llama.cpp":
+            try:
+                r = self.http.get("/props")
+                if r.status_code == 200:
+                    data = r.json()
+                    return str(data.get("build_info") or data.get("version") or "") or None
+            except (httpx.HTTPError, ValueError, AttributeError):
+                pass
+            return None
         try:
             r = self.http.get("/version")
             if r.status_code == 200:
@@ -124,7 +170,11 @@ class EngineClient:
 
     def reset_prefix_cache(self) -> bool:
         """Reset the server's prefix cache where it offers that (vLLM needs
-        VLLM_SERVER_DEV_MODE=1). Returns whether it did."""
+        VLLM_SERVER_DEV_MODE=1). Returns whether it did. vLLM only: llama.cpp
+        has no such endpoint; every request sends `cache_prompt: false`
+        instead (see `prefix_cache_note`)."""
+        if self.engine == "llama.cpp":
+            return False
         if self._reset_supported is False:
             return False
         try:
@@ -134,6 +184,16 @@ class EngineClient:
             ok = False
         self._reset_supported = ok
         return ok
+
+    @property
+    def prefix_cache_note(self) -> str:
+        """Why no prefix-cache reset happened, worded for this engine."""
+        if self.engine == "llama.cpp":
+            return ("prefix-cache reset is vLLM-only; llama.cpp requests send cache_prompt: false instead, and the "
+                    "hit check reads llamacpp:prompt_tokens_cached_total where --metrics is on (start llama-server "
+                    "with --cache-ram 0 so no host-RAM prompt-cache save lands in TTFT)")
+        return ("server offers no /reset_prefix_cache; relying on unique prompts "
+                "(vLLM: set VLLM_SERVER_DEV_MODE=1 to enable it)")
 
     def latency_s(self, mode: str, repeats: int = 3) -> float:
         """Round-trip latency subtracted from ttfr (llama-benchy's latency modes)."""
@@ -158,12 +218,18 @@ class EngineClient:
     def _create_kwargs(self, spec: RequestSpec, exact: bool) -> dict:
         extra: dict = {}
         if exact:
-            # exactly max_tokens: vLLM honours min_tokens + ignore_eos; llama.cpp ignore_eos
+            # exactly max_tokens: vLLM honours min_tokens + ignore_eos; llama.cpp
+            # ignores min_tokens and stops at n_predict (= max_tokens) with ignore_eos
             extra["ignore_eos"] = True
             if self.engine == "vllm":
                 extra["min_tokens"] = spec.max_tokens
+            elif self.engine == "llama.cpp":
+                extra["n_predict"] = spec.max_tokens
         if self.engine == "vllm":
             extra["return_token_ids"] = True
+        elif self.engine == "llama.cpp":
+            # no reuse of an earlier request's KV: every sample prefills its whole prompt
+            extra["cache_prompt"] = False
         kw = dict(model=self.model, max_tokens=spec.max_tokens, stream=True,
                   stream_options={"include_usage": True}, temperature=0.0, extra_body=extra)
         if self.api == "chat":
@@ -255,6 +321,13 @@ def _read_entry(reads: list, k: int, content: int) -> tuple[int, float, bool]:
     return content, max(0.0, before - prev), False
 
 
+def _json_or_none(r: httpx.Response):
+    try:
+        return r.json()
+    except ValueError:
+        return None
+
+
 def _short(s: str, n: int = 300) -> str:
     return s if len(s) <= n else s[:n] + "…"
 
@@ -270,6 +343,8 @@ def _absorb_chunk(t: StreamTiming, payload: str, now: float, server: str) -> Non
         raise MeasurementError(f"server {server!r} reported an error mid-stream: {_short(str(chunk['error']))}")
     if chunk.get("system_fingerprint"):
         t.system_fingerprint = chunk["system_fingerprint"]
+    if isinstance(chunk.get("timings"), dict):  # llama.cpp: the server's own times, final chunk
+        t.server_timings = chunk["timings"]
     usage = chunk.get("usage")
     if isinstance(usage, dict):
         t.prompt_tokens = usage.get("prompt_tokens", t.prompt_tokens)
@@ -300,3 +375,12 @@ def parse_prefix_cache_hits(metrics_text: str) -> float | None:
     older `vllm:gpu_prefix_cache_hits`). External (KV-connector) caches are not ours."""
     values = [float(m.group(1)) for m in _HITS.finditer(metrics_text)]
     return sum(values) if values else None
+
+
+_LLAMACPP_CACHED = re.compile(r"^llamacpp:prompt_tokens_cached_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)\s*$", re.M)
+
+
+def parse_llamacpp_cached_tokens(metrics_text: str) -> float | None:
+    """llama-server's counter of prompt tokens reused from its cache (None if absent)."""
+    m = _LLAMACPP_CACHED.search(metrics_text)
+    return float(m.group(1)) if m else None

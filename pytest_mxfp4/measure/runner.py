@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..config import Case, Workloads
 from ..errors import MeasurementError, PerfUserError
 from .client import EngineClient, RequestSpec
+from .fidelity import FLAG_SERVER_DISAGREES, SERVER_RATIO_BOUND, decode_ratio, disagrees, keep_timings
 from .lag import LagMonitor
 from .metrics import burst_fraction, compute_metrics
 from .prompts import PromptFactory
@@ -66,8 +67,9 @@ class CaseRunner:
         sample = Sample(run=run)
         try:
             if self.w.reset_prefix_cache and not client.reset_prefix_cache() and not self._reset_note_done:
-                self.result.notes.append("server offers no /reset_prefix_cache; relying on unique prompts "
-                                         "(vLLM: set VLLM_SERVER_DEV_MODE=1 to enable it)")
+                self.result.notes.append(getattr(client, "prefix_cache_note",
+                                                 "server offers no /reset_prefix_cache; relying on unique prompts "
+                                                 "(vLLM: set VLLM_SERVER_DEV_MODE=1 to enable it)"))
                 self._reset_note_done = True
             prefix = None
             if c.depth > 0:
@@ -97,6 +99,7 @@ class CaseRunner:
                     sample.flags.append(FLAG_PREFIX_CACHE_HIT)
             if sample.client_lag_ms > self.w.max_client_lag_ms:
                 sample.flags.append(FLAG_CLIENT_LAG)
+            self._server_check(sample, timing)
             from .metrics import CLIENT_BEHIND_BOUND, FLAG_CLIENT_BEHIND, burst_delivery, client_behind
             behind = client_behind(timing)  # the client was the limit: its own stamps say so
             if behind is not None and behind > CLIENT_BEHIND_BOUND:
@@ -108,6 +111,26 @@ class CaseRunner:
         except PerfUserError:
             raise
         return sample
+
+
+    def _server_check(self, sample: Sample, timing) -> None:
+        """Keep the server's own timings (llama.cpp) and flag a sample whose
+        client tg disagrees with the server's beyond SERVER_RATIO_BOUND."""
+        sample.server_timings = keep_timings(getattr(timing, "server_timings", None))
+        if sample.server_timings is None or sample.metrics is None:
+            return
+        sample.server_decode_ratio = decode_ratio(sample.metrics.tg_tps, sample.server_timings)
+        if disagrees(sample.server_decode_ratio):
+            sample.flags.append(FLAG_SERVER_DISAGREES)
+        ratios = [s.server_decode_ratio for s in self.result.samples + [sample]
+                  if s.server_decode_ratio is not None and s.run >= 0]
+        if ratios:
+            note = (f"client/server decode ratio (client tg / server predicted_per_second): "
+                    f"median {sorted(ratios)[len(ratios) // 2]:.3f}, range {min(ratios):.3f}-{max(ratios):.3f} "
+                    f"over {len(ratios)} samples; a sample beyond ±{SERVER_RATIO_BOUND:.0%} is flagged "
+                    f"{FLAG_SERVER_DISAGREES}")
+            self.result.notes[:] = [n for n in self.result.notes if not n.startswith("client/server decode ratio")]
+            self.result.notes.append(note)
 
 
 def _telemetry(sampler):

@@ -29,6 +29,8 @@ class Sample:
     client_lag_ms: float = 0.0
     cache_hit_tokens: float | None = None
     telemetry: list[dict] = field(default_factory=list)  # per GPU, see telemetry.GpuTelemetry
+    server_timings: dict | None = None  # llama.cpp: the server's own `timings` of this request
+    server_decode_ratio: float | None = None  # client tg / server tg (measure/fidelity.py)
     flags: list[str] = field(default_factory=list)
     error: str | None = None
 

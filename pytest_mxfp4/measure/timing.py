@@ -28,3 +28,6 @@ class StreamTiming:
     content_reads: list[tuple[int, float, bool]] = field(default_factory=list)
     reads: int = 0  # socket reads that returned data
     parse_s: float = 0.0  # client time spent parsing, after the stream ended
+    # llama.cpp: the server's own `timings` of this request (final chunk): prompt_n, prompt_ms,
+    # predicted_n, predicted_ms, predicted_per_second, ... (None from servers that don't send it)
+    server_timings: dict | None = None

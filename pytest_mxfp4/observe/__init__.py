@@ -6,7 +6,8 @@ does not show stays None: we never guess from the command line or from what
 is "usually" selected. `check_expectations(expect, facts)` compares a server
 config's `expect:` block with those facts.
 
-The per-engine line rules live in one module per engine (`vllm.py`).
+The per-engine line rules live in one module per engine (`vllm.py`,
+`llamacpp.py`); `observe_text(text, engine="llama.cpp")` picks the module.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ __all__ = [
     "ENGINES",
 ]
 
-ENGINES = ("vllm",)
+ENGINES = ("vllm", "llama.cpp")
 
 # Always present in to_dict(); None (or []) when the log doesn't show them.
 CORE_FACTS = (
@@ -73,13 +74,27 @@ class ObservedFacts:
     tensor_parallel_size: int | None = None
     startup_failed: bool | None = None
     flashinfer_cutlass_autotune_failure: bool | None = None
+    # llama.cpp (observe/llamacpp.py); `quantization` there is the GGUF file type, e.g. MXFP4_MOE.
+    backend: str | None = None  # CUDA | Vulkan | CPU | ...
+    device: str | None = None  # "NVIDIA H200", "AMD EPYC"
+    compute_capability: str | None = None  # "9.0"
+    flash_attention: bool | None = None
+    gpu_layers_offloaded: int | None = None
+    layers_total: int | None = None
+    model_arch: str | None = None  # GGUF general.architecture: gpt-oss | llama ...
+    tensor_types: list[str] | None = None  # GGUF tensor types present: f32, q8_0, mxfp4 ...
+    model_params: str | None = None  # "11.31M"
+    context_size: int | None = None  # n_ctx
+    threads: int | None = None
+    llamacpp_build: str | None = None  # "b<number>-<commit>", as /props build_info says
     # Not facts: the log line that showed each fact, and how strong that line was.
     evidence: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     _strength: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _core: tuple[str, ...] = field(default=CORE_FACTS, repr=False, compare=False)  # per engine
 
     @classmethod
     def fact_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls) if f.name not in ("evidence", "_strength"))
+        return tuple(f.name for f in fields(cls) if f.name not in ("evidence", "_strength", "_core"))
 
     def set(self, name: str, value: Any, line: str, strength: int = 2) -> None:
         """Record a fact. A later line replaces an earlier one (the engine can
@@ -105,7 +120,7 @@ class ObservedFacts:
         out: dict[str, Any] = {}
         for name in self.fact_names():
             value = getattr(self, name)
-            if name in CORE_FACTS or value is not None:
+            if name in self._core or (value is not None and value != []):
                 out[name] = list(value) if isinstance(value, list) else value
         return out
 
@@ -121,12 +136,16 @@ class Mismatch:
 
 def observe_text(text: str, engine: str = "vllm") -> ObservedFacts:
     """Extract the observed facts from a server log."""
-    if engine != "vllm":
+    if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r} for log observation (known: {', '.join(ENGINES)})")
-    from . import vllm  # imported here: vllm.py builds on ObservedFacts above
+    # imported here: the engine modules build on ObservedFacts above
+    if engine == "llama.cpp":
+        from . import llamacpp as rules
+    else:
+        from . import vllm as rules
 
-    facts = ObservedFacts()
-    vllm.observe(text, facts)
+    facts = ObservedFacts(_core=getattr(rules, "CORE_FACTS", CORE_FACTS))
+    rules.observe(text, facts)
     return facts
 
 
@@ -182,7 +201,7 @@ def check_expectations(expect: dict[str, Any], facts: ObservedFacts) -> list[Mis
             continue
         observed = getattr(facts, fact)
         evidence = facts.evidence.get(fact)
-        is_list_fact = fact in ("unknown_env_vars", "deprecated_env_vars") or fact.endswith("_candidates")
+        is_list_fact = fact in ("unknown_env_vars", "deprecated_env_vars", "tensor_types") or fact.endswith("_candidates")
         if _matches(expected, observed, is_list_fact):
             continue
         want = _describe_expected(expected, is_list_fact)
