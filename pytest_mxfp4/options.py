@@ -31,6 +31,8 @@ class PerfOptions:
     base_url: str | None = None
     servers: tuple[str, ...] = ()  # empty = every server config of the matrix
     reports: ReportPaths = ReportPaths()
+    first_run: bool = False  # --perf-first-run: no baseline anywhere is expected (CI does not fail)
+    allow_partial: bool = False  # --perf-allow-partial: nothing fail-gated measured is a warning only
     shard: str | None = None  # --perf-shard K/N (parsed by shard.parse_shard)
     shard_costs: Path | None = None  # startup seconds per config; default <baselines>/<hw>/shard-costs.yaml
     lock_path: Path | None = None  # machine lock; default $PYTEST_MXFP4_LOCK or /tmp/pytest-mxfp4-machine.lock

@@ -24,6 +24,8 @@ SESSION_KEY = pytest.StashKey["PerfSession"]()
 LOCK_KEY = pytest.StashKey[object]()
 OPTIONS_KEY = pytest.StashKey[PerfOptions]()
 WRITTEN_KEY = pytest.StashKey[object]()
+PROBLEMS_KEY = pytest.StashKey[tuple]()
+PERF_ITEMS_KEY = pytest.StashKey[int]()
 
 CONFIG_HELP = "matrix file (default: ini perf_config)"
 
@@ -45,6 +47,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--perf-report", metavar="PATH", help="write the Markdown results page")
     g.addoption("--perf-benchmark-json", metavar="PATH", help="write pytest-benchmark-compatible JSON")
     g.addoption("--perf-plots", metavar="DIR", help="write trend plots (PNG) from the baseline history")
+    g.addoption("--perf-first-run", action="store_true",
+                help="this is the first run on this machine: no baseline is expected (in CI, a run without any "
+                     "baseline fails otherwise)")
+    g.addoption("--perf-allow-partial", action="store_true",
+                help="a run that measured no fail-gated metric (all skipped or errored) only warns")
     g.addoption("--perf-shard", metavar="K/N", help="run only shard K of N of the server configs (balanced, stable)")
     g.addoption("--perf-shard-costs", metavar="PATH",
                 help="startup seconds per config for --perf-shard (default: <baselines>/<hardware>/shard-costs.yaml)")
@@ -78,6 +85,8 @@ def resolve_options(config: pytest.Config) -> PerfOptions:
         servers=opt("--perf-server") or (),
         reports=ReportPaths(json=path(opt("--perf-json")), page=path(opt("--perf-report")),
                             benchmark_json=path(opt("--perf-benchmark-json")), plots=path(opt("--perf-plots"))),
+        first_run=bool(opt("--perf-first-run")),
+        allow_partial=bool(opt("--perf-allow-partial")),
         shard=opt("--perf-shard"),
         shard_costs=path(opt("--perf-shard-costs")),
         lock_path=path(opt("--perf-lock")),
@@ -188,6 +197,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Perf tests run only when -m selects them by name: plain `pytest` (or
     # `-m "not engine"`) runs the project's own tests and starts no server.
     if _perf_selected(config):
+        config.stash[PERF_ITEMS_KEY] = sum(1 for i in items if i.get_closest_marker("perf") is not None)
         return
     keep = [i for i in items if i.get_closest_marker("perf") is None]
     if len(keep) != len(items):
@@ -292,6 +302,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config.stash[WRITTEN_KEY] = written
     if written.errors and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if exitstatus in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
+        return
+    if not config.stash.get(PERF_ITEMS_KEY, 0):
+        return  # no perf test in this run (pytest says so itself: exit 5)
+    import os
+
+    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    # --perf-update-baselines stores what this run measured: establishing baselines is what it is for
+    errors, warns = perf.gate_problems(ci=ci, first_run=opts.first_run or opts.update_baselines,
+                                       allow_partial=opts.allow_partial)
+    config.stash[PROBLEMS_KEY] = (errors, warns)
+    if errors and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -309,6 +332,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             tr.write_line(line)
         for line in written.errors:
             tr.write_line(f"pytest-mxfp4: report not written: {line}", red=True)
+    errors, warns = config.stash.get(PROBLEMS_KEY, ((), ()))
+    for line in warns:
+        tr.write_line(f"pytest-mxfp4: WARNING: {line}", yellow=True, bold=True)
+    for line in errors:
+        tr.write_line(f"pytest-mxfp4: FAILED: {line}", red=True, bold=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -137,10 +137,13 @@ class PerfSession:
             baseline = self.load_baseline(cfg)
             if baseline is not None:
                 self._judged_by[cfg.name] = baseline
-            client = EngineClient(cfg.name, info.base_url, cfg.model_name, engine=cfg.engine, api=cfg.api)
+            w = self.matrix.workloads
+            client = EngineClient(cfg.name, info.base_url, cfg.model_name, engine=cfg.engine, api=cfg.api,
+                                  total_timeout_s=w.request_timeout_s, idle_timeout_s=w.idle_timeout_s)
             version = client.server_version() or record.observed.get("vllm_version")
             if version:
                 record.info.setdefault("details", {})["engine_version"] = version
+            self.check_context(cfg, client, record)
         except PerfUserError as e:
             record.error = str(e)
             self.stop(server)
@@ -157,7 +160,9 @@ class PerfSession:
             if cfg.expect:
                 record.notes.append("expect: not checked: the server was started elsewhere and its log is not visible")
             return
-        if not text or cfg.engine != "vllm":
+        from .observe import ENGINES as OBSERVED_ENGINES  # engines whose logs we can read
+
+        if not text or cfg.engine not in OBSERVED_ENGINES:
             if cfg.expect:
                 raise ServerError(f"server {cfg.name!r}: `expect:` is set but no server log is available to check it")
             return
@@ -169,6 +174,31 @@ class PerfSession:
         if mismatches:
             lines = "\n".join(f"  - {m.message}" for m in mismatches)
             raise ServerError(f"server {cfg.name!r} did not run what its config expects:\n{lines}")
+
+    def check_context(self, cfg: ServerConfig, client: EngineClient, record: ServerRecord) -> None:
+        """Every case must fit the server's context length, where it says (vLLM: max_model_len)."""
+        from .measure.prompts import check_fits, context_length
+
+        try:
+            r = client.http.get("/v1/models")
+            ctx = context_length(r.json(), cfg.model_name) if r.status_code == 200 else None
+        except Exception:  # no /v1/models, not JSON: the length is simply unknown
+            ctx = None
+        if ctx:
+            record.info.setdefault("details", {})["context_length"] = ctx
+        check_fits(cfg.name, self.matrix.workloads.cases, ctx)
+
+    def check_identity(self, running: RunningServer, when: str) -> None:
+        """The server we started is alive and is the one answering; else the
+        case fails with its exit code and log tail."""
+        problem = running.server.identity_problem()
+        if problem:
+            record = self.results.servers[running.config.name]
+            first = problem.splitlines()[0]
+            if first not in record.notes:
+                record.notes.append(f"{when}: {first}")
+            record.error = record.error or first
+            raise ServerError(f"{when}: {problem}")
 
     def stop(self, server: Server) -> None:
         try:
@@ -221,6 +251,7 @@ class PerfSession:
     # -- measuring ---------------------------------------------------------------
 
     def run_case(self, running: RunningServer, case: Case, seed: int | None = None) -> list[MetricResult]:
+        self.check_identity(running, f"before {case.id}")
         runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler)
         record = self.results.servers[running.config.name]
         results = measure_and_judge(runner, self.matrix, running.baseline,
@@ -233,7 +264,46 @@ class PerfSession:
         for note in runner.result.notes:
             if note not in record.notes:
                 record.notes.append(note)
+        self.check_identity(running, f"after {case.id}")
         return results
+
+    # -- the run as a whole ------------------------------------------------------
+
+    def gate_problems(self, *, ci: bool, first_run: bool, allow_partial: bool) -> tuple[list[str], list[str]]:
+        """(errors, warnings) about the run as a whole, each one line. An error
+        makes the run non-zero: a gate that judged nothing must not pass."""
+        errors: list[str] = []
+        warns: list[str] = []
+        records = self.results.servers
+        started = [r for r in records.values() if r.info and not r.skipped]
+        skipped = [r for r in records.values() if r.skipped]
+        failed = [r for r in records.values() if r.error]
+        fail_gated = [m for m in self.results.metrics if m.gate == "fail"]
+        measured = [m for m in fail_gated if m.samples and not m.error]
+        if not measured:
+            why = []
+            if skipped:
+                why.append(f"{len(skipped)} server config(s) skipped ({skipped[0].name}: {skipped[0].skipped})")
+            if failed:
+                why.append(f"{len(failed)} failed to start ({failed[0].name})")
+            if fail_gated and not measured:
+                why.append(f"every fail-gated metric errored ({fail_gated[0].server} {fail_gated[0].key}: "
+                           f"{fail_gated[0].error or 'no samples'})")
+            if not fail_gated and not skipped and not failed:
+                why.append("no case of the matrix is fail-gated (gates:) or no case ran")
+            msg = ("no fail-gated metric was measured, so nothing was judged: " + "; ".join(why or ["nothing ran"]))
+            (warns if allow_partial else errors).append(
+                msg + (" (--perf-allow-partial: a warning only)" if allow_partial else
+                       "; pass --perf-allow-partial for a deliberately partial run"))
+        judged_any = any(name in self._judged_by for name in (r.name for r in started))
+        if started and not judged_any:
+            msg = (f"NO BASELINE for any server of this run on {self.environment.hardware_key} "
+                   f"(looked in {self.store.root}); every metric is no-baseline and nothing was judged")
+            if ci and not first_run:
+                errors.append(msg + "; in CI this fails unless --perf-first-run says it is the first run")
+            else:
+                warns.append(msg + ("" if first_run else "; store some with --perf-update-baselines"))
+        return errors, warns
 
 
 def _info_dict(info: ServerInfo) -> dict:

@@ -43,13 +43,14 @@ def count_words(text: str) -> int:
 
 
 class FaultState:
-    def __init__(self, mode: str = "ok", tokens_default: int = 8, die=None):
+    def __init__(self, mode: str = "ok", tokens_default: int = 8, die=None, interval_s: float = 0.004):
         if mode not in MODES:
             raise ValueError(f"unknown fake mode {mode!r}")
         self.mode = mode
         self.tokens_default = tokens_default
         self.requests = 0
         self.die = die  # callable for die_after_first (process mode)
+        self.interval_s = interval_s  # between tokens: an even pace, not a burst
         self.stop = threading.Event()
 
 
@@ -117,6 +118,7 @@ def make_handler(state: FaultState):
                         continue
                     self._event({"choices": [{"index": 0, "text": f" t{i}", "token_ids": [100 + i],
                                               "finish_reason": None}]})
+                    time.sleep(state.interval_s)
                 usage = {"prompt_tokens": count_words(prompt), "completion_tokens": n}
                 if mode == "wrong_prompt_tokens":
                     usage["prompt_tokens"] += 7
