@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--config", help="matrix file: adds pending rows, targets and workload parameters")
     rp.add_argument("--out", default="BENCHMARK_RESULTS.md", help="Markdown page to write")
     rp.add_argument("--plots", help="directory for trend plots (needs matplotlib)")
+    rp.add_argument("--force", action="store_true", help="replace --out even if pytest-mxfp4 did not write it")
     from .merge import add_parser as add_merge
 
     add_merge(sub)
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from .report.regenerate import report_command
 
-            return report_command(args.results, args.baselines, args.config, args.out, args.plots)
+            return report_command(args.results, args.baselines, args.config, args.out, args.plots, force=args.force)
     except PerfUserError as e:
         print(f"pytest-mxfp4 {args.command}: {e}", file=sys.stderr)
         return 2

@@ -42,6 +42,32 @@ def load_references(paths: list[str]) -> dict[tuple[str, str], BaselineStats]:
     return refs
 
 
+def reference_hardware_keys(paths: list[str]) -> dict[str, str]:
+    """Reference file -> the hardware key it was measured on (where it says)."""
+    out = {}
+    for p in map(Path, paths):
+        if p.suffix in (".yaml", ".yml"):
+            key = read_baseline(p).hardware_key
+        else:
+            key = results_file.load(p).hardware_key
+        if key:
+            out[str(p)] = key
+    return out
+
+
+def check_same_hardware(reference_paths: list[str], current_path: str, current_key: str | None) -> None:
+    """A baseline from other hardware judges nothing ("GB10 vs CPU: +900%"): refuse."""
+    keys = reference_hardware_keys(reference_paths)
+    if current_key:
+        for ref, key in keys.items():
+            if key != current_key:
+                raise PerfUserError(f"{ref}: measured on {key}, but {current_path} on {current_key}; "
+                                    "compare results of the same hardware only")
+    elif len(set(keys.values())) > 1:
+        raise PerfUserError(f"the references were measured on different hardware ({', '.join(sorted(set(keys.values())))}); "
+                            "compare results of the same hardware only")
+
+
 def compare_results(reference_paths: list[str], current_path: str, config_path: str | None) -> SessionResults:
     """Re-judge every metric of `current_path` against the references with
     the gates of `config_path` (default: tg32 fails, others warn)."""
@@ -50,6 +76,14 @@ def compare_results(reference_paths: list[str], current_path: str, config_path: 
     current = results_file.load(current_path)
     if not current.metrics:
         raise PerfUserError(f"{current_path}: holds no results (did the run measure anything?); nothing to compare")
+    check_same_hardware(reference_paths, current_path, current.hardware_key)
+    matched = [r for r in current.metrics if (r.server, r.key) in refs]
+    if not matched:
+        mine = sorted({r.server for r in current.metrics})
+        theirs = sorted({s for s, _ in refs})
+        raise PerfUserError(f"{current_path}: none of its {len(current.metrics)} results matches a reference "
+                            f"(servers here: {', '.join(mine)}; in the references: {', '.join(theirs) or 'none'}); "
+                            "nothing would be judged")
     session = SessionResults(matrix=current.matrix, environment=current.environment, servers=current.servers)
     for r in current.metrics:
         mr = judge_metric(r.server, r.case, r.metric, r.samples, refs.get((r.server, r.key)), gates, r.targets)

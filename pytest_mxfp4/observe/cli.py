@@ -17,8 +17,8 @@ def observe_command(path: str, engine: str = "vllm") -> int:
         print(f"{_PROG}: unknown engine {engine!r} (known: {', '.join(ENGINES)})", file=sys.stderr)
         return 2
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         print(f"{_PROG}: {path}: not found", file=sys.stderr)
         return 2
@@ -27,6 +27,13 @@ def observe_command(path: str, engine: str = "vllm") -> int:
         return 2
     except OSError as e:
         print(f"{_PROG}: {path}: cannot read ({e.strerror or e})", file=sys.stderr)
+        return 2
+    if b"\x00" in data[:1 << 20]:
+        print(f"{_PROG}: {path}: not a text log (binary data); pass the server's log file", file=sys.stderr)
+        return 2
+    text = data.decode("utf-8", errors="replace")
+    if not text.strip():
+        print(f"{_PROG}: {path}: is empty; nothing to observe", file=sys.stderr)
         return 2
     facts = observe_text(text, engine=engine)
     print(json.dumps(facts.to_dict(), indent=2, sort_keys=True))

@@ -71,7 +71,7 @@ def load_baselines(baselines_dir: Path, matrix: Matrix | None, hardware_key: str
 
 
 def report_command(results_json: list[str], baselines_dir: str, config: str | None, out_md: str,
-                   plots_dir: str | None) -> int:
+                   plots_dir: str | None, force: bool = False) -> int:
     """Regenerate the Markdown page (and trend PNGs when `plots_dir` is set)
     from stored data. Returns the exit status; user mistakes raise
     PerfUserError with a message naming the file."""
@@ -105,6 +105,9 @@ def report_command(results_json: list[str], baselines_dir: str, config: str | No
                             + (f" for hardware {hw}" if hw else ""))
 
     out = Path(out_md)
+    from .ownership import check_may_overwrite, mark
+
+    check_may_overwrite(out, force)  # before any work is written (plots included)
     text = render(session, matrix, baselines, run_log)
     plots: list[Path] = []
     if plots_dir:
@@ -113,7 +116,7 @@ def report_command(results_json: list[str], baselines_dir: str, config: str | No
         plots = trend_plots(list(baselines.values()), plots_dir)
         text += plots_section(plots, out)
     try:
-        write_atomic(out, text)
+        write_atomic(out, mark(text))
     except OSError as e:
         raise PerfUserError(f"{out}: cannot write the results page ({e.strerror})") from None
     print(f"results page: {out}")

@@ -82,9 +82,17 @@ def write_all(session: SessionResults, matrix: Matrix | None, judged: dict[str, 
             if page is not _FAILED and paths.page:
                 page += "\n" + markdown.plots_section(made, paths.page)
     if page is not _FAILED:
-        if paths.page and _attempt(out, "--perf-report", lambda: write_atomic(paths.page, page)) is not _FAILED:
+        if paths.page and _attempt(out, "--perf-report", lambda: _write_page(paths.page, page)) is not _FAILED:
             out.lines.append(f"results page: {paths.page}")
         if _attempt(out, "GitHub step summary", lambda: github.write_step_summary(session, page)) not in (None,
                                                                                                         _FAILED):
             out.lines.append("GitHub step summary written")
     return out
+
+
+def _write_page(path: Path, page: str) -> None:
+    """The page, unless `path` is a page pytest-mxfp4 did not write (hand-kept)."""
+    from .ownership import check_may_overwrite, mark
+
+    check_may_overwrite(path, how="delete it or pass another --perf-report path")
+    write_atomic(path, mark(page))
