@@ -180,3 +180,37 @@ def test_baseline_update_never_stores_a_raw_secret(tmp_path):
         assert secret not in text
     env = yaml.safe_load(text)["environment"]
     assert env["server_command"] == ["vllm", "serve", "--api-key", "***", "--port", "80"]
+
+
+def _run_logger(root: str, n: int, tag: str) -> None:
+    from pytest_mxfp4.report.writer import _append_run_log_locked
+    from pytest_mxfp4.results import SessionResults
+
+    for i in range(n):
+        s = SessionResults(matrix="m", environment={"hardware_key": KEY})
+        _append_run_log_locked(Path(root), _one_metric_session(s, f"{tag}-{i}"))
+
+
+def _one_metric_session(s, server):
+    from pytest_mxfp4.config import Case
+    from pytest_mxfp4.results import MetricResult, ServerRecord
+    from pytest_mxfp4.stats import Summary
+
+    s.servers[server] = ServerRecord(name=server, runner="process", model="m", info={"kind": "process"})
+    s.metrics.append(MetricResult(server=server, case=Case("decode", pp=8, tg=32), metric="tg_tps", gate="fail",
+                                  samples=[1.0, 2.0], summary=Summary.from_samples([1.0, 2.0])))
+    return s
+
+
+def test_two_runs_appending_to_the_run_log_at_once_keep_every_record(tmp_path):
+    from pytest_mxfp4.report.history import read_run_log
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_run_logger, args=(str(tmp_path), 20, tag)) for tag in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    records = read_run_log(tmp_path)
+    assert len(records) == 40, "unlocked, about a third of them were lost here"

@@ -67,7 +67,7 @@ def write_all(session: SessionResults, matrix: Matrix | None, judged: dict[str, 
         if stored is not _FAILED and stored:
             out.lines += [f"baseline written: {p}" for p in stored]
             if baselines_root is not None:
-                _attempt(out, "run log", lambda: history.append_run_log(baselines_root, session))
+                _attempt(out, "run log", lambda: _append_run_log_locked(baselines_root, session))
     if paths.benchmark_json and _attempt(
             out, "--perf-benchmark-json", lambda: benchmark_json.write(session, paths.benchmark_json)) is not _FAILED:
         out.lines.append(f"perf-benchmark-json: {paths.benchmark_json}")
@@ -96,3 +96,13 @@ def _write_page(path: Path, page: str) -> None:
 
     check_may_overwrite(path, how="delete it or pass another --perf-report path")
     write_atomic(path, mark(page))
+
+
+def _append_run_log_locked(root: Path, session: SessionResults):
+    """The run log is read-modified-written: under the baselines lock, so two
+    runs at once both keep their records."""
+    from ..baselines import BaselineStore
+    from . import history
+
+    with BaselineStore(root).lock():
+        return history.append_run_log(root, session)
