@@ -122,7 +122,8 @@ def redact_text(text: Any) -> Any:
     text = _URL_CREDS.sub(lambda m: m.group(1) + MASK + m.group(3), text)
 
     def kv(m: re.Match) -> str:
-        if m.group("v") == MASK or not is_secret_name(m.group("k")):
+        if m.group("v") == MASK or m.group("v").lower() in ("bearer", "basic", "token") \
+                or not is_secret_name(m.group("k")):
             return m.group(0)
         return m.group("k") + m.group("sep") + m.group("q") + MASK
 
