@@ -4,9 +4,15 @@ import pytest
 
 from pytest_mxfp4.config import Case
 from pytest_mxfp4.errors import MeasurementError
-from pytest_mxfp4.measure.metrics import burst_fraction, compute_metrics
+from pytest_mxfp4.measure.metrics import (
+    CLIENT_BEHIND_BOUND,
+    burst_delivery,
+    client_behind,
+    compute_metrics,
+    held_back_fraction,
+)
 from pytest_mxfp4.measure.runner import check_token_counts
-from pytest_mxfp4.measure.timing import StreamTiming
+from pytest_mxfp4.measure.timing import ReadInfo, StreamTiming
 
 
 def timing(**kw):
@@ -56,22 +62,52 @@ def test_token_count_checks():
         check_token_counts("s", case, None, None)
 
 
-def stream(chunk_times, start=0.0, end=None):
-    t = StreamTiming(start=start, first_response=chunk_times[0], first_content=chunk_times[0],
-                     last_content=chunk_times[-1], end=end or chunk_times[-1] + 0.001)
-    t.chunk_times = list(chunk_times)
-    return t
+def stream(groups, start=0.0):
+    """A stream from reads: groups = [(time, events in that read, late_first, bounded)]."""
+    times, reads = [], []
+    for t, m, late, bounded in groups:
+        times += [t] * m
+        reads.append(ReadInfo(m, late, 0.0 if bounded else late, bounded))
+    return StreamTiming(start=start, first_response=times[0], first_content=times[0], last_content=times[-1],
+                        end=times[-1] + 0.001, content_chunks=len(times), chunk_times=times, content_reads=reads)
 
 
-def test_burst_detection_separates_flushes_from_honest_streams():
-    # GB10-like: TTFT 555 ms then 31 tok/s for 32 tokens
-    gb10 = stream([0.555 + i / 31 for i in range(32)])
-    # a 20k tok/s firehose is fast but honest: one chunk per step
-    firehose = stream([0.005 + i / 20000 for i in range(1024)])
-    # speculative decoding: ~3 tokens per chunk, one chunk per step
-    spec = stream([0.05 + i * 0.03 for i in range(11)])
-    # starved server: 128 tokens held back, flushed within 3 ms
-    flushed = stream([0.70 + i * 0.00002 for i in range(128)], end=0.71)
-    assert burst_fraction(gb10) > 0.2 and burst_fraction(firehose) > 0.2 and burst_fraction(spec) > 0.2
-    assert burst_fraction(flushed) < 0.01
-    assert burst_fraction(stream([0.1, 0.2])) is None  # too short to tell
+def paced(n, step, t0=0.5, late=2e-6, bounded=True):
+    return [(t0 + i * step, 1, late, bounded) for i in range(n)]
+
+
+def test_honest_streams_pass_both_checks():
+    gb10 = stream(paced(32, 1 / 31, t0=0.555))  # TTFT 555 ms then 31 tok/s
+    firehose = stream(paced(1024, 1 / 100000))  # 100k tok/s, one event per read
+    spec = stream(paced(11, 0.03))  # speculative decoding: ~3 tokens per event, one event per step
+    long_prefill = stream(paced(128, 1 / 5000, t0=2.0))  # fast decode after a 2 s prefill
+    blocking = stream(paced(1024, 1 / 20000, late=0.0, bounded=False))
+    for t in (gb10, firehose, spec, long_prefill, blocking):
+        assert client_behind(t) <= CLIENT_BEHIND_BOUND
+        assert not burst_delivery(t) and held_back_fraction(t) in (None, 0.0)
+
+
+def test_client_behind_from_its_own_reads():
+    # busy-polled, but the first read could be 80 us late on a 6.35 ms span
+    late_first = stream([(0.5, 1, 80e-6, True)] + paced(127, 1 / 20000, t0=0.5 + 1 / 20000))
+    assert client_behind(late_first) == pytest.approx(80e-6 / (127 / 20000))
+    assert client_behind(late_first) > CLIENT_BEHIND_BOUND
+    # blocking reads: the last 30 events piled up in one read, so it woke >= 29 intervals late
+    piled = stream(paced(98, 1e-5) + [(0.5 + 98e-5 + 29e-5, 30, 0.0, False)])
+    assert client_behind(piled) > CLIENT_BEHIND_BOUND and not burst_delivery(piled)
+    # all content in one read that nobody watched arrive: cannot be trusted
+    assert client_behind(stream([(0.7, 64, 0.0, False)])) == float("inf")
+    assert client_behind(stream([(0.7, 1, 0.0, True)])) is None  # too short to tell
+
+
+def test_held_back_and_flushed_is_a_burst_not_the_client():
+    # 8 tokens at 1 ms, then 120 held back and flushed together (arrival measured within 5 us)
+    flushed = stream(paced(8, 1e-3) + [(0.63, 120, 5e-6, True)])
+    assert held_back_fraction(flushed) > 0.9 and burst_delivery(flushed)
+    assert client_behind(flushed) <= CLIENT_BEHIND_BOUND
+    # the first 30 held back then paced: the first read moves tg, flagged though < half
+    head = stream([(0.53, 30, 5e-6, True)] + paced(98, 1e-3, t0=0.531))
+    assert held_back_fraction(head) < 0.5 and burst_delivery(head)
+    # a blocking client that woke 0.3 ms late at 100k tok/s: 30 events in a read, explained by the wake
+    woke_late = stream(paced(64, 1e-5) + [(0.5 + 64e-5 + 29e-5, 30, 0.0, False)] + paced(64, 1e-5, t0=0.5 + 94e-5))
+    assert held_back_fraction(woke_late) == 0.0

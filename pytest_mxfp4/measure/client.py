@@ -24,7 +24,7 @@ import openai
 
 from ..errors import MeasurementError, ServerError
 from . import rawstream
-from .timing import StreamTiming
+from .timing import ReadInfo, StreamTiming
 
 # Busy-poll the socket for the first 250 ms of each request: a short, fast
 # stream then has every stamp (the first one too) within a few us of arrival;
@@ -271,7 +271,8 @@ class EngineClient:
         return self._timing(resp)
 
     def _timing(self, resp: rawstream.RawResponse) -> StreamTiming:
-        """Parse what was read, after the fact; stamps come from the reads."""
+        """Parse what was read, after the fact; stamps come from the reads
+        (the kernel's receive stamp where there is one, else the client's)."""
         t0 = time.perf_counter()
         timing = StreamTiming(start=resp.start)
         if resp.body_start < 0:
@@ -284,11 +285,13 @@ class EngineClient:
             lines = rawstream.data_lines(resp)
         except ValueError as e:
             raise MeasurementError(f"server {self.name!r}: bad chunked framing: {e}") from None
-        reads = resp.reads
-        timing.reads = len(reads)
+        kernel = [rawstream.kernel_stamp(resp, k) for k in range(len(resp.reads))]
+        stamps = [ks if ks is not None else r[0] for ks, r in zip(kernel, resp.reads)]
+        timing.reads = len(resp.reads)
+        timing.kernel_stamps = any(ks is not None for ks in kernel)
         content_read, in_read = -1, 0
         for line in lines:
-            now, _, before, spun = reads[line.read]
+            now = stamps[line.read]
             if line.payload == "[DONE]":
                 timing.end = now
                 break
@@ -299,11 +302,11 @@ class EngineClient:
             if timing.content_chunks > n:  # a content event: group it by read
                 if line.read != content_read:
                     if in_read:
-                        timing.content_reads.append(_read_entry(reads, content_read, in_read))
+                        timing.content_reads.append(_read_info(resp, kernel, content_read, in_read))
                     content_read, in_read = line.read, 0
                 in_read += 1
         if in_read:
-            timing.content_reads.append(_read_entry(reads, content_read, in_read))
+            timing.content_reads.append(_read_info(resp, kernel, content_read, in_read))
         timing.parse_s = time.perf_counter() - t0
         if timing.end is None:
             # a dying engine, a reset, or a close-delimited body that just stops
@@ -312,20 +315,25 @@ class EngineClient:
         return timing
 
 
-def _read_entry(reads: list, k: int, content: int) -> tuple[int, float, bool]:
-    """(content chunks in read k, how late its stamp may be, spun): see StreamTiming.content_reads."""
-    now, _, before, spun = reads[k]
+def _read_info(resp: rawstream.RawResponse, kernel: list, k: int, m: int) -> ReadInfo:
+    """How late read k's stamp may be for its first and its last content event
+    (StreamTiming.content_reads)."""
+    now, _, before, spun, _ = resp.reads[k]
+    prev = resp.reads[k - 1][0] if k > 0 else resp.start
+    ks = kernel[k]
+    if ks is not None:  # stamped at its last packet's arrival
+        if m == 1:
+            return ReadInfo(1, 0.0, 0.0, True)
+        if spun:  # the earlier events arrived after the socket was last seen empty
+            return ReadInfo(m, max(0.0, ks - before), 0.0, True)
+        if ks <= before:  # all of it waited for the client: it arrived after the previous read
+            return ReadInfo(m, max(0.0, ks - prev), 0.0, True)
+        return ReadInfo(m, max(0.0, before - prev), 0.0, False)
     if spun:
-        return content, now - before, True
-    prev = reads[k - 1][0] if k > 0 else before
-    return content, max(0.0, before - prev), False
-
-
-def _json_or_none(r: httpx.Response):
-    try:
-        return r.json()
-    except ValueError:
-        return None
+        late = max(0.0, now - before)
+        return ReadInfo(m, late, late, True)
+    busy = max(0.0, before - prev)
+    return ReadInfo(m, busy, busy, False)
 
 
 def _short(s: str, n: int = 300) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import MeasurementError
-from .timing import StreamTiming
+from .timing import ReadInfo, StreamTiming
 
 
 @dataclass(frozen=True)
@@ -65,53 +65,57 @@ WAKE_ALLOWANCE_S = 0.0005
 BURST_GROUP = 4
 
 
-def _late_s(entry: tuple[int, float, bool], delta: float) -> float:
-    """How late a read's stamp may be. Busy-polled: the measured bound (now -
-    last time the socket was seen empty). Blocking: the time the client was
-    busy before asking, or what the events that piled up in the read imply
-    ((m - 1) stream intervals), whichever is larger."""
-    m, late, spun = entry
-    return late if spun else max(late, (m - 1) * delta)
+def _late_first(r: ReadInfo, delta: float) -> float:
+    """How late a read's stamp may be for its first content event: measured
+    (busy-polled or kernel-stamped), or for a blocking read whatever is larger
+    of its busy time and what the events piled up in it imply."""
+    return r.late_first if r.bounded else max(r.late_first, (r.content - 1) * delta)
+
+
+def _late_last(r: ReadInfo, delta: float) -> float:
+    return r.late_last if r.bounded else max(r.late_last, (r.content - 1) * delta)
 
 
 def client_behind(t: StreamTiming) -> float | None:
     """How much tg t/s may be off because the client was late, as a fraction:
-    (late(first content read) + late(last content read)) / decode span.
+    (late(first content event) + late(last content event)) / decode span.
     tg uses only those two stamps; every other read may be late without harm.
-    inf when all content came in one read the client did not watch arrive;
+    inf when all content came in one read whose arrival nobody measured;
     None when there is nothing to judge (fewer than 2 content events)."""
     reads = t.content_reads
     if t.content_chunks < 2 or not reads or t.first_content is None or t.last_content is None:
         return None
     span = t.last_content - t.first_content
     if span <= 0:
-        return None if reads[0][2] else float("inf")  # busy-polled: it arrived at once (burst check)
+        return None if reads[0].bounded else float("inf")  # arrived at once: the burst check's case
     delta = span / (t.content_chunks - 1)
-    return (_late_s(reads[0], delta) + _late_s(reads[-1], delta)) / span
+    return (_late_first(reads[0], delta) + _late_last(reads[-1], delta)) / span
+
+
+def _held(r: ReadInfo, delta: float) -> bool:
+    """A group of events that arrived together faster than the stream's pace
+    allows, beyond what the client's lateness can explain."""
+    window = r.late_first if r.bounded else r.late_first + WAKE_ALLOWANCE_S
+    return r.content >= BURST_GROUP and (r.content - 1) * delta > 2 * window
 
 
 def held_back_fraction(t: StreamTiming) -> float | None:
     """Share of content events that the server delivered together, faster
     than the stream's own pace allows: groups of >= BURST_GROUP in one read
-    that arrived within less time than (m - 1) stream intervals, beyond what
-    the client's lateness (busy-polled: measured; blocking: WAKE_ALLOWANCE_S)
-    can explain. A server process starved of CPU holds tokens back and flushes
-    them together; its tg t/s is then a fiction. Unlike a share of the
-    request's time, this does not fire on fast decodes after a long prefill,
-    nor on a client that fell behind (that is `client_behind`)."""
+    that arrived within less than half of (m - 1) stream intervals, beyond
+    what the client's lateness (measured, or for a blocking read
+    WAKE_ALLOWANCE_S) can explain. A server process starved of CPU holds
+    tokens back and flushes them together; its tg t/s is then a fiction.
+    Unlike a share of the request's time, this does not fire on a fast decode
+    after a long prefill, nor on a client that fell behind (`client_behind`)."""
     reads = t.content_reads
     if t.content_chunks < 2 * BURST_GROUP or not reads or t.first_content is None or t.last_content is None:
         return None
     span = t.last_content - t.first_content
     if span <= 0:
-        return 1.0 if reads[0][2] else None
+        return 1.0 if reads[0].bounded else None
     delta = span / (t.content_chunks - 1)
-    held = 0
-    for m, late, spun in reads:
-        window = late if spun else late + WAKE_ALLOWANCE_S
-        if m >= BURST_GROUP and (m - 1) * delta > 2 * window:
-            held += m
-    return held / t.content_chunks
+    return sum(r.content for r in reads if _held(r, delta)) / t.content_chunks
 
 
 def burst_delivery(t: StreamTiming) -> bool:
@@ -122,25 +126,5 @@ def burst_delivery(t: StreamTiming) -> bool:
         return False
     if share >= 0.5:
         return True
-    m, late, spun = t.content_reads[0]
     delta = (t.last_content - t.first_content) / (t.content_chunks - 1)
-    window = late if spun else late + WAKE_ALLOWANCE_S
-    return m >= BURST_GROUP and (m - 1) * delta > 2 * window
-
-
-def burst_fraction(t: StreamTiming) -> float | None:
-    """How compressed the stream's delivery was: the shortest window holding
-    half of the content chunks, as a fraction of the whole request.
-
-    Each decode step yields at least one chunk, so in an honest stream half
-    the chunks span a good part of the request (tens of percent, also for
-    fast engines and speculative decoding). A server process starved of CPU
-    holds tokens back and then flushes them together: half the chunks land
-    within a few ms and tg t/s becomes a fiction. None when too short to tell.
-    """
-    times = t.chunk_times
-    if len(times) < 8 or t.end is None or t.end <= t.start:
-        return None
-    k = (len(times) + 1) // 2
-    window = min(times[i + k - 1] - times[i] for i in range(len(times) - k + 1))
-    return window / (t.end - t.start)
+    return _held(t.content_reads[0], delta)

@@ -6,11 +6,14 @@ the client ~20 us (h11 yields one HTTP chunk per event, then line splitting,
 then JSON), so a fast stream outruns the client (measured: tg1024 read at
 0.44-0.77 of the truth at 100k tok/s) and the first event, which also pays
 for building the response objects, is stamped 100-250 us late (short fast
-streams read high). Here the hot loop is `recv` + one clock read + one list
-append per read, ~1-2 us, and several events that arrive together cost one
-read. What the client could not see is kept too: per read, when the socket
-was last seen empty (busy-polling) or when the read was asked for
-(blocking), so the checks can bound how late each stamp may be.
+streams read high). Here the hot loop is `recvmsg` + one clock read + one
+list append per read, ~1-2 us, and several events that arrive together cost
+one read. Where the kernel offers it (Linux, plain TCP: SO_TIMESTAMPNS) each
+read also carries the kernel's receive stamp of its last packet, so a read
+holding one event is stamped at its arrival whenever the client woke up.
+What the client could not see is kept too: per read, when the socket was
+last seen empty (busy-polling) or when the read was asked for (blocking), so
+the checks can bound how late each stamp may be.
 
 Plain HTTP/1.1 (TLS when the URL says https), one fresh connection per
 request, `Connection: close`; chunked, Content-Length and close-delimited
@@ -21,8 +24,11 @@ from __future__ import annotations
 
 import bisect
 import json
+import platform
 import socket
 import ssl
+import struct
+import sys
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -31,6 +37,10 @@ from ..errors import MeasurementError
 
 _BUF = 1 << 18  # one read takes everything queued (a whole tg1024 stream is ~250 KB)
 _CHUNKED_END = b"0\r\n\r\n"
+# SO_TIMESTAMPNS (the asm-generic / x86 value; Python 3.11 does not name it), 64-bit timespec
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", None) or (
+    35 if sys.platform == "linux" and platform.machine() in ("x86_64", "aarch64", "arm64") else None)
+_ANC = 64  # ancillary buffer: one struct timespec
 
 
 class StreamTimeout(Exception):
@@ -48,10 +58,12 @@ class RawResponse:
     status: int = 0
     reason: str = ""
     headers: dict[str, str] = field(default_factory=dict)
-    # one entry per recv that returned data: (stamp after it returned, bytes, before, spun)
+    # one entry per recv that returned data: (stamp after it returned, bytes, before, spun, ancillary)
     #   spun: busy-polling; `before` = the last moment the socket was seen empty
     #   else: blocking recv; `before` = when the read was asked for
-    reads: list[tuple[float, bytes, float, bool]] = field(default_factory=list)
+    #   ancillary: recvmsg's ancillary data (the kernel receive stamp) or None
+    reads: list[tuple[float, bytes, float, bool, list | None]] = field(default_factory=list)
+    clock_offset_ns: int = 0  # CLOCK_REALTIME - perf_counter, to read kernel stamps
     body_start: int = -1  # offset of the body in the concatenated reads
     complete: bool = False  # the body ended as its framing says (or the peer closed a close-delimited one)
     broken: str | None = None  # why the stream ended early (reset, EOF mid-chunk)
@@ -61,7 +73,8 @@ class RawResponse:
 
 
 def connect(url: str, timeout_s: float) -> tuple[socket.socket, str, str]:
-    """A connected socket (TCP_NODELAY), the Host header and the base path."""
+    """A connected socket (TCP_NODELAY; kernel receive stamps where the
+    kernel offers them), the Host header and the base path."""
     u = urlsplit(url)
     host = u.hostname or "127.0.0.1"
     tls = u.scheme == "https"
@@ -70,6 +83,11 @@ def connect(url: str, timeout_s: float) -> tuple[socket.socket, str, str]:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if tls:
         sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+    elif _SO_TIMESTAMPNS is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass
     host_header = host if u.port is None else f"{host}:{u.port}"
     return sock, host_header, u.path.rstrip("/")
 
@@ -84,7 +102,7 @@ def request_bytes(method: str, path: str, host: str, body: bytes, headers: dict[
 def read_response(sock: socket.socket, start: float, total_s: float, idle_s: float, spin_s: float) -> RawResponse:
     """Read until the body ends. Busy-polls (non-blocking recv in a loop) until
     `start + spin_s`, then blocks. Raises StreamTimeout (total or idle)."""
-    resp = RawResponse(start=start)
+    resp = RawResponse(start=start, clock_offset_ns=time.time_ns() - time.perf_counter_ns())
     reads = resp.reads
     append = reads.append
     pc = time.perf_counter
@@ -99,7 +117,7 @@ def read_response(sock: socket.socket, start: float, total_s: float, idle_s: flo
     try:
         if spin_s > 0:
             sock.setblocking(False)
-            recv = sock.recv
+            recv = _recvmsg(sock)
             # `empty`: the socket was seen empty no earlier than this. Stamped
             # *before* each recv: a recv that found nothing may return late
             # (the GIL, a preemption), and data arriving meanwhile must not
@@ -108,7 +126,7 @@ def read_response(sock: socket.socket, start: float, total_s: float, idle_s: flo
             while True:
                 before = pc()
                 try:
-                    data = recv(_BUF)
+                    data, anc, _f, _a = recv(_BUF, _ANC)
                 except (BlockingIOError, ssl.SSLWantReadError):
                     if before > spin_end:
                         break
@@ -122,7 +140,7 @@ def read_response(sock: socket.socket, start: float, total_s: float, idle_s: flo
                 if not data:
                     resp.complete = _ended(resp, chunked, got, need)
                     return resp
-                append((now, data, empty, True))
+                append((now, data, empty, True, anc))
                 if len(data) < _BUF:
                     empty = before  # drained by this read: later bytes arrived after `before`
                 last_data = now
@@ -142,11 +160,11 @@ def read_response(sock: socket.socket, start: float, total_s: float, idle_s: flo
             raise StreamTimeout("total", total_s)
         sock.settimeout(min(idle_s, remaining))
         soft = deadline - idle_s  # after this, the total limit is nearer than the idle one
-        recv = sock.recv
+        recv = _recvmsg(sock)
         while True:
             before = pc()
             try:
-                data = recv(_BUF)
+                data, anc, _f, _a = recv(_BUF, _ANC)
             except (socket.timeout, TimeoutError):
                 now = pc()
                 if now >= deadline - 1e-3:
@@ -156,7 +174,7 @@ def read_response(sock: socket.socket, start: float, total_s: float, idle_s: flo
             if not data:
                 resp.complete = _ended(resp, chunked, got, need)
                 return resp
-            append((now, data, before, False))
+            append((now, data, before, False, anc))
             got += len(data)
             if now > soft:
                 if now >= deadline:
@@ -173,6 +191,25 @@ def read_response(sock: socket.socket, start: float, total_s: float, idle_s: flo
     except OSError as e:  # reset, broken pipe, TLS errors (socket.timeout is handled above)
         resp.broken = f"{type(e).__name__}: {e}"
         return resp
+
+
+def _recvmsg(sock: socket.socket):
+    """sock.recvmsg, or recv shaped like it (TLS sockets have no recvmsg)."""
+    if isinstance(sock, ssl.SSLSocket):
+        recv = sock.recv
+        return lambda n, _anc: (recv(n), None, 0, None)
+    return sock.recvmsg
+
+
+def kernel_stamp(resp: RawResponse, k: int) -> float | None:
+    """The kernel's receive stamp of read k's last packet, on the perf_counter
+    clock (None where the kernel gave none)."""
+    anc = resp.reads[k][4]
+    for level, kind, data in anc or ():
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", data[:16])
+            return (sec * 1_000_000_000 + nsec - resp.clock_offset_ns) / 1e9
+    return None
 
 
 def _parse_head(resp: RawResponse, head: bytes) -> tuple[float, bool]:

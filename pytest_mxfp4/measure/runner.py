@@ -8,7 +8,7 @@ from ..errors import MeasurementError, PerfUserError
 from .client import EngineClient, RequestSpec
 from .fidelity import FLAG_SERVER_DISAGREES, SERVER_RATIO_BOUND, decode_ratio, disagrees, keep_timings
 from .lag import LagMonitor
-from .metrics import burst_fraction, compute_metrics
+from .metrics import compute_metrics
 from .prompts import PromptFactory
 from .samples import (  # noqa: F401  (re-exported: Sample/CaseRun used to live here)
     FLAG_BURST,
@@ -18,8 +18,6 @@ from .samples import (  # noqa: F401  (re-exported: Sample/CaseRun used to live 
     CaseRun,
     Sample,
 )
-
-BURST_FRACTION = 0.05  # half the chunks inside 5% of the request: delivered in a burst
 
 
 class CaseRunner:

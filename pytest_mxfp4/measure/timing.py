@@ -3,6 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class ReadInfo(NamedTuple):
+    """One socket read that carried content, as the client saw it."""
+
+    content: int  # content events completed in this read
+    late_first: float  # s: how late the stamp may be for its first content event
+    late_last: float  # s: ... for its last content event
+    # True: late_* are measured bounds (busy-polled: now - last time the socket was
+    # seen empty; kernel-stamped: the stamp is the last packet's arrival). False: a
+    # blocking read's busy time before asking, a lower bound: the events that piled
+    # up in it ((content - 1) stream intervals) say more (metrics.client_behind).
+    bounded: bool
 
 
 @dataclass
@@ -20,12 +34,10 @@ class StreamTiming:
     system_fingerprint: str | None = None  # vLLM: "vllm-<version>-<hash of its config>"
     chunk_times: list[float] = field(default_factory=list)
     # What the client itself saw of its reads (see measure/rawstream.py), for the
-    # client-behind and burst checks (metrics.py). One entry per socket read that
-    # carried content: (content chunks in it, late_s, spun). spun: busy-polled, and
-    # late_s bounds how late that read's stamp can be (now - last time the socket
-    # was seen empty); blocking read: late_s = how long the client was busy before
-    # asking for it (a lower bound; metrics adds what the events per read imply).
-    content_reads: list[tuple[int, float, bool]] = field(default_factory=list)
+    # client-behind and burst checks (metrics.py): one ReadInfo per socket read
+    # that carried content.
+    content_reads: list[ReadInfo] = field(default_factory=list)
+    kernel_stamps: bool = False  # stamps are the kernel's receive times (SO_TIMESTAMPNS)
     reads: int = 0  # socket reads that returned data
     parse_s: float = 0.0  # client time spent parsing, after the stream ended
     # llama.cpp: the server's own `timings` of this request (final chunk): prompt_n, prompt_ms,
