@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def num(v: float | None, unit: str = "") -> str:
+def num(v: float | None) -> str:
     if v is None:
         return "-"
     a = abs(v)
@@ -15,3 +15,8 @@ def pct(v: float | None, signed: bool = True) -> str:
     if v is None:
         return "-"
     return f"{v:+.1f}%" if signed else f"{v:.1f}%"
+
+
+def when(iso: str) -> str:
+    """'2026-12-04T13:52:51+00:00' -> '2026-12-04 13:52:51' ('-' if unknown)."""
+    return iso.replace("T", " ")[:19] if iso else "-"

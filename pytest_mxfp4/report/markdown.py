@@ -25,7 +25,18 @@ from ..config import HIGHER_IS_BETTER, METRIC_UNITS, Case, Matrix, Target
 from ..results import SessionResults
 from ..stats import NoiseState, Verdict, noise_state
 from .format import num
-from .page_model import ConfigView, StatView, case_for, case_order, cases_of, collect
+from .format import when as _when
+from .page_model import (
+    ConfigView,
+    StatView,
+    case_for,
+    case_order,
+    cases_of,
+    collect,
+    environment_block,
+    expect_status,
+    server_config_block,
+)
 from .history import HEADLINE_KEY, observed_summary, run_log_records, short_key, verdict_summary
 
 # Columns of the comparison matrix, as on the hand-kept page; those the data
@@ -71,10 +82,6 @@ def _pm(s: StatView) -> str:
 
 def _day(iso: str) -> str:
     return iso[:10] if len(iso) >= 10 and iso[4:5] == "-" else (iso or "-")
-
-
-def _when(iso: str) -> str:
-    return iso.replace("T", " ")[:19] if iso else "-"
 
 
 def _exact(v: float) -> str:
@@ -337,72 +344,6 @@ def _workload_section(matrix: Matrix) -> list[str]:
     return [*_yaml_block(data), "", "Gates: " + ", ".join(f"`{k}`: {v}" for k, v in gates.items()), ""]
 
 
-def _environment(c: ConfigView) -> dict[str, Any]:
-    env = c.environment or {}
-    out: dict[str, Any] = {}
-    if c.source == "run":
-        out["date"] = _when(str(env.get("captured_at", "")))
-        for k in ("hardware_key", "git_sha", "plugin_version"):
-            if env.get(k) is not None:
-                out[k] = env[k]
-        gpus = env.get("gpus") or []
-        if gpus:
-            names = [f"{g.get('name')} (SM {g.get('sm')}" + (f", driver {g['driver']}" if g.get("driver") else "")
-                     + (f", {g['memory_mib']} MiB" if g.get("memory_mib") else "") + ")" for g in gpus]
-            out["gpu"] = names[0] if len(names) == 1 else names
-        if env.get("cpu_model"):
-            out["cpu"] = f"{env['cpu_model']} ({env.get('cpu_count', '?')} cores)"
-        for k in ("memory_gib", "os", "python", "telemetry"):
-            if env.get(k) not in (None, ""):
-                out[k] = env[k]
-        details = (c.record.info.get("details") if c.record else None) or {}
-        for k in ("image", "image_id", "engine_version"):
-            if details.get(k):
-                out[k] = details[k]
-    elif c.baseline is not None:
-        bf = c.baseline
-        out["date"] = _when(bf.updated)
-        out["hardware_key"] = bf.hardware_key
-        if bf.source:
-            out["source"] = bf.source
-        for k, v in bf.environment.items():
-            if k not in ("observed", "server_command", "server_env", "hostname"):
-                out[k] = v
-        for k, v in bf.engine.items():
-            out.setdefault(k, v)
-    return out
-
-
-def _server_config(c: ConfigView) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    cfg, info = c.cfg, (c.record.info if c.record else {}) or {}
-    bf_env = c.baseline.environment if c.baseline is not None else {}
-    if cfg is not None:
-        out["runner"] = cfg.runner
-        if cfg.docker is not None:
-            out["image"] = cfg.docker.image
-        out["model"] = cfg.model
-        if cfg.served_model_name:
-            out["served_model"] = cfg.served_model_name
-        out["api"] = cfg.api
-    elif c.record is not None and c.record.runner:
-        out["runner"] = c.record.runner
-        out["model"] = c.record.model
-    elif c.baseline is not None:
-        out["model"] = c.baseline.model
-        if c.baseline.engine.get("runner"):
-            out["runner"] = c.baseline.engine["runner"]
-    command = info.get("command") or bf_env.get("server_command")
-    if not command and cfg is not None:
-        command = [*cfg.command, *cfg.args]
-    if command:
-        out["command"] = " ".join(str(x) for x in command)
-    env = info.get("env") or bf_env.get("server_env") or (dict(cfg.env) if cfg is not None else {})
-    if env:
-        out["env_vars"] = dict(env)
-    return out
-
-
 def _observed_lines(c: ConfigView) -> list[str]:
     observed = dict(c.record.observed) if c.record and c.record.observed else {}
     src = "from the server log"
@@ -412,7 +353,7 @@ def _observed_lines(c: ConfigView) -> list[str]:
     expect = dict(c.cfg.expect) if c.cfg is not None else {}
     if not observed and not expect:
         return []
-    ok = _expect_status(expect, observed)
+    ok = expect_status(expect, observed)
     lines = ["```yaml", f"# {src}" if observed else "# nothing observed: no server log was available"]
     for k, v in observed.items():
         line = f"{k}: {_scalar(v)}"
@@ -424,20 +365,6 @@ def _observed_lines(c: ConfigView) -> list[str]:
             lines.append(f"# {k}: not observed" + (", as expected" if ok.get(k) else f"; expected {_scalar(v)}"))
     lines.append("```")
     return lines
-
-
-def _expect_status(expect: dict[str, Any], observed: dict[str, Any]) -> dict[str, bool]:
-    """fact -> does the observed value satisfy `expect:`? The plugin's own
-    rule (observe.check_expectations: lists = any of, null = absent)."""
-    from ..observe import ObservedFacts, check_expectations
-
-    known = set(ObservedFacts.fact_names())
-    try:
-        facts = ObservedFacts(**{k: v for k, v in observed.items() if k in known})
-        bad = {m.fact for m in check_expectations({k: v for k, v in expect.items() if k in known}, facts)}
-    except (TypeError, ValueError):
-        return {k: expect[k] == observed.get(k) for k in expect}
-    return {k: k in known and k not in bad for k in expect}
 
 
 def _scalar(v: Any) -> str:
@@ -533,9 +460,9 @@ def _config_section(c: ConfigView, matrix: Matrix | None) -> list[str]:
     if c.description:
         out += [f"_{c.description}_", ""]
     out += [f"**Status**: {_status(c)}", ""]
-    out += ["### Environment", *_yaml_block(_environment(c)), ""]
+    out += ["### Environment", *_yaml_block(environment_block(c)), ""]
     engine = (c.cfg.engine if c.cfg is not None else "") or "server"
-    out += [f"### {'vLLM' if engine == 'vllm' else 'Server'} Configuration", *_yaml_block(_server_config(c)), ""]
+    out += [f"### {'vLLM' if engine == 'vllm' else 'Server'} Configuration", *_yaml_block(server_config_block(c)), ""]
     obs = _observed_lines(c)
     if obs:
         out += ["### Observed Runtime Configuration", *obs, ""]

@@ -12,6 +12,7 @@ from ..baselines import BaselineFile
 from ..config import METRICS, Case, Matrix, ServerConfig
 from ..results import MetricResult, ServerRecord, SessionResults
 from ..stats import Summary
+from .format import when as _when
 from ..stats import cv as cv_of
 
 METRIC_UNIT_OF = {m.name: m.unit for m in METRICS.values()}
@@ -148,3 +149,83 @@ def cases_of(configs: list[ConfigView], matrix: Matrix | None, kind: str) -> lis
     return sorted((c for c in cases if c is not None and c.kind == kind), key=case_order)
 
 
+def environment_block(c: ConfigView) -> dict[str, Any]:
+    """The config's environment block: this run's where it measured, else the baseline's."""
+    env = c.environment or {}
+    out: dict[str, Any] = {}
+    if c.source == "run":
+        out["date"] = _when(str(env.get("captured_at", "")))
+        for k in ("hardware_key", "git_sha", "plugin_version"):
+            if env.get(k) is not None:
+                out[k] = env[k]
+        gpus = env.get("gpus") or []
+        if gpus:
+            names = [f"{g.get('name')} (SM {g.get('sm')}" + (f", driver {g['driver']}" if g.get("driver") else "")
+                     + (f", {g['memory_mib']} MiB" if g.get("memory_mib") else "") + ")" for g in gpus]
+            out["gpu"] = names[0] if len(names) == 1 else names
+        if env.get("cpu_model"):
+            out["cpu"] = f"{env['cpu_model']} ({env.get('cpu_count', '?')} cores)"
+        for k in ("memory_gib", "os", "python", "telemetry"):
+            if env.get(k) not in (None, ""):
+                out[k] = env[k]
+        details = (c.record.info.get("details") if c.record else None) or {}
+        for k in ("image", "image_id", "engine_version"):
+            if details.get(k):
+                out[k] = details[k]
+    elif c.baseline is not None:
+        bf = c.baseline
+        out["date"] = _when(bf.updated)
+        out["hardware_key"] = bf.hardware_key
+        if bf.source:
+            out["source"] = bf.source
+        for k, v in bf.environment.items():
+            if k not in ("observed", "server_command", "server_env", "hostname"):
+                out[k] = v
+        for k, v in bf.engine.items():
+            out.setdefault(k, v)
+    return out
+
+
+def server_config_block(c: ConfigView) -> dict[str, Any]:
+    """How the server was started: from the run, else the baseline, else the matrix."""
+    out: dict[str, Any] = {}
+    cfg, info = c.cfg, (c.record.info if c.record else {}) or {}
+    bf_env = c.baseline.environment if c.baseline is not None else {}
+    if cfg is not None:
+        out["runner"] = cfg.runner
+        if cfg.docker is not None:
+            out["image"] = cfg.docker.image
+        out["model"] = cfg.model
+        if cfg.served_model_name:
+            out["served_model"] = cfg.served_model_name
+        out["api"] = cfg.api
+    elif c.record is not None and c.record.runner:
+        out["runner"] = c.record.runner
+        out["model"] = c.record.model
+    elif c.baseline is not None:
+        out["model"] = c.baseline.model
+        if c.baseline.engine.get("runner"):
+            out["runner"] = c.baseline.engine["runner"]
+    command = info.get("command") or bf_env.get("server_command")
+    if not command and cfg is not None:
+        command = [*cfg.command, *cfg.args]
+    if command:
+        out["command"] = " ".join(str(x) for x in command)
+    env = info.get("env") or bf_env.get("server_env") or (dict(cfg.env) if cfg is not None else {})
+    if env:
+        out["env_vars"] = dict(env)
+    return out
+
+
+def expect_status(expect: dict[str, Any], observed: dict[str, Any]) -> dict[str, bool]:
+    """fact -> does the observed value satisfy `expect:`? The plugin's own
+    rule (observe.check_expectations: lists = any of, null = absent)."""
+    from ..observe import ObservedFacts, check_expectations
+
+    known = set(ObservedFacts.fact_names())
+    try:
+        facts = ObservedFacts(**{k: v for k, v in observed.items() if k in known})
+        bad = {m.fact for m in check_expectations({k: v for k, v in expect.items() if k in known}, facts)}
+    except (TypeError, ValueError):
+        return {k: expect[k] == observed.get(k) for k in expect}
+    return {k: k in known and k not in bad for k in expect}

@@ -1,0 +1,126 @@
+"""Words for server starts and A/B runs: terminal lines, the Markdown
+section of the results page, and the ready-to-post PR comment.
+
+Reads the plain dicts the session keeps (`PerfSession.ab`, one per config,
+case and metric of an A/B run; `environment["starts"]`), which are also what
+the JSON carries under ``environment.starts``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ICON = {"pass": "✅", "improved": "🚀", "regressed": "❌", "inconclusive": "❔", "error": "💥",
+        "no-baseline": "➖", "incomparable": "≠"}
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.3g}"
+
+
+def _ci(e: dict) -> str:
+    if e.get("delta_pct") is None:
+        return "–"
+    return f"{e['delta_pct']:+.1f}% [{e['ci_low_pct']:+.1f}%, {e['ci_high_pct']:+.1f}%]"
+
+
+def terminal_lines(entries: list[dict]) -> list[str]:
+    """One line per A/B metric: both arms side by side with delta and CI."""
+    if not entries:
+        return []
+    out = ["A/B (head = base + " + ", ".join(entries[0].get("overrides", [])) + "): start means as units"]
+    for e in entries:
+        b, h = _mean(e["base_starts"]), _mean(e["head_starts"])
+        line = (f"  {e['server']} {e['case']}/{e['metric']}: base {_num(b)} ({len(e['base_starts'])} starts)  "
+                f"head {_num(h)} ({len(e['head_starts'])} starts)  Δ {_ci(e)}  -> {e.get('verdict')}"
+                f" (gate {e.get('gate')})")
+        out.append(line)
+        if e.get("error"):
+            out.append(f"    {e['error']}")
+        elif e.get("disturbed"):
+            out.append(f"    disturbed: {e['disturbed']}")
+        so = e.get("baseline_second_opinion")
+        if so:
+            out.append(f"    stored baseline (second opinion, warn only): {so['verdict']}"
+                       + (f", {so['delta_pct']:+.1f}%" if so.get("delta_pct") is not None else ""))
+    return out
+
+
+def _table(entries: list[dict]) -> list[str]:
+    rows = ["| config | case | metric | base (starts) | head (starts) | Δ head vs base [CI] | between-start CV | verdict |",
+            "|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        b, h = _mean(e["base_starts"]), _mean(e["head_starts"])
+        cv = e.get("between_start_cv_pct")
+        v = e.get("verdict") or "error"
+        gate = "" if e.get("gate") == "fail" else f" ({e.get('gate')})"
+        rows.append(f"| {e['server']} | {e['case']} | {e['metric']} | {_num(b)} ({len(e['base_starts'])}) | "
+                    f"{_num(h)} ({len(e['head_starts'])}) | {_ci(e)} | "
+                    f"{'–' if cv is None else format(cv, '.1f') + '%'} | {ICON.get(v, '')} {v}{gate} |")
+    return rows
+
+
+def page_section(entries: list[dict], starts: dict[str, Any] | None) -> str:
+    """The A/B / starts section appended to the Markdown results page."""
+    lines = ["", "## Server starts" + (" and A/B" if entries else ""), ""]
+    st = starts or {}
+    if st.get("between_start"):
+        lines.append(f"One start (server started elsewhere): the between-start term is taken "
+                     f"{st['between_start'].replace('from ', 'from ', 1)}.")
+    if st.get("restarts"):
+        lines.append(f"Each server config was started {st['restarts']} time(s); order: "
+                     f"{' '.join(st.get('order', []))}.")
+    dist = [p for p in st.get("preflight", []) if p.get("disturbed")]
+    if dist:
+        lines.append("Disturbed starts: " + "; ".join(f"{p['server']} start {p['start']}: {p['disturbed']}"
+                                                      for p in dist) + ".")
+    if entries:
+        lines += ["", "Head = base + " + ", ".join(f"`{o}`" for o in entries[0].get("overrides", [])) + ".", ""]
+        lines += _table(entries)
+    return "\n".join(lines) + "\n"
+
+
+def pr_comment(entries: list[dict], starts: dict[str, Any] | None, hardware: str | None) -> str:
+    """A PR comment: the verdict first, then the table, then how it was measured."""
+    verdicts = [e.get("verdict") or "error" for e in entries if e.get("gate") == "fail"]
+    if not entries:
+        head = "⚠️ **pytest-mxfp4**: no A/B result (was `--perf-ab-head` given and did both arms start?)"
+    elif "error" in verdicts:
+        head = "💥 **pytest-mxfp4 A/B: error** — an arm did not measure; see the table (the other arm is kept)"
+    elif "regressed" in verdicts:
+        head = "❌ **pytest-mxfp4 A/B: regression** — the head arm is slower beyond the noise of server starts"
+    elif "inconclusive" in verdicts:
+        head = ("❔ **pytest-mxfp4 A/B: inconclusive** — the difference is within the between-start noise; "
+                "not a failure (run again with more starts: `--perf-restarts R`)")
+    else:
+        head = "✅ **pytest-mxfp4 A/B: no regression** in the fail-gated metrics"
+    st = starts or {}
+    lines = [head, ""]
+    if entries:
+        lines += _table(entries)
+        lines.append("")
+        n = st.get("restarts")
+        lines.append(f"Base and head ran on the same machine ({hardware or 'unknown hardware'}) in one session, "
+                     f"{n} server start(s) per arm in ABBA order; each start's mean is one unit of evidence. "
+                     "Δ is head vs base; the interval is the confidence interval the one-sided 1% test uses. "
+                     "A stored baseline, where one exists, is a warn-only second opinion.")
+        dist = [p for p in st.get("preflight", []) if p.get("disturbed")]
+        if dist:
+            lines.append("")
+            lines.append("Disturbed starts (another process was busy; such a run is at worst inconclusive): "
+                         + "; ".join(f"{p['server']} start {p['start']}" for p in dist) + ".")
+        seconds = [e for e in entries if e.get("baseline_second_opinion")]
+        if seconds:
+            lines.append("")
+            lines.append("<details><summary>Stored baseline (second opinion)</summary>\n")
+            for e in seconds:
+                so = e["baseline_second_opinion"]
+                lines.append(f"- {e['server']} {e['case']}/{e['metric']}: {so['verdict']}"
+                             + (f" ({so['delta_pct']:+.1f}%)" if so.get("delta_pct") is not None else ""))
+            lines.append("\n</details>")
+    return "\n".join(lines) + "\n"
