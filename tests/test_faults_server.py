@@ -247,3 +247,46 @@ def test_a_live_sessions_server_is_not_swept(tmp_path):
     finally:
         s.stop()
     assert not list(s.records_dir.glob("*.json"))
+
+
+@pytest.mark.docker
+def test_another_server_on_a_containers_port_is_not_measured(tmp_path):
+    """Host networking: /health answers, but the listener is not in our container."""
+    import uuid
+    from dataclasses import replace
+
+    from pytest_mxfp4.config import load_matrix
+    from pytest_mxfp4.servers import docker as dk
+
+    try:
+        client = dk.connect(timeout_s=10)
+    except ServerError as e:
+        pytest.skip(f"no Docker daemon reachable: {e}")
+    cfg = load_matrix(ROOT / "configs" / "cpu-docker.yaml").server("tiny-eager-docker")
+    try:
+        client.images.get(cfg.docker.image)
+    except Exception:
+        pytest.skip(f"image {cfg.docker.image} is not built: run docker/build.sh")
+    cfg = replace(cfg, command=("python3", "-c", "import time; time.sleep(120)"), args=(), expect={},
+                  startup_timeout_s=60)
+    session = f"test-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    thief = None
+
+    def steal(msg: str) -> None:  # the moment our container has started, another server takes the port
+        nonlocal thief
+        if "started from" in msg and thief is None:
+            thief = FaultServer("ok", port=port)
+            thief.__enter__()
+
+    s = dk.DockerServer(cfg, session, tmp_path, ROOT, port=port, client=client, progress=steal)
+    try:
+        with pytest.raises(ServerError) as e:
+            s.start()
+    finally:
+        if thief is not None:
+            thief.__exit__(None, None, None)
+    assert thief is not None
+    assert f"port {port} is answered by pid {os.getpid()}" in headline(e.value)
+    assert client.containers.list(all=True, filters={"label": f"pytest-mxfp4.session={session}"}) == []
+    client.close()

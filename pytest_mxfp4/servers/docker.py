@@ -429,6 +429,9 @@ class DockerServer(Server):
             if self._exit_code() is not None:  # healthy, but someone else answered on our port
                 raise ServerError(f"server {c.name!r}: container exited right after /health answered "
                                   f"(is another server on port {self.port}?). Last log lines:\n{log_tail(log_path)}")
+            problem = self._port_owner_problem()  # healthy, but is it our container that answered?
+            if problem:
+                raise ServerError(problem)
         except ServerError as e:
             msg = str(e)
             if self._last_state.get("OOMKilled"):
@@ -583,13 +586,36 @@ class DockerServer(Server):
 
             scrub_file(self.info.log_path)  # the engine may echo an --api-key into its log
 
+    def _port_owner_problem(self) -> str | None:
+        """With host networking, the listener on our port must be one of our
+        container's processes (host pids from `docker top`); None where that
+        cannot be told (published ports answer through docker-proxy)."""
+        if self.config.docker is None or self.config.docker.network != "host":
+            return None
+        from .process import port_listener_pids
+
+        owners = port_listener_pids(self.port)
+        if not owners:
+            return None
+        try:
+            top = self.container.top()
+            col = top["Titles"].index("PID")
+            ours = {int(p[col]) for p in top["Processes"]}
+        except Exception:  # daemon answered oddly: cannot tell, do not guess
+            return None
+        if owners & ours:
+            return None
+        return (f"server {self.config.name!r}: port {self.port} is answered by pid "
+                f"{', '.join(map(str, sorted(owners)))}, not by container {self.container.name}; another server "
+                "took the port. Stop it and rerun.")
+
     def identity_problem(self) -> str | None:
-        """None while our container runs; else its exit code and log tail."""
+        """None while our container runs and owns its port; else what is wrong."""
         if self.container is None:
             return f"server {self.config.name!r}: its container is gone"
         code = self._exit_code()
         if code is None:
-            return None
+            return self._port_owner_problem()
         log = self.info.log_path if self.info else None
         msg = f"server {self.config.name!r}: container exited with code {code}"
         if self._last_state.get("OOMKilled"):
