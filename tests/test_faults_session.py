@@ -231,3 +231,47 @@ def test_interrupting_a_run_leaves_no_server(tmp_path, signals):
     else:  # a second Ctrl-C may land in pytest's own interrupt handling: it then dies of SIGINT
         assert p.returncode in (pytest.ExitCode.INTERRUPTED, -signal.SIGINT), out[-3000:]
     assert no_server_left(tmp_path), out[-3000:]
+
+
+def test_a_sigkilled_run_leaves_a_record_and_the_next_start_sweeps_its_server(tmp_path):
+    from pytest_mxfp4.servers.process import group_pids, sweep_leftovers
+
+    m = write_matrix(tmp_path, mode="stall", args=("--spawn-child",))
+    e = {k: v for k, v in os.environ.items() if k != "CI"}
+    e["PYTEST_MXFP4_LOCK"] = str(tmp_path / "machine.lock")
+    p = subprocess.Popen([sys.executable, "-m", "pytest", "-m", "perf", "tests/perf/test_perf.py", "-p",
+                          "no:cacheprovider", f"--perf-config={m}", f"--perf-baselines={tmp_path / 'b'}",
+                          f"--perf-output={tmp_path / 'out'}"], cwd=ROOT, env=e,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = tmp_path / "out" / "logs" / ".running"
+    leader = None
+    try:
+        log = tmp_path / "out" / "logs" / "fake.log"
+        for _ in range(300):
+            if log.exists() and "listening on" in log.read_text(errors="replace") and list(records.glob("*.json")):
+                break
+            time.sleep(0.1)
+        (rec,) = list(records.glob("*.json"))
+        leader = int(json.loads(rec.read_text())["pid"])
+        p.kill()  # SIGKILL: no teardown runs in pytest at all
+        p.wait(30)
+        for _ in range(50):  # the parent-death signal takes the leader; its child stays
+            if len(group_pids(leader)) == 1:
+                break
+            time.sleep(0.1)
+        left = group_pids(leader)
+        assert len(left) == 1 and leader not in left, left
+        assert rec.exists(), "the record outlives the killed session"
+        assert sweep_leftovers(records) == [leader]
+        for _ in range(50):
+            if not group_pids(leader):
+                break
+            time.sleep(0.1)
+        assert not group_pids(leader) and not rec.exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if leader is not None:
+            for pid in group_pids(leader):
+                os.kill(pid, signal.SIGKILL)

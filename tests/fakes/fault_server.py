@@ -199,6 +199,12 @@ def main(argv: list[str]) -> None:
             mode = argv[i + 1]
         elif argv[i] == "--startup-delay":
             delay = float(argv[i + 1])
+        elif argv[i] == "--spawn-child":
+            # like vLLM's engine core: a child in the server's process group, which the
+            # parent-death signal does not reach when pytest is SIGKILLed
+            import subprocess
+
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     # like vLLM: the arguments and the environment it was given, into its log
     print(f"INFO fake server: non-default args: {argv!r}", flush=True)
     print(f"INFO fake server: env FAKE_VISIBLE={os.environ.get('FAKE_VISIBLE', '')!r} "
