@@ -25,8 +25,9 @@ so slow drift of the machine does not fall on one arm. A re-run resumes:
     python3 benchmarks/cpu_pools.py --summary                                  # the table
     python3 benchmarks/cpu_pools.py --probe                                    # duty -> slowdown, one start
 
-``--lock PATH`` takes an exclusive flock on PATH for each start only (so
-other heavy jobs can run between starts).
+``--lock PATH`` takes an exclusive flock on PATH for chunks of ``--per-lock``
+starts (at most ``--max-minutes``), so other heavy jobs run in between; the
+command keeps going until every arm has its starts.
 """
 
 from __future__ import annotations
@@ -194,11 +195,27 @@ def measure_case(http: httpx.Client, rng: random.Random, max_tokens: int, runs: 
             "server_itl_ms": 1000 * itl, "server_tps": 1.0 / itl}
 
 
-def run_start(arm: str, duty: float, index: int, round_no: int, lock: str | None) -> dict:
+def quiet_enough(max_wait_s: float = 60.0) -> dict:
+    """The plugin's CPU pre-flight (abtest.preflight_cpu) before a start:
+    wait (up to max_wait_s) while other processes keep cores busy; the
+    facts of the last check are kept with the start."""
+    sys.path.insert(0, str(ROOT))
+    from pytest_mxfp4.abtest import preflight_cpu
+
+    t0 = time.time()
+    while True:
+        why, facts = preflight_cpu()
+        if not why or time.time() - t0 > max_wait_s:
+            return {**facts, "disturbed": why, "waited_s": round(time.time() - t0, 1)}
+        time.sleep(5)
+
+
+def run_start(arm: str, duty: float, index: int, round_no: int) -> dict:
     logs = ROOT / ".perf" / "pools"
     logs.mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"{arm}-{index}")
-    with flock(lock):
+    preflight = quiet_enough()
+    if True:
         load_before = os.getloadavg()
         t0 = time.time()
         with server(duty, logs / f"{arm}-{index}.log") as (http, startup):
@@ -207,6 +224,7 @@ def run_start(arm: str, duty: float, index: int, round_no: int, lock: str | None
             tg128 = measure_case(http, rng, 128, RUNS_TG128)
         wall = time.time() - t0
     return {"arm": arm, "duty": duty, "start": index, "round": round_no, "t": t0, "wall_s": wall,
+            "preflight": preflight,
             "startup_s": startup, "load_before": load_before, "tg32": tg32, "tg128": tg128}
 
 
@@ -222,24 +240,40 @@ def order(round_no: int, arms: list[str]) -> list[str]:
     return rot if round_no % 2 == 0 else rot[::-1]
 
 
-def measure(rounds: int, arms: dict[str, float], lock: str | None, max_minutes: float) -> None:
+def measure(rounds: int, arms: dict[str, float], lock: str | None, max_minutes: float,
+            per_lock: int = 10) -> None:
+    """Top every arm up to `rounds` starts; hold `lock` for at most
+    `per_lock` starts at a time (then let other heavy jobs in)."""
+    while True:
+        with flock(lock):
+            left = _measure(rounds, arms, max_minutes, per_lock)
+        if left <= 0:
+            return
+        time.sleep(2)
+
+
+def _measure(rounds: int, arms: dict[str, float], max_minutes: float, per_lock: int) -> int:
+    """Up to `per_lock` starts (or `max_minutes`); returns how many starts are still missing."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     t_end = time.time() + 60 * max_minutes
     names = list(arms)
+    done = 0
     while True:
         pool = load_pool()
         have = {a: sum(1 for s in pool if s["arm"] == a) for a in names}
-        if all(have[a] >= rounds for a in names):
+        missing = sum(max(0, rounds - have[a]) for a in names)
+        if missing == 0:
             print(f"done: {have}")
-            return
+            return 0
         r = min(have.values())
         for arm in order(r, names):
             if have[arm] > r:
                 continue
-            if time.time() > t_end:
-                print(f"time budget spent; have {have}; re-run to resume")
-                return
-            rec = run_start(arm, arms[arm], have[arm], r, lock)
+            if time.time() > t_end or done >= per_lock:
+                print(f"pausing (lock released); have {have}", flush=True)
+                return missing
+            rec = run_start(arm, arms[arm], have[arm], r)
+            done += 1
             with open(POOL_FILE, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             have[arm] += 1
@@ -307,12 +341,18 @@ def probe(duties: list[float], lock: str | None) -> None:
                       f"server itl {r['server_itl_ms']:.3f} ms", flush=True)
 
 
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")  # unwind, so the server is stopped
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _sigterm)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=12, help="starts per arm to reach (resumes)")
     ap.add_argument("--arms", help="name=duty,... (default: " + ",".join(f"{k}={v:g}" for k, v in ARMS.items()) + ")")
-    ap.add_argument("--lock", help="flock this file around each start")
-    ap.add_argument("--max-minutes", type=float, default=9.0, help="stop starting new starts after this long")
+    ap.add_argument("--lock", help="flock this file around each chunk of starts")
+    ap.add_argument("--per-lock", type=int, default=10, help="starts per lock hold (default 10, ~4 min)")
+    ap.add_argument("--max-minutes", type=float, default=8.0, help="longest lock hold (minutes)")
     ap.add_argument("--summary", action="store_true")
     ap.add_argument("--probe", action="store_true")
     args = ap.parse_args(argv)
@@ -327,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = ARMS
     if args.arms:
         arms = {k: float(v) for k, v in (p.split("=") for p in args.arms.split(","))}
-    measure(args.rounds, arms, args.lock, args.max_minutes)
+    measure(args.rounds, arms, args.lock, args.max_minutes, args.per_lock)
     return 0
 
 

@@ -57,6 +57,8 @@ class HistoryEntry:
     mean: float
     stdev: float
     n: int
+    starts: int = 1  # server starts of that run (Step 6)
+    start_cv: float | None = None  # between-start CV of their start means (log scale), when starts > 1
 
     @property
     def cv(self) -> float:
@@ -71,6 +73,7 @@ class MetricBaseline:
     n: int
     samples: list[float] | None = None
     history: list[HistoryEntry] = field(default_factory=list)
+    starts: list[float] | None = None  # the mean of each server start of the stored run (Step 6)
 
     def stats(self) -> BaselineStats:
         cvs = tuple(h.cv for h in self.history)
@@ -143,21 +146,26 @@ class BaselineStore:
         return path
 
     def update(self, hardware_key: str, model: str, server: str, measured: dict[str, tuple[str, list[float]]],
-               engine: dict, environment: dict) -> Path:
+               engine: dict, environment: dict, starts: dict[str, list[float]] | None = None) -> Path:
         """Replace metrics measured now (keeping others), append each to its history.
+        ``starts``: per metric key, the mean of each server start (kept with
+        the metric; the history keeps their count and between-start CV).
         Read, merge and write happen under the store lock."""
         with self.lock():
-            return self._update(hardware_key, model, server, measured, engine, environment)
+            return self._update(hardware_key, model, server, measured, engine, environment, starts or {})
 
     def _update(self, hardware_key: str, model: str, server: str, measured: dict[str, tuple[str, list[float]]],
-                engine: dict, environment: dict) -> Path:
+                engine: dict, environment: dict, starts: dict[str, list[float]] | None = None) -> Path:
         bf = self.load(hardware_key, model, server) or BaselineFile(hardware_key, model, server)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for key, (unit, samples) in measured.items():
             s = Summary.from_samples(samples, metric=key)
             old = bf.metrics.get(key)
-            history = (old.history if old else []) + [HistoryEntry(now, s.mean, s.stdev, s.n)]
-            bf.metrics[key] = MetricBaseline(unit, s.mean, s.stdev, s.n, list(samples), history[-HISTORY_LIMIT:])
+            st = list((starts or {}).get(key) or [])
+            scv = _log_cv(st) if len(st) > 1 else None
+            history = (old.history if old else []) + [HistoryEntry(now, s.mean, s.stdev, s.n, max(1, len(st)), scv)]
+            bf.metrics[key] = MetricBaseline(unit, s.mean, s.stdev, s.n, list(samples), history[-HISTORY_LIMIT:],
+                                             st or None)
         bf.engine, bf.environment, bf.updated, bf.source = engine, environment, now, "measured"
         return self.save(bf)
 
@@ -166,14 +174,36 @@ def _num(v: float) -> float:
     return float(f"{v:.6g}")
 
 
+def _log_cv(means: list[float]) -> float | None:
+    """Between-start CV (sd of ln start means, ddof 1); None if undefined."""
+    import math
+
+    if len(means) < 2 or any(not (m > 0) for m in means):
+        return None
+    ys = [math.log(m) for m in means]
+    mu = sum(ys) / len(ys)
+    return math.sqrt(sum((y - mu) ** 2 for y in ys) / (len(ys) - 1))
+
+
+def _history_dict(h: HistoryEntry) -> dict[str, Any]:
+    d: dict[str, Any] = {"date": h.date, "mean": _num(h.mean), "stdev": _num(h.stdev), "n": h.n}
+    if h.starts > 1:
+        d["starts"] = h.starts
+        if h.start_cv is not None:
+            d["start_cv"] = _num(h.start_cv)
+    return d
+
+
 def to_yaml(bf: BaselineFile) -> dict:
     metrics = {}
     for key, m in bf.metrics.items():
         d: dict[str, Any] = {"unit": m.unit, "mean": _num(m.mean), "stdev": _num(m.stdev), "n": m.n}
         if m.samples:
             d["samples"] = [_num(x) for x in m.samples]
+        if m.starts:
+            d["starts"] = [_num(x) for x in m.starts]
         if m.history:
-            d["history"] = [{"date": h.date, "mean": _num(h.mean), "stdev": _num(h.stdev), "n": h.n} for h in m.history]
+            d["history"] = [_history_dict(h) for h in m.history]
         metrics[key] = d
     out: dict[str, Any] = {
         "schema": SCHEMA,
@@ -251,11 +281,18 @@ def read_baseline(path: Path) -> BaselineFile:
         history = []
         for i, h in enumerate(m.get("history") or []):
             try:
-                history.append(HistoryEntry(str(h["date"]), float(h["mean"]), float(h["stdev"]), int(h["n"])))
-            except (KeyError, TypeError, ValueError):
-                raise bad(f"{where}.history[{i}]", "expected {date, mean, stdev, n}") from None
+                scv = h.get("start_cv")
+                history.append(HistoryEntry(str(h["date"]), float(h["mean"]), float(h["stdev"]), int(h["n"]),
+                                            int(h.get("starts", 1)), None if scv is None else float(scv)))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise bad(f"{where}.history[{i}]", "expected {date, mean, stdev, n[, starts, start_cv]}") from None
+        starts = m.get("starts")
+        if starts is not None and (not isinstance(starts, list) or not starts
+                                   or not all(_finite(x) and x > 0 for x in starts)):
+            raise bad(f"{where}.starts", "expected a non-empty list of positive start means")
         metrics[str(key)] = MetricBaseline(str(m.get("unit", "")), float(mean), float(stdev), int(n),
-                                           [float(x) for x in samples] if samples else None, history)
+                                           [float(x) for x in samples] if samples else None, history,
+                                           [float(x) for x in starts] if starts else None)
     return BaselineFile(
         hardware_key=str(data["hardware_key"]), model=str(data["model"]), server=str(data["server"]),
         metrics=metrics, engine=data.get("engine") or {}, environment=data.get("environment") or {},

@@ -171,6 +171,10 @@ class Workloads:
     # small model set them lower in `workloads:` to fail a stall sooner.
     request_timeout_s: float = 300.0
     idle_timeout_s: float = 180.0
+    # Server starts per config (pytest_mxfp4.startstats): each config is
+    # started this many times, starts interleaved across configs (A B B A),
+    # every case measured on each start; the verdict's unit is the start mean.
+    restarts: int = 1
 
 
 @dataclass(frozen=True)
@@ -319,7 +323,8 @@ _SERVER_KEYS = {
 }
 _DOCKER_KEYS = {"image", "gpus", "shm_size", "ipc_mode", "cpus", "volumes", "network"}
 _WORKLOAD_KEYS = {"prefill", "decode", "depth", "runs", "warmup", "latency_mode",
-                  "max_client_lag_ms", "reset_prefix_cache", "request_timeout_s", "idle_timeout_s"}
+                  "max_client_lag_ms", "reset_prefix_cache", "request_timeout_s", "idle_timeout_s",
+                  "restarts"}
 _TOP_KEYS = {"name", "defaults", "servers", "workloads", "gates", "targets"}
 
 
@@ -429,6 +434,7 @@ def _workloads(r: _Reader, value: Any) -> Workloads:
                                          f"{where}.request_timeout_s", 1)),
         idle_timeout_s=float(r.number(data.get("idle_timeout_s", Workloads.idle_timeout_s),
                                       f"{where}.idle_timeout_s", 1)),
+        restarts=int(r.number(data.get("restarts", 1), f"{where}.restarts", 1, integer=True)),
     )
 
 

@@ -37,6 +37,9 @@ class PerfOptions:
     shard_costs: Path | None = None  # startup seconds per config; default <baselines>/<hw>/shard-costs.yaml
     lock_path: Path | None = None  # machine lock; default $PYTEST_MXFP4_LOCK or /tmp/pytest-mxfp4-machine.lock
     lock_timeout_s: float | None = None  # None: wait for the other run; 0: fail at once
+    restarts: int | None = None  # --perf-restarts R: server starts per config (None: workloads.restarts)
+    ab_head: tuple[str, ...] = ()  # --perf-ab-head OVERRIDE (repeatable): an A/B run, head arm = base + these
+    pr_comment: Path | None = None  # --perf-pr-comment PATH: a ready-to-post PR comment (Markdown)
 
 
 def parse_server_list(value: str) -> tuple[str, ...]:

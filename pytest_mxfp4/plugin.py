@@ -59,6 +59,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 "(default: $PYTEST_MXFP4_LOCK or /tmp/pytest-mxfp4-machine.lock)")
     g.addoption("--perf-lock-timeout", metavar="SECONDS", type=float,
                 help="give up after waiting this long for another perf run (default: wait)")
+    g.addoption("--perf-restarts", metavar="R", type=int,
+                help="start every server config R times (interleaved A B B A); overrides workloads.restarts")
+    g.addoption("--perf-ab-head", metavar="OVERRIDE", action="append", default=[],
+                help="A/B run: the head arm is each server config with this override (repeatable): "
+                     "image=REF | python=PATH | env.NAME=VALUE | args+=ARGS | wrap=PROGRAM ARGS")
+    g.addoption("--perf-pr-comment", metavar="PATH", help="write a ready-to-post PR comment (Markdown)")
     # No built-in matrix: a project names its own (this repo's pyproject does).
     parser.addini("perf_config", "default matrix file for pytest -m perf", default=None)
     parser.addini("perf_baselines", "baseline directory", default="baselines")
@@ -91,6 +97,9 @@ def resolve_options(config: pytest.Config) -> PerfOptions:
         shard_costs=path(opt("--perf-shard-costs")),
         lock_path=path(opt("--perf-lock")),
         lock_timeout_s=opt("--perf-lock-timeout"),
+        restarts=opt("--perf-restarts"),
+        ab_head=tuple(opt("--perf-ab-head") or ()),
+        pr_comment=path(opt("--perf-pr-comment")),
     )
 
 
@@ -145,22 +154,40 @@ def _perf_session(config: pytest.Config):
         from .machine_lock import MachineLock
 
         config.stash[LOCK_KEY] = MachineLock(opts.lock_path, opts.lock_timeout_s, say=progress_writer(config))
+        restarts, overrides = _starts_options(opts, matrix)
+        session = PerfSession(
+            matrix=matrix,
+            environment=environment,
+            store=BaselineStore(opts.baselines),
+            output_dir=opts.output,
+            base_dir=opts.base_dir,
+            base_url=opts.base_url,
+            progress=progress_writer(config),
+            restarts=restarts,
+            ab_overrides=overrides,
+        )
     except PerfUserError as e:
         raise pytest.UsageError(str(e)) from None
-    session = PerfSession(
-        matrix=matrix,
-        environment=environment,
-        store=BaselineStore(opts.baselines),
-        output_dir=opts.output,
-        base_dir=opts.base_dir,
-        base_url=opts.base_url,
-        progress=progress_writer(config),
-    )
     if shard_info is not None:
         session.results.environment["shard"] = shard_info
     install_sigterm_handler()
     config.stash[SESSION_KEY] = session
     return session
+
+
+def _starts_options(opts: PerfOptions, matrix: Matrix) -> tuple[int, tuple]:
+    """(starts per config, A/B head overrides), checked: R >= 1; an A/B needs
+    servers this run starts."""
+    from .abtest import ABError, parse_override
+
+    if opts.restarts is not None and opts.restarts < 1:
+        raise ABError(f"--perf-restarts {opts.restarts}: must be >= 1 (server starts per config)")
+    restarts = opts.restarts if opts.restarts is not None else matrix.workloads.restarts
+    overrides = tuple(parse_override(s) for s in opts.ab_head)
+    if overrides and opts.base_url:
+        raise ABError("--perf-ab-head needs servers this run starts (two arms); it cannot be combined with "
+                      "--perf-base-url, a server started elsewhere")
+    return (1 if opts.base_url else restarts), overrides
 
 
 def _shard(matrix: Matrix, opts: PerfOptions, hardware_key: str):
@@ -213,9 +240,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("perf_server", [None], indirect=True, scope="session", ids=["perf"])
         metafunc.parametrize("perf_workload", [None], ids=["deselected"])
         return
-    m = _perf_session(metafunc.config).matrix
-    metafunc.parametrize("perf_server", [s.name for s in m.servers], indirect=True, scope="session",
-                         ids=[s.name for s in m.servers])
+    perf = _perf_session(metafunc.config)
+    m = perf.matrix
+    # one param per server start (abtest.plan_starts: R starts per config, interleaved; A/B arms in ABBA)
+    ids = [sl.id for sl in perf.slots] + [s.name for s in m.servers if s.pending]
+    metafunc.parametrize("perf_server", ids, indirect=True, scope="session", ids=ids)
     metafunc.parametrize("perf_workload", list(m.workloads.cases), ids=[c.id for c in m.workloads.cases])
 
 
@@ -239,19 +268,53 @@ def perf_session(pytestconfig: pytest.Config):
 def perf_server(request: pytest.FixtureRequest, perf_session):
     """The running server for one config; started once per session, stopped
     after its last test (tests are grouped by this session-scoped param)."""
-    cfg = perf_session.matrix.server(request.param)
+    slot = perf_session.slot_by_id.get(request.param)
+    cfg = perf_session.arms[slot.server] if slot else perf_session.matrix.server(request.param)
     reason = perf_session.skip_reason(cfg)
     if reason:
         perf_session.mark_skipped(cfg, reason)
         pytest.skip(f"{cfg.name}: {reason}")
     # One GPU, one run: held from the first server start to the end of the session.
     _fail_on_user_error(request.config.stash[LOCK_KEY].acquire)
-    running = _fail_on_user_error(perf_session.start, cfg)
+    if slot is not None and (perf_session.restarts > 1 or perf_session.ab_overrides):
+        _preflight(perf_session, cfg, slot, progress_writer(request.config))
+    failure = None
+    try:
+        running = perf_session.start(cfg)
+    except PerfUserError as e:
+        failure = str(e)
+        if slot is not None:
+            perf_session.note_start_failed(cfg.name, slot.start, failure)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+    running.slot = slot
     try:
         yield running
     finally:
         running.client.close()
         perf_session.stop(running.server)
+
+
+def _preflight(perf_session, cfg, slot, say) -> None:
+    """Before a start on a CPU engine: other processes busy? Re-check once
+    after a pause; still busy -> the start is marked disturbed (its config's
+    verdict can then be at worst inconclusive, never a failure)."""
+    if cfg.requires.accelerator != "cpu" or cfg.runner == "external":
+        return
+    from .abtest import preflight_cpu
+
+    why, facts = preflight_cpu()
+    if why:
+        say(f"[{cfg.name} start {slot.start}] pre-flight: {why}; waiting 15 s and checking again")
+        import time
+
+        time.sleep(15)
+        why, facts = preflight_cpu()
+    perf_session.preflight.append({"server": cfg.name, "start": slot.start, **facts,
+                                   "disturbed": why})
+    if why:
+        say(f"[{cfg.name} start {slot.start}] disturbed: {why}")
+        perf_session.note_disturbed(cfg.name, why)
 
 
 @pytest.fixture
@@ -264,7 +327,8 @@ def perf_measure(perf_session, perf_server, perf_workload, record_property, pyte
     """Measure the workload on the server, judge it, and fail/warn per gate."""
 
     def run():
-        results = _fail_on_user_error(perf_session.run_case, perf_server, perf_workload)
+        results = _fail_on_user_error(perf_session.run_case, perf_server, perf_workload, None,
+                                      getattr(perf_server, "slot", None))
         say = progress_writer(pytestconfig)
         for line in terminal.case_lines(results):
             say(line)
@@ -294,11 +358,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from .report.writer import write_all
 
     opts = config.stash[OPTIONS_KEY]
+    late_failures = _finish_starts(perf, opts)
+    if late_failures and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     update = None
     if opts.update_baselines and exitstatus != pytest.ExitCode.INTERRUPTED:
         update = perf.update_baselines
     written = write_all(perf.results, perf.matrix, perf.judged_baselines(), opts.reports, perf.store.root,
                         update_baselines=update, current_baselines=perf.current_baselines)
+    _write_starts_reports(perf, opts, written)
     config.stash[WRITTEN_KEY] = written
     if written.errors and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -317,6 +385,40 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def _finish_starts(perf, opts) -> list:
+    """Judge configs whose last start failed; record the starts and A/B
+    entries in the results (JSON: environment.starts). Returns late failures."""
+    late = perf.finish_starts() if (perf.restarts > 1 or perf.ab_overrides) else []
+    st = perf.results.environment.get("starts")
+    if st is not None:
+        st["ab"] = perf.ab
+        st["preflight"] = perf.preflight
+        st["start_errors"] = perf.start_errors
+    return [r for r in late if r.fails]
+
+
+def _write_starts_reports(perf, opts, written) -> None:
+    """The A/B section of the Markdown page and the PR comment."""
+    from .report import abreport
+
+    st = perf.results.environment.get("starts")
+    if opts.reports.page and st is not None and opts.reports.page.exists() and not written.errors:
+        try:
+            with open(opts.reports.page, "a", encoding="utf-8") as f:
+                f.write(abreport.page_section(perf.ab, st))
+        except OSError as e:
+            written.errors.append(f"{opts.reports.page}: cannot add the A/B section ({e.strerror})")
+    if opts.pr_comment:
+        from .fileio import write_atomic
+
+        try:
+            opts.pr_comment.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(opts.pr_comment, abreport.pr_comment(perf.ab, st, perf.environment.hardware_key))
+            written.lines.append(f"pytest-mxfp4: PR comment written to {opts.pr_comment}")
+        except OSError as e:
+            written.errors.append(f"{opts.pr_comment}: cannot write the PR comment ({e.strerror})")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is None or config.option.collectonly:
@@ -326,6 +428,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr.write_line(f"matrix {session.matrix.path}  hardware {session.environment.hardware_key}")
     for line in terminal.render(session.results):
         tr.write_line(line)
+    from .report import abreport
+
+    for line in abreport.terminal_lines(session.ab):
+        tr.write_line(line)
+    st = session.results.environment.get("starts") or {}
+    if st.get("between_start"):
+        tr.write_line(f"one server start (started elsewhere): the between-start term is taken {st['between_start']}")
     written = config.stash.get(WRITTEN_KEY, None)
     if written is not None:
         for line in written.lines:

@@ -18,6 +18,7 @@ from .baselines import BaselineFile, BaselineStore
 from .config import Case, Matrix, ServerConfig
 from .environment import Environment
 from .errors import BaselineError, PerfUserError, ServerError
+from .stats import StatsError
 from .judge import incomparable_reason, measure_and_judge
 from .measure.client import EngineClient
 from .measure.runner import CaseRunner
@@ -66,6 +67,7 @@ class RunningServer:
     info: ServerInfo
     client: EngineClient
     baseline: BaselineFile | None
+    slot: object = None  # abtest.Slot: which start of which config this is
 
 
 @dataclass
@@ -78,11 +80,39 @@ class PerfSession:
     base_url: str | None = None
     progress: Progress | None = None
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # Server starts (Step 6, abtest.py): every config started `restarts`
+    # times; with `ab_overrides` each config is an A/B pair of arms.
+    restarts: int = 1
+    ab_overrides: tuple = ()
     results: SessionResults = field(init=False)
     _judged_by: dict[str, BaselineFile] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
+        from .abtest import head_config, plan_starts
+
         self.results = SessionResults(matrix=self.matrix.name, environment=self.environment.to_dict())
+        if self.base_url:
+            self.restarts = 1  # a server started elsewhere cannot be restarted
+        self.arms: dict[str, ServerConfig] = {s.name: s for s in self.matrix.servers}
+        self.base_of: dict[str, str] = {s.name: s.name for s in self.matrix.servers}
+        runnable = [s.name for s in self.matrix.servers if not s.pending]
+        if self.ab_overrides:
+            for s in self.matrix.servers:
+                if s.pending:
+                    continue
+                h = head_config(s, tuple(self.ab_overrides))
+                self.arms[h.name] = h
+                self.base_of[h.name] = s.name
+        self.slots = plan_starts(runnable, self.restarts, bool(self.ab_overrides))
+        self.slot_by_id = {sl.id: sl for sl in self.slots}
+        # (server, case id, metric) -> {start index: start mean}
+        self.start_means: dict[tuple[str, str, str], dict[int, float]] = {}
+        self.start_values: dict[tuple[str, str], dict[int, list]] = {}  # (server, case id) -> start -> samples
+        self.disturbed: dict[str, list[str]] = {}  # server -> reasons
+        self.start_errors: dict[str, list[str]] = {}  # server -> why a start failed
+        self.judged: set[tuple[str, str]] = set()  # (base server, case id)
+        self.ab: list[dict] = []  # one entry per (config, case, metric) of an A/B run
+        self.preflight: list[dict] = []
         self.gpu_sampler = None
         if self.environment.gpus:
             from .telemetry import GpuSampler, load_nvml
@@ -94,9 +124,18 @@ class PerfSession:
         else:
             self.telemetry_note = "no GPU telemetry: no NVIDIA GPU on this machine"
         self.results.environment["telemetry"] = self.telemetry_note or "nvml"
-        for s in self.matrix.servers:
+        for s in self.arms.values():
             self.results.servers[s.name] = ServerRecord(name=s.name, runner=s.runner, model=s.model_name,
                                                         description=s.description)
+        if self.restarts > 1 or self.ab_overrides:
+            self.results.environment["starts"] = {
+                "restarts": self.restarts,
+                "order": [sl.id if sl.id != sl.server else sl.server for sl in self.slots],
+                "ab_head": [o.text() for o in self.ab_overrides],
+            }
+        elif self.base_url:
+            self.results.environment["starts"] = {
+                "restarts": 1, "between_start": "from the baseline history (server started elsewhere)"}
 
     # -- servers ---------------------------------------------------------------
 
@@ -210,8 +249,9 @@ class PerfSession:
     # -- baselines ---------------------------------------------------------------
 
     def load_baseline(self, cfg: ServerConfig) -> BaselineFile | None:
+        name = getattr(self, "base_of", {}).get(cfg.name, cfg.name)  # an A/B head arm: its base's baseline
         try:
-            return self.store.load(self.environment.hardware_key, cfg.model_name, cfg.name)
+            return self.store.load(self.environment.hardware_key, cfg.model_name, name)
         except BaselineError:
             raise
 
@@ -222,7 +262,7 @@ class PerfSession:
     def current_baselines(self) -> dict[str, BaselineFile]:
         """Server name -> what is stored now (after any update), for this machine."""
         out = {}
-        for cfg in self.matrix.servers:
+        for cfg in self.matrix.servers:  # not A/B head arms: they have no baseline of their own
             bf = self.store.load(self.environment.hardware_key, cfg.model_name, cfg.name)
             if bf is not None:
                 out[cfg.name] = bf
@@ -231,13 +271,18 @@ class PerfSession:
     def update_baselines(self) -> list[Path]:
         written = []
         for name, record in self.results.servers.items():
+            if self.base_of.get(name, name) != name:
+                continue  # an A/B head arm is not this machine's baseline
             measured = {r.key: (r.unit, r.samples) for r in self.results.for_server(name) if r.samples and not r.error}
             if not measured:
                 continue
             engine = {k: v for k, v in record.info.get("details", {}).items() if k in ("image_id", "image", "repo_digests", "engine_version", "system_fingerprint", "packages")}
             engine["runner"] = record.runner
+            starts = {key: [m for _, m in sorted(self.start_means.get((name, *key.split("/", 1)), {}).items())]
+                      for key in measured}
             written.append(self.store.update(self.environment.hardware_key, record.model, name, measured,
-                                             engine=engine, environment=self._baseline_env(record)))
+                                             engine=engine, environment=self._baseline_env(record),
+                                             starts={k: v for k, v in starts.items() if v}))
         return written
 
     def _baseline_env(self, record: ServerRecord) -> dict:
@@ -250,7 +295,9 @@ class PerfSession:
 
     # -- measuring ---------------------------------------------------------------
 
-    def run_case(self, running: RunningServer, case: Case, seed: int | None = None) -> list[MetricResult]:
+    def run_case(self, running: RunningServer, case: Case, seed: int | None = None, slot=None) -> list[MetricResult]:
+        if slot is not None and (self.restarts > 1 or self.ab_overrides):
+            return self.run_case_on_start(running, case, slot, seed)
         self.check_identity(running, f"before {case.id}")
         runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler)
         record = self.results.servers[running.config.name]
@@ -266,6 +313,209 @@ class PerfSession:
                 record.notes.append(note)
         self.check_identity(running, f"after {case.id}")
         return results
+
+    # -- several starts per config (Step 6) ---------------------------------------
+
+    def note_disturbed(self, server: str, reason: str) -> None:
+        self.disturbed.setdefault(server, []).append(reason)
+        record = self.results.servers[server]
+        if reason not in record.notes:
+            record.notes.append(f"disturbed start: {reason}")
+
+    def note_start_failed(self, server: str, start: int, why: str) -> None:
+        self.start_errors.setdefault(server, []).append(f"start {start}: {why.splitlines()[0]}")
+
+    def run_case_on_start(self, running: RunningServer, case: Case, slot, seed: int | None = None
+                          ) -> list[MetricResult]:
+        """Measure `case` on this start (samples tagged with the start index);
+        judge the config (or the A/B pair) once its last start is measured."""
+        from .judge import judge_metric
+
+        self.check_identity(running, f"before {case.id}")
+        runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler)
+        runner.measure(self.matrix.workloads.runs)
+        run = runner.result
+        for smp in run.samples:
+            smp.start = slot.start
+        self.results.case_runs.append(run)
+        record = self.results.servers[running.config.name]
+        if run.system_fingerprint:
+            record.info.setdefault("details", {})["system_fingerprint"] = run.system_fingerprint
+        for note in run.notes:
+            if note not in record.notes:
+                record.notes.append(note)
+        name = running.config.name
+        self.start_values.setdefault((name, case.id), {})[slot.start] = run
+        provisional = []
+        for metric in case.metrics:
+            values = run.values(metric)
+            if values:
+                self.start_means.setdefault((name, case.id, metric), {})[slot.start] = sum(values) / len(values)
+            if metric == case.primary_metric or values:
+                # this start's own numbers, not judged (gate off): progress only
+                r = judge_metric(name, case, metric, values, None, self.matrix.gates, (), run)
+                r.gate = "off"
+                provisional.append(r)
+        self.check_identity(running, f"after {case.id}")
+        base = self.base_of.get(name, name)
+        if self.ready_to_judge(base, case):
+            return self.judge_group(base, case)
+        return provisional
+
+    def ready_to_judge(self, base: str, case: Case) -> bool:
+        if (base, case.id) in self.judged:
+            return False
+        names = [n for n, b in self.base_of.items() if b == base]
+        last = [sl for sl in self.slots if sl.server in names]
+        done = {sl.server: sl.start for sl in last}
+        have = {n: set(self.start_values.get((n, case.id), {})) for n in names}
+        # every slot of every arm of this config has run (measured or failed)
+        tried = {n: set(self.start_values.get((n, case.id), {})) | self._failed_starts(n) for n in names}
+        return all(tried[n] >= set(range(done.get(n, -1) + 1)) for n in names) and any(have.values())
+
+    def _failed_starts(self, name: str) -> set[int]:
+        out = set()
+        for line in self.start_errors.get(name, []):
+            try:
+                out.add(int(line.split(":", 1)[0].split()[1]))
+            except (IndexError, ValueError):
+                pass
+        return out
+
+    def _baseline_starts(self, bf: BaselineFile | None, key: str) -> tuple[list[float], tuple]:
+        """(the baseline's start means, (between-start CV, df) of its history)."""
+        if bf is None or key not in bf.metrics:
+            return [], ()
+        m = bf.metrics[key]
+        means = list(getattr(m, "starts", None) or []) or [m.mean]
+        hist = tuple((h.start_cv, h.starts - 1) for h in m.history
+                     if getattr(h, "start_cv", None) is not None and getattr(h, "starts", 0) > 1)
+        return means, hist
+
+    def judge_group(self, base: str, case: Case) -> list[MetricResult]:
+        """The verdict of one case of one config from its start means: against
+        the stored baseline's starts, or (A/B) head arm against base arm."""
+        from .abtest import judge_starts, start_cv
+        from .judge import incomparable_reason
+        from .stats import Summary, Verdict
+
+        self.judged.add((base, case.id))
+        names = [n for n, b in self.base_of.items() if b == base]
+        head = next((n for n in names if n != base), None)
+        bf = self._judged_by.get(base) or (self.load_baseline(self.arms[base]) if self.arms.get(base) else None)
+        out: list[MetricResult] = []
+        for name in names:
+            runs = self.start_values.get((name, case.id), {})
+            record = self.results.servers[name]
+            incomp = incomparable_reason(bf, record.observed) if bf else None
+            for metric in case.metrics:
+                key = f"{case.id}/{metric}"
+                means_d = self.start_means.get((name, case.id, metric), {})
+                values = [v for i in sorted(runs) for v in runs[i].values(metric)]
+                if metric != case.primary_metric and not values:
+                    continue
+                gate = self.matrix.gates.policy(case, metric)
+                if head and name == base:
+                    gate = "warn" if gate == "fail" else gate  # the stored baseline: a second opinion only
+                r = MetricResult(server=name, case=case, metric=metric, gate=gate, samples=values)
+                r.runs_to_verdict = len(values)
+                r.flagged_samples = sum(len(x.flagged) for x in runs.values())
+                r.error_samples = sum(len(x.errors) for x in runs.values())
+                floor = self.matrix.gates.floor_pct(case, metric)
+                from .stats import DEFAULT_FLOOR_PCT
+                floor = floor if floor is not None else DEFAULT_FLOOR_PCT.get(metric, 5.0)
+                hib = r.higher_is_better
+                disturbed = "; ".join(self.disturbed.get(name, [])[:2]) or None
+                failed = self.start_errors.get(name, [])
+                if not values:
+                    r.error = ("no start measured this case" + (f" ({failed[0]})" if failed else ""))
+                    out.append(r)
+                    continue
+                r.summary = Summary.from_samples(values, metric=key)
+                b_means, hist = self._baseline_starts(bf, key)
+                if b_means and not incomp:
+                    r.baseline = bf.metrics[key].stats()
+                    try:
+                        r.comparison, _ = judge_starts(
+                            b_means, [means_d[i] for i in sorted(means_d)], higher_is_better=hib, floor_pct=floor,
+                            history_cvs=hist, label=key, what_base="baseline", disturbed=disturbed)
+                    except StatsError as e:
+                        r.error = str(e)
+                r.incomparable = incomp if b_means else None
+                out.append(r)
+        if head:
+            out = self._judge_ab(base, head, case, out, bf)
+        self.results.metrics.extend(out)
+        return out
+
+    def _judge_ab(self, base: str, head: str, case: Case, out: list[MetricResult], bf) -> list[MetricResult]:
+        from .abtest import judge_starts
+
+        by = {(r.server, r.metric): r for r in out}
+        for metric in case.metrics:
+            rb, rh = by.get((base, metric)), by.get((head, metric))
+            if rh is None and rb is None:
+                continue
+            key = f"{case.id}/{metric}"
+            mb = self.start_means.get((base, case.id, metric), {})
+            mh = self.start_means.get((head, case.id, metric), {})
+            entry = {"server": base, "head": head, "case": case.id, "metric": metric,
+                     "base_starts": [mb[i] for i in sorted(mb)], "head_starts": [mh[i] for i in sorted(mh)],
+                     "overrides": [o.text() for o in self.ab_overrides], "verdict": None}
+            if rh is None:
+                continue
+            # the head arm's verdict is the A/B; its comparison with the stored baseline is a second opinion
+            second = rh.comparison
+            rh.baseline = None
+            rh.comparison = None
+            rh.gate = self.matrix.gates.policy(case, metric)
+            if not mb or not mh:
+                failed = self.start_errors.get(base if not mb else head, [])
+                arm = "base" if not mb else "head"
+                rh.error = (f"A/B: the {arm} arm measured no start" + (f" ({failed[0]})" if failed else "")
+                            + "; the other arm's results are kept")
+                entry["verdict"] = "error"
+                entry["error"] = rh.error
+            else:
+                disturbed = "; ".join((self.disturbed.get(base, []) + self.disturbed.get(head, []))[:2]) or None
+                floor = self.matrix.gates.floor_pct(case, metric)
+                from .stats import DEFAULT_FLOOR_PCT
+                floor = floor if floor is not None else DEFAULT_FLOOR_PCT.get(metric, 5.0)
+                b_means, hist = self._baseline_starts(bf, key)
+                try:
+                    comp, sc = judge_starts(list(entry["base_starts"]), list(entry["head_starts"]),
+                                            higher_is_better=rh.higher_is_better, floor_pct=floor,
+                                            history_cvs=hist, label=key, what_base="base-arm",
+                                            disturbed=disturbed)
+                    rh.comparison = comp
+                    from .stats import BaselineStats
+                    rh.baseline = BaselineStats.from_samples(rb.samples) if rb and rb.samples else None
+                    entry.update(verdict=comp.verdict.value, delta_pct=comp.delta_pct, ci_low_pct=comp.ci_low_pct,
+                                 ci_high_pct=comp.ci_high_pct, tolerance_pct=comp.tolerance_pct,
+                                 p_value=comp.p_value, between_start_cv_pct=100 * sc.noise.cv,
+                                 noise_df=sc.noise.df, reason=comp.reason, disturbed=disturbed)
+                except StatsError as e:
+                    rh.error = str(e)
+                    entry.update(verdict="error", error=str(e))
+            if second is not None:
+                entry["baseline_second_opinion"] = {"verdict": second.verdict.value, "delta_pct": second.delta_pct,
+                                                    "reason": second.reason}
+            entry["gate"] = rh.gate
+            self.ab.append(entry)
+        return out
+
+    def finish_starts(self) -> list[MetricResult]:
+        """Judge every (config, case) whose last start never ran (a start that
+        failed); returns the new results."""
+        out = []
+        for case in self.matrix.workloads.cases:
+            for base in {b for b in self.base_of.values()}:
+                if (base, case.id) in self.judged:
+                    continue
+                names = [n for n, b in self.base_of.items() if b == base]
+                if any(self.start_values.get((n, case.id)) for n in names):
+                    out += self.judge_group(base, case)
+        return out
 
     # -- the run as a whole ------------------------------------------------------
 

@@ -51,9 +51,11 @@ alarm rate above ``alpha``.
 
 The sequential rule (`next_action`)
 -----------------------------------
-INCONCLUSIVE and the `Budget` allows another block -> "more": run one more
-block of starts (one start per arm, in the ABBA order) and compare again.
-Anything else -> "stop".
+INCONCLUSIVE and the `Budget` allows another block -> "more": run
+``budget.step(n)`` more starts per arm (in the ABBA order) and compare again.
+Anything else -> "stop". The default block is everything the budget has
+left (two looks: R, then max_starts), which keeps the Bonferroni price of
+the second look small.
 
 The limit no protocol beats (`starts_needed`)
 ---------------------------------------------
@@ -191,11 +193,14 @@ class Pooled:
 @dataclass(frozen=True)
 class Budget:
     """How far the sequential rule may go: at most ``max_starts`` starts per
-    arm, and no new block once ``minutes_used + block_minutes`` would pass
-    ``max_minutes`` (None: no time limit)."""
+    arm, added ``block`` starts per arm at a time (None: everything that is
+    left, i.e. one extension, a two-stage design), and no new block once
+    ``minutes_used + block_minutes`` would pass ``max_minutes`` (None: no time
+    limit)."""
 
     max_starts: int
     max_minutes: float | None = None
+    block: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.max_starts, bool) or not isinstance(self.max_starts, int) or self.max_starts < 1:
@@ -203,11 +208,23 @@ class Budget:
         m = self.max_minutes
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not m > 0):
             raise StatsError(f"budget max_minutes must be > 0, got {m!r}")
+        b = self.block
+        if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
+            raise StatsError(f"budget block must be an integer >= 1, got {b!r}")
+
+    def step(self, have: int) -> int:
+        """Starts per arm to add after a look at ``have`` starts per arm (0: none left)."""
+        left = max(0, self.max_starts - have)
+        return left if self.block is None else min(self.block, left)
 
     def looks(self, first: int) -> int:
         """How many comparisons the rule may make when it starts at
-        ``first`` starts per arm and adds one per arm per look."""
-        return max(1, self.max_starts - first + 1)
+        ``first`` starts per arm."""
+        n, have = 1, first
+        while (k := self.step(have)) > 0:
+            have += k
+            n += 1
+        return n
 
 
 @dataclass(frozen=True)
@@ -358,8 +375,8 @@ def compare_starts(
 
 def next_action(comparison: StartComparison, budget: Budget, minutes_used: float = 0.0,
                 block_minutes: float = 0.0) -> str:
-    """"more" (run one more start per arm) while INCONCLUSIVE and the budget
-    allows it; else "stop"."""
+    """"more" (run ``budget.step(n)`` more starts per arm) while INCONCLUSIVE
+    and the budget allows it; else "stop"."""
     if comparison.verdict is not Verdict.INCONCLUSIVE:
         return "stop"
     if max(comparison.n_base, comparison.n_head) >= budget.max_starts:

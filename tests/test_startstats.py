@@ -143,7 +143,11 @@ def test_sequential_rule_and_budget():
     b = ss.Budget(max_starts=6, max_minutes=10)
     assert ss.next_action(inc, b, minutes_used=8, block_minutes=1.5) == "more"
     assert ss.next_action(inc, b, minutes_used=9, block_minutes=1.5) == "stop"
-    assert b.looks(3) == 4  # 3, 4, 5, 6 starts per arm
+    assert b.looks(3) == 2  # 3, then 6 starts per arm (one extension block)
+    assert b.step(3) == 3 and b.step(6) == 0
+    one = ss.Budget(max_starts=6, block=1)
+    assert one.looks(3) == 4 and one.step(5) == 1  # 3, 4, 5, 6
+    assert ss.Budget(max_starts=7, block=3).looks(3) == 3  # 3, 6, 7
     ok = ss.compare_starts(BASE, BASE, higher_is_better=True, floor=0.01, prior=NO_PRIOR)
     assert ss.next_action(ok, ss.Budget(max_starts=10)) == "stop"
 

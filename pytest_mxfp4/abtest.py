@@ -1,0 +1,257 @@
+"""Server starts as the unit of evidence: the start plan, A/B arms, the
+start-level verdict and the pre-flight check. Plain Python (no pytest).
+
+* `plan_starts`: which (config, arm, start index) runs in which order: each
+  config (each arm of an A/B) started R times, interleaved A B B A ... so
+  slow drift of the machine does not fall on one of them.
+* `parse_override` / `head_config`: the head arm of an A/B run is the base
+  server config with overrides given on the command line
+  (``--perf-ab-head``): ``image=REF`` (docker runner), ``python=PATH``
+  (process runner: the interpreter that runs ``{python}``), ``env.NAME=VALUE``,
+  ``args+=--flag value`` (appended arguments), ``wrap=PROGRAM ARGS`` (a
+  command prefix, e.g. ``wrap=scripts/with_neighbour.py --duty 0.2``).
+* `judge_starts`: start means of this run (and of the baseline or the other
+  arm) -> a `stats.Comparison` through `startstats.compare_starts`.
+* `preflight_cpu`: is another process using the CPU right before a start?
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import time
+from dataclasses import dataclass, replace
+
+from . import startstats
+from .config import ServerConfig
+from .errors import PerfUserError
+from .stats import Comparison, StatsError, Verdict
+
+BASE, HEAD = "base", "head"
+HEAD_SUFFIX = "@head"
+
+
+class ABError(PerfUserError):
+    """A bad --perf-ab-head / --perf-restarts."""
+
+
+# --------------------------------------------------------------------------
+# Overrides
+
+
+@dataclass(frozen=True)
+class Override:
+    kind: str  # image | python | env | args | wrap
+    key: str  # env name for kind env; "" otherwise
+    value: str
+
+    def text(self) -> str:
+        if self.kind == "env":
+            return f"env.{self.key}={self.value}"
+        if self.kind == "args":
+            return f"args+={self.value}"
+        return f"{self.kind}={self.value}"
+
+
+KINDS = ("image", "python", "env.NAME", "args+", "wrap")
+
+
+def parse_override(spec: str) -> Override:
+    """'image=vllm-cpu:head', 'python=/p/bin/python', 'env.X=Y',
+    'args+=--max-num-seqs 4', 'wrap=scripts/with_neighbour.py --duty 0.2'."""
+    if "+=" in spec and spec.split("+=", 1)[0] == "args":
+        value = spec.split("+=", 1)[1]
+        if not value.strip():
+            raise ABError(f"--perf-ab-head {spec!r}: nothing to append after args+=")
+        return Override("args", "", value)
+    if "=" not in spec:
+        raise ABError(f"--perf-ab-head {spec!r}: expected <key>=<value> with <key> one of {', '.join(KINDS)}")
+    key, value = spec.split("=", 1)
+    key = key.strip()
+    if key.startswith("env."):
+        name = key[4:]
+        if not name or not all(c.isalnum() or c == "_" for c in name):
+            raise ABError(f"--perf-ab-head {spec!r}: {key!r} is not env.NAME with a valid variable name")
+        return Override("env", name, value)
+    if key not in ("image", "python", "wrap"):
+        raise ABError(f"--perf-ab-head {spec!r}: unknown key {key!r}; use one of {', '.join(KINDS)}")
+    if not value.strip():
+        raise ABError(f"--perf-ab-head {spec!r}: {key}= needs a value")
+    return Override(key, "", value.strip())
+
+
+def head_config(base: ServerConfig, overrides: tuple[Override, ...]) -> ServerConfig:
+    """The head arm: `base` with the overrides applied (a new name,
+    base.name + '@head'). Raises ABError when an override does not apply to
+    the runner or the arms would not differ."""
+    cfg = base
+    for o in overrides:
+        where = f"--perf-ab-head {o.text()!r} (server {base.name!r}, runner {base.runner})"
+        if o.kind == "image":
+            if cfg.runner != "docker" or cfg.docker is None:
+                raise ABError(f"{where}: image= needs the docker runner; use python=, env., args+= or wrap= here")
+            cfg = replace(cfg, docker=replace(cfg.docker, image=o.value))
+        elif o.kind == "python":
+            if cfg.runner != "process":
+                raise ABError(f"{where}: python= needs the process runner")
+            if "{python}" not in cfg.command:
+                raise ABError(f"{where}: the config's command does not start with {{python}}, so there is no "
+                              "interpreter to replace")
+            cfg = replace(cfg, command=tuple(o.value if part == "{python}" else part for part in cfg.command))
+        elif o.kind == "env":
+            cfg = replace(cfg, env={**cfg.env, o.key: o.value})
+        elif o.kind == "args":
+            cfg = replace(cfg, args=(*cfg.args, *shlex.split(o.value)))
+        elif o.kind == "wrap":
+            if cfg.runner != "process":
+                raise ABError(f"{where}: wrap= needs the process runner")
+            cfg = replace(cfg, command=(*shlex.split(o.value), *cfg.command))
+    if cfg == base:
+        raise ABError(f"--perf-ab-head: the head arm of server {base.name!r} is identical to the base arm "
+                      f"({', '.join(o.text() for o in overrides) or 'no override'}); an A/B needs arms that differ")
+    return replace(cfg, name=base.name + HEAD_SUFFIX, description=(
+        f"{base.description} [A/B head: {', '.join(o.text() for o in overrides)}]".strip()))
+
+
+# --------------------------------------------------------------------------
+# The start plan
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One server start: the config (the head arm has its own name), the arm
+    (None outside an A/B), its index among that config's starts, how many
+    starts that config has."""
+
+    server: str
+    arm: str | None
+    start: int
+    of: int
+
+    @property
+    def id(self) -> str:
+        if self.of == 1 and self.arm is None:
+            return self.server
+        return f"{self.server}#{self.start}"
+
+    @property
+    def last(self) -> bool:
+        return self.start == self.of - 1
+
+
+def plan_starts(servers: list[str], restarts: int, ab: bool) -> tuple[Slot, ...]:
+    """Every start in run order. With ``ab``, each config is a pair of arms
+    (name, name@head) and the pair runs in ABBA blocks; several configs run
+    one after another, each interleaved with itself."""
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise ABError(f"--perf-restarts / workloads.restarts must be an integer >= 1, got {restarts!r}")
+    out: list[Slot] = []
+    if ab:
+        for name in servers:
+            for arm_name, i in startstats.interleave([name, name + HEAD_SUFFIX], restarts):
+                out.append(Slot(arm_name, HEAD if arm_name.endswith(HEAD_SUFFIX) else BASE, i, restarts))
+        return tuple(out)
+    for name, i in startstats.interleave(list(servers), restarts):
+        out.append(Slot(name, None, i, restarts))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------
+# The verdict on start means
+
+
+def judge_starts(base_means: list[float], head_means: list[float], *, higher_is_better: bool, floor_pct: float,
+                 history_cvs: tuple[tuple[float, int], ...] = (), prior: startstats.Prior = startstats.DEFAULT_PRIOR,
+                 alpha: float = 0.01, label: str = "metric", what_base: str = "baseline",
+                 disturbed: str | None = None) -> tuple[Comparison, startstats.StartComparison]:
+    """Start means -> (stats.Comparison for the reports, the raw numbers).
+    ``history_cvs``: (between-start CV, its df) of earlier runs."""
+    extra = [startstats.spread_from_cv(cv, df) for cv, df in history_cvs if df > 0]
+    sc = startstats.compare_starts(base_means, head_means, higher_is_better=higher_is_better,
+                                   floor=floor_pct / 100.0, alpha=alpha, extra=extra, prior=prior)
+    verdict = sc.verdict
+    noise = (f"between-start CV {100 * sc.noise.cv:.2f}% ({sc.noise.df:g} df, "
+             f"{100 * sc.noise.prior_weight:.0f}% from the {100 * prior.cv:g}% prior)")
+    size = (f"{label}: {sc.n_head} start(s) vs {sc.n_base} {what_base} start(s), "
+            f"{100 * sc.delta:+.2f}% ({100 * (1 - 2 * sc.alpha_look):g}% CI {100 * sc.ci_low:+.2f}% .. "
+            f"{100 * sc.ci_high:+.2f}%), tolerance {100 * sc.tolerance:.2f}%, {noise}")
+    if disturbed and verdict in (Verdict.REGRESSED, Verdict.INCONCLUSIVE):
+        verdict = Verdict.INCONCLUSIVE
+        size += f"; a start was disturbed ({disturbed}), so this is not a verdict on the code"
+    c = Comparison(
+        verdict=verdict, delta_pct=100 * sc.delta, effect_pct=100 * sc.effect, ci_low_pct=100 * sc.ci_low,
+        ci_high_pct=100 * sc.ci_high, p_value=sc.p_value, tolerance_pct=100 * sc.tolerance,
+        n_current=sc.n_head, n_baseline=sc.n_base, reason=size + ".", method="start means (startstats)",
+        p_worse=sc.p_value,
+    )
+    return c, sc
+
+
+def start_cv(means: list[float]) -> tuple[float, int]:
+    """(between-start CV of these start means on the log scale, its df)."""
+    s = startstats.spread_of(means)
+    return s.cv, int(s.df)
+
+
+# --------------------------------------------------------------------------
+# Pre-flight (CPU)
+
+
+def _cpu_times() -> tuple[float, float]:
+    with open("/proc/stat") as f:
+        parts = f.readline().split()[1:]
+    vals = [float(x) for x in parts]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)
+    return sum(vals[:8]) - idle, sum(vals[:8])
+
+
+def _own_ticks() -> float:
+    """CPU ticks of this process and its children still running (the client;
+    the engine is stopped between starts)."""
+    total = 0.0
+    me = os.getpid()
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if pid == me or int(fields[1]) == me:  # ppid
+                total += float(fields[11]) + float(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def preflight_cpu(window_s: float = 2.0, max_other_cores: float = 0.5) -> tuple[str | None, dict]:
+    """Before a start: how many cores did other processes keep busy over
+    ``window_s`` (this process and its children subtracted), and the 1-minute
+    load average. Returns (the reason the start is disturbed or None, facts)."""
+    try:
+        busy0, total0 = _cpu_times()
+        own0 = _own_ticks()
+        time.sleep(window_s)
+        busy1, total1 = _cpu_times()
+        own1 = _own_ticks()
+        load1 = os.getloadavg()[0]
+    except (OSError, ValueError):
+        return None, {"preflight": "unavailable"}
+    ncpu = os.cpu_count() or 1
+    frac = (busy1 - busy0 - (own1 - own0)) / max(total1 - total0, 1e-9)
+    other = max(0.0, frac * ncpu)
+    facts = {"other_cores_busy": round(other, 2), "load1": round(load1, 2), "cpus": ncpu}
+    if other > max_other_cores:
+        return (f"other processes kept {other:.1f} of {ncpu} cores busy before the start "
+                f"(1-minute load {load1:.1f})"), facts
+    return None, facts
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+__all__ = ["ABError", "Override", "parse_override", "head_config", "Slot", "plan_starts", "judge_starts",
+           "start_cv", "preflight_cpu", "BASE", "HEAD", "HEAD_SUFFIX", "StatsError"]

@@ -1,0 +1,85 @@
+"""FAKE OpenAI-compatible server process with a set decode rate, for the
+plugin's start/A-B wiring (which arm is which, what is reported, what an arm
+that fails to start does). Never a source of performance numbers.
+
+    python tests/fakes/rate_server.py --port N
+
+Environment: FAKE_TPS (tokens per second, default 2000); FAKE_FAIL=1 exits
+at once with status 3 (an arm that does not start); FAKE_STARTS_FILE: a file
+one line is appended to per start (the test counts starts and their order,
+with FAKE_ARM naming the arm).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def main() -> None:
+    port = int(sys.argv[sys.argv.index("--port") + 1])
+    if os.environ.get("FAKE_FAIL") == "1":
+        print("fake: refusing to start (FAKE_FAIL=1)", flush=True)
+        sys.exit(3)
+    tps = float(os.environ.get("FAKE_TPS", "2000"))
+    if os.environ.get("FAKE_STARTS_FILE"):
+        with open(os.environ["FAKE_STARTS_FILE"], "a") as f:
+            f.write(os.environ.get("FAKE_ARM", "?") + "\n")
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            words = len(str(body.get("prompt", "")).split())
+            if self.path == "/tokenize":
+                return self._json({"count": 1 + words})
+            if not self.path.endswith("completions"):
+                return self._json({"detail": "Not Found"}, 404)
+            n = int(body.get("max_tokens") or 16)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            t0 = time.perf_counter() + 0.002
+            for i in range(n):
+                target = t0 + i / tps
+                while time.perf_counter() < target:
+                    time.sleep(max(0.0, min(0.0005, target - time.perf_counter())))
+                self._event({"choices": [{"index": 0, "text": f" t{i}", "token_ids": [i + 5],
+                                          "finish_reason": None}]})
+            self._event({"choices": [], "usage": {"prompt_tokens": 1 + words, "completion_tokens": n}})
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+            self.close_connection = True
+
+        def do_GET(self):
+            if self.path in ("/health", "/v1/models"):
+                return self._json({"data": []})
+            if self.path == "/metrics":
+                return self._json({})
+            return self._json({}, 404)
+
+        def _event(self, obj):
+            self.wfile.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
+            self.wfile.flush()
+
+        def _json(self, obj, status=200):
+            data = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Server starts and A/B runs through the plugin (pytester, a subprocess like a
+user would run it), against the FAKE rate server (tests/fakes/rate_server.py):
+what a real engine cannot do on demand is decode at a set rate, refuse to
+start, or count its own starts. Statistics are tested in test_startstats.py."""
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pytest_mxfp4.abtest import ABError, Slot, head_config, parse_override, plan_starts
+from pytest_mxfp4.config import DockerSpec, ServerConfig
+
+pytest_plugins = ["pytester"]
+
+FAKE = str(Path(__file__).parent / "fakes" / "rate_server.py")
+
+PERF_TEST = """
+import pytest
+pytestmark = pytest.mark.perf
+def test_workload(perf_measure):
+    perf_measure()
+"""
+
+
+def matrix(restarts: int = 2, tps: int = 2000, extra_env: str = "") -> str:
+    return textwrap.dedent(f"""
+        name: ab
+        defaults:
+          engine: openai
+          runner: process
+          command: ["{sys.executable}", "{FAKE}", "--port", "{{port}}"]
+          env: {{FAKE_TPS: "{tps}", FAKE_STARTS_FILE: starts.txt, FAKE_ARM: base{extra_env}}}
+          startup_timeout_s: 20
+        servers:
+          fake: {{model: m}}
+        workloads:
+          decode: {{tg: [16]}}
+          runs: 3
+          warmup: 0
+          restarts: {restarts}
+          reset_prefix_cache: false
+        gates: {{tg16: fail}}
+        """)
+
+
+# -- pure parts ---------------------------------------------------------------
+
+
+def test_overrides_parse_and_apply():
+    base = ServerConfig(name="x", runner="process", command=("{python}", "-m", "srv"), args=("--a",),
+                        env={"K": "1"})
+    h = head_config(base, (parse_override("python=/venv/bin/python"), parse_override("env.K=2"),
+                           parse_override("args+=--b 3"), parse_override("wrap=scripts/with_neighbour.py --duty 0.2")))
+    assert h.name == "x@head"
+    assert h.command == ("scripts/with_neighbour.py", "--duty", "0.2", "/venv/bin/python", "-m", "srv")
+    assert h.env == {"K": "2"} and h.args == ("--a", "--b", "3")
+    d = ServerConfig(name="d", runner="docker", docker=DockerSpec(image="img:base"))
+    assert head_config(d, (parse_override("image=img:head"),)).docker.image == "img:head"
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("nonsense", "expected <key>=<value>"),
+    ("colour=red", "unknown key 'colour'"),
+    ("env.=1", "valid variable name"),
+    ("image=", "needs a value"),
+])
+def test_bad_override_is_one_clear_line(spec, msg):
+    with pytest.raises(ABError, match=msg):
+        parse_override(spec)
+
+
+def test_arms_that_do_not_differ_or_do_not_apply_are_errors():
+    base = ServerConfig(name="x", runner="process", command=("{python}",), env={"K": "1"})
+    with pytest.raises(ABError, match="identical to the base arm"):
+        head_config(base, (parse_override("env.K=1"),))
+    with pytest.raises(ABError, match="needs the docker runner"):
+        head_config(base, (parse_override("image=a:b"),))
+
+
+def test_start_plan_interleaves_and_abba():
+    assert [s.id for s in plan_starts(["a"], 1, False)] == ["a"]
+    assert [s.id for s in plan_starts(["a", "b"], 2, False)] == ["a#0", "b#0", "b#1", "a#1"]
+    ab = plan_starts(["a"], 2, True)
+    assert [(s.server, s.arm, s.start) for s in ab] == [("a", "base", 0), ("a@head", "head", 0),
+                                                         ("a@head", "head", 1), ("a", "base", 1)]
+    assert Slot("a", None, 1, 2).last
+    with pytest.raises(ABError, match=">= 1"):
+        plan_starts(["a"], 0, False)
+
+
+# -- through pytest ---------------------------------------------------------------
+
+
+def run(pytester, *args):
+    return pytester.runpytest_subprocess("-m", "perf", "--perf-config", "matrix.yaml", "--perf-output", "out",
+                                         "-p", "no:cacheprovider", *args)
+
+
+def test_restarts_below_one_is_a_clear_error(pytester):
+    pytester.makepyfile(test_perf=PERF_TEST)
+    pytester.makefile(".yaml", matrix=matrix())
+    r = run(pytester, "--perf-restarts", "0")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--perf-restarts 0: must be >= 1" in r.stderr.str()
+    assert "Traceback" not in r.stderr.str() + r.stdout.str()
+
+
+def test_ab_whose_arms_do_not_differ_is_a_clear_error(pytester):
+    pytester.makepyfile(test_perf=PERF_TEST)
+    pytester.makefile(".yaml", matrix=matrix())
+    r = run(pytester, "--perf-ab-head", "env.FAKE_TPS=2000")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    assert "identical to the base arm" in r.stderr.str()
+
+
+def test_restarts_start_each_config_r_times_and_keep_start_means(pytester):
+    pytester.makepyfile(test_perf=PERF_TEST)
+    pytester.makefile(".yaml", matrix=matrix(restarts=3))
+    r = run(pytester, "--perf-json=out/r.json", "--perf-update-baselines", "--perf-baselines=bl")
+    assert r.ret == 0, r.stdout.str()
+    assert (pytester.path / "starts.txt").read_text().split() == ["base"] * 3
+    data = json.loads((pytester.path / "out" / "r.json").read_text())
+    starts = {s["start"] for run_ in data["runs"] for s in run_["samples"]}
+    assert starts == {0, 1, 2}
+    assert data["environment"]["starts"]["restarts"] == 3
+    stored = next((pytester.path / "bl").rglob("*.yaml")).read_text()
+    assert "starts:" in stored  # per-start means kept with the baseline
+    # the next run is judged on start means against them: a pass
+    r2 = run(pytester, "--perf-json=out/r2.json", "--perf-baselines=bl")
+    assert r2.ret == 0, r2.stdout.str()
+    res = json.loads((pytester.path / "out" / "r2.json").read_text())["results"]
+    tg = [x for x in res if x["metric"] == "tg_tps"]
+    assert len(tg) == 1 and tg[0]["verdict"] == "pass"
+    assert "start" in tg[0]["comparison"]["reason"]
+
+
+def test_ab_run_reports_both_arms_and_a_pr_comment(pytester):
+    pytester.makepyfile(test_perf=PERF_TEST)
+    pytester.makefile(".yaml", matrix=matrix(restarts=3, tps=2000))
+    r = run(pytester, "--perf-ab-head", "env.FAKE_TPS=1000", "--perf-ab-head", "env.FAKE_ARM=head",
+            "--perf-json=out/r.json", "--perf-pr-comment=out/pr.md", "--perf-report=out/page.md")
+    out = r.stdout.str()
+    assert r.ret == pytest.ExitCode.TESTS_FAILED, out  # head decodes at half the rate: regressed
+    assert (pytester.path / "starts.txt").read_text().split() == ["base", "head", "head", "base", "base", "head"]
+    assert "A/B (head = base + env.FAKE_TPS=1000, env.FAKE_ARM=head)" in out
+    assert "-> regressed" in out
+    data = json.loads((pytester.path / "out" / "r.json").read_text())
+    ab = data["environment"]["starts"]["ab"]
+    tg = [e for e in ab if e["metric"] == "tg_tps"][0]
+    assert tg["verdict"] == "regressed" and len(tg["base_starts"]) == len(tg["head_starts"]) == 3
+    assert -60 < tg["delta_pct"] < -40 and tg["ci_low_pct"] < tg["delta_pct"] < tg["ci_high_pct"]
+    pr = (pytester.path / "out" / "pr.md").read_text()
+    assert pr.startswith("❌ **pytest-mxfp4 A/B: regression**") and "| fake | tg16 | tg_tps |" in pr
+    assert "## Server starts and A/B" in (pytester.path / "out" / "page.md").read_text()
+
+
+def test_ab_arm_that_fails_to_start_keeps_the_other_and_errors(pytester):
+    pytester.makepyfile(test_perf=PERF_TEST)
+    pytester.makefile(".yaml", matrix=matrix(restarts=2))
+    r = run(pytester, "--perf-ab-head", "env.FAKE_FAIL=1", "--perf-json=out/r.json", "--perf-pr-comment=out/pr.md")
+    assert r.ret == pytest.ExitCode.TESTS_FAILED
+    data = json.loads((pytester.path / "out" / "r.json").read_text())
+    ab = data["environment"]["starts"]["ab"]
+    assert ab and all(e["verdict"] == "error" for e in ab)
+    assert "head arm measured no start" in ab[0]["error"]
+    base = [x for x in data["results"] if x["server"] == "fake" and x["metric"] == "tg_tps"]
+    assert base and base[0]["n"] == 6  # the base arm's 2 starts x 3 runs are kept
+    assert (pytester.path / "out" / "pr.md").read_text().startswith("💥")
