@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run CMD next to a busy neighbour: a planted, dialable slowdown.
 
-    scripts/with_neighbour.py --duty 0.2 -- CMD [ARGS...]
+    scripts/with_neighbour.py --duty 0.2 [--] CMD [ARGS...]
 
 The neighbour is a process that spins for ``duty * period`` and sleeps for
 the rest of every ``period`` (default 10 ms), pinned to the cores CMD runs
@@ -57,11 +57,24 @@ def spin(duty: float, period_s: float) -> None:
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    if "--" in argv:
-        i = argv.index("--")
-        own, cmd = argv[:i], argv[i + 1:]
-    else:
-        own, cmd = argv, []
+    # CMD starts after "--" or at the first word that is not one of our
+    # options (so a runner can prepend "with_neighbour.py --duty 0.2" as is).
+    own, cmd, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            cmd = argv[i + 1:]
+            break
+        if a in ("--duty", "--period-ms"):
+            own += argv[i:i + 2]
+            i += 2
+            continue
+        if a.startswith(("--duty=", "--period-ms=", "-h", "--help")):
+            own.append(a)
+            i += 1
+            continue
+        cmd = argv[i:]
+        break
     ap = argparse.ArgumentParser(prog="with_neighbour.py", description=__doc__.split("\n")[0],
                                  usage="%(prog)s --duty D [--period-ms P] -- CMD [ARGS...]")
     ap.add_argument("--duty", type=float, required=True, help="busy share of each period, 0 <= D < 1")

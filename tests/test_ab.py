@@ -169,3 +169,47 @@ def test_ab_arm_that_fails_to_start_keeps_the_other_and_errors(pytester):
     base = [x for x in data["results"] if x["server"] == "fake" and x["metric"] == "tg_tps"]
     assert base and base[0]["n"] == 6  # the base arm's 2 starts x 3 runs are kept
     assert (pytester.path / "out" / "pr.md").read_text().startswith("💥")
+
+
+# -- the planted-slowdown knob ------------------------------------------------------
+
+
+def _procs_with(marker: str) -> list[int]:
+    import os
+
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if marker.encode() in Path(f"/proc/{p}/cmdline").read_bytes():
+                    out.append(int(p))
+            except OSError:
+                pass
+    return out
+
+
+def test_with_neighbour_runs_cmd_and_its_neighbour_dies_with_it(tmp_path):
+    import subprocess
+    import uuid
+
+    marker = f"nb-{uuid.uuid4().hex}"
+    script = Path(__file__).parent.parent / "scripts" / "with_neighbour.py"
+    code = "import sys,time; time.sleep(0.3); sys.exit(5)"
+    p = subprocess.Popen([sys.executable, str(script), "--duty", "0.05", sys.executable, "-c", code, marker])
+    import time
+
+    time.sleep(0.15)
+    assert len(_procs_with(marker)) == 3  # wrapper, neighbour, CMD
+    assert p.wait(10) == 5  # CMD's exit status
+    time.sleep(0.1)
+    assert _procs_with(marker) == []
+    # SIGTERM to the wrapper reaches CMD; nothing is left behind
+    p = subprocess.Popen([sys.executable, str(script), "--duty", "0.05", "--", sys.executable, "-c",
+                          "import time; time.sleep(30)", marker])
+    time.sleep(0.3)
+    p.terminate()
+    assert p.wait(10) != 0
+    time.sleep(0.1)
+    assert _procs_with(marker) == []
+    bad = subprocess.run([sys.executable, str(script), "--duty", "1.5", "true"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--duty must be in [0, 1)" in bad.stderr
