@@ -1,6 +1,6 @@
 """`pytest-mxfp4` console script: offline tools that run nothing.
 
-    pytest-mxfp4 observe LOGFILE [--engine vllm]   what did that server really run?
+    pytest-mxfp4 observe LOGFILE [--engine vllm|llama.cpp]   what did that server really run?
     pytest-mxfp4 compare REFERENCE... CURRENT.json   the gate's decision on stored results
     pytest-mxfp4 report [RESULTS.json...] --config M --out PAGE.md   the results page from stored data
     pytest-mxfp4 merge SHARD.json... --json MERGED.json [--report PAGE.md]   one run from its shards
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     ob = sub.add_parser("observe", help="print the observed runtime facts of a saved server log as JSON")
     ob.add_argument("logfile")
-    ob.add_argument("--engine", default="vllm", choices=["vllm"])
+    ob.add_argument("--engine", default="vllm", choices=["vllm", "llama.cpp"])
     cp = sub.add_parser("compare", help="judge a result JSON against baselines or earlier results, offline")
     cp.add_argument("reference", nargs="+", help="baseline YAML file(s) or result JSON file(s)")
     cp.add_argument("current", help="result JSON written by --perf-json")

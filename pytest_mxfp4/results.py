@@ -178,6 +178,9 @@ def sample_dict(s: Sample) -> dict[str, Any]:
         "client_lag_ms": round(s.client_lag_ms, 3),
         "cache_hit_tokens": s.cache_hit_tokens,
         "telemetry": s.telemetry,
+        # llama.cpp: the server's own timings and client tg / server tg (measure/fidelity.py)
+        **({"server_timings": s.server_timings, "server_decode_ratio": s.server_decode_ratio}
+           if s.server_timings is not None else {}),
         "flags": s.flags,
         "error": s.error,
     }
@@ -425,5 +428,7 @@ def _case_run(r: _Reader, d: Any, where: str) -> CaseRun:
             client_lag_ms=r.get(s, "client_lag_ms", sw, float, required=False, default=0.0),
             cache_hit_tokens=r.get(s, "cache_hit_tokens", sw, float, required=False),
             telemetry=list(s.get("telemetry") or []), flags=[str(f) for f in s.get("flags") or []],
+            server_timings=s["server_timings"] if isinstance(s.get("server_timings"), dict) else None,
+            server_decode_ratio=r.get(s, "server_decode_ratio", sw, float, required=False),
             error=r.get(s, "error", sw, str, required=False)))
     return run

@@ -36,3 +36,13 @@ fi
     "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "apache-otava==0.8.0" 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" scripts/make_tiny_model.py models/tiny
 "$VENV/bin/python" scripts/make_tiny_model.py models/small --hidden 768 --layers 12 --heads 12 --kv-heads 4
+# llama.cpp rows of configs/cpu.yaml: llama-server + llama-quantize built from the
+# llama.cpp in the llama-cpp-python sdist (about 4 min on 2 cores, once; a stamp makes
+# re-runs instant), then the GGUF models: models/tiny as f16 and a random-weight
+# gpt-oss-style MoE quantized MXFP4_MOE (seconds). PYTEST_MXFP4_SKIP_LLAMACPP=1 skips
+# both; then run only the vLLM rows (--perf-server=tiny-eager,tiny-compiled).
+if [ "${PYTEST_MXFP4_SKIP_LLAMACPP:-0}" != "1" ]; then
+    bash scripts/build_llama_server.sh
+    "$VENV/bin/python" scripts/make_moe_gguf.py --tokenizer models/tiny --moe models/gguf/moe-mxfp4.gguf \
+        --dense-from models/tiny --dense models/gguf/tiny-f16.gguf
+fi
