@@ -52,8 +52,12 @@ _SHAPES = re.compile(
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
     r")"
 )
-# "Bearer xyz" / "Basic xyz" / "token xyz" in headers: keep the scheme, mask the credential.
-_AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|Token)(\s+)([A-Za-z0-9._~+/=\-]{6,})", re.I)
+_SHAPE_PREFIXES = ("hf_", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xoxa-", "xoxb-",
+                   "xoxp-", "xoxr-", "xoxs-", "AKIA", "nvapi-", "eyJ", "PRIVATE KEY-----")
+# "Bearer xyz" / "Basic base64" in headers: keep the scheme, mask the credential. (Not "token xyz":
+# "token budget" is ordinary log text.)
+_AUTH_SCHEME = re.compile(r"\b([Bb]earer|BEARER)(\s+)([A-Za-z0-9._~+/=\-]{6,})"
+                          r"|\b(Basic)(\s+)((?=[A-Za-z0-9+/]\S*?[A-Z0-9+/])[A-Za-z0-9+/]{8,}={0,2})")
 # user:password@ in URLs.
 _URL_CREDS = re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^/\s:@]+:)([^@\s/]+)(@)", re.I)
 # key=value / "key": "value" pairs in free text whose key looks secret (vLLM's
@@ -117,9 +121,14 @@ def redact_text(text: Any) -> Any:
     for v in known:
         if v in text:
             text = text.replace(v, MASK)
-    text = _SHAPES.sub(MASK, text)
-    text = _AUTH_SCHEME.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
-    text = _URL_CREDS.sub(lambda m: m.group(1) + MASK + m.group(3), text)
+    # cheap substring checks first: a server log is megabytes of lines with none of these
+    if any(p in text for p in _SHAPE_PREFIXES):
+        text = _SHAPES.sub(MASK, text)
+    lower = text.lower()
+    if "bearer" in lower or "Basic" in text:
+        text = _AUTH_SCHEME.sub(lambda m: (m.group(1) or m.group(4)) + (m.group(2) or m.group(5)) + MASK, text)
+    if "://" in text:
+        text = _URL_CREDS.sub(lambda m: m.group(1) + MASK + m.group(3), text)
 
     def kv(m: re.Match) -> str:
         if m.group("v") == MASK or m.group("v").lower() in ("bearer", "basic", "token") \

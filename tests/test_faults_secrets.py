@@ -127,3 +127,17 @@ def test_environment_record_is_redacted():
     env = capture()
     env.hostname = "box-host-secret-123"
     assert "host-secret-123" not in str(env.to_dict())
+
+
+@pytest.mark.parametrize("text", [
+    "Avg generation throughput: 32.1 tokens/s, Prefix cache hit rate: 0.0%",
+    "token budget 8192; the token list was empty",
+    "Basic configuration done; Basic Configuration",
+    "max_num_batched_tokens=8192 tokenizer=models/tiny kv_cache_dtype=auto",
+])
+def test_ordinary_log_text_is_left_alone(text):
+    assert redact_text(text) == text
+
+
+def test_basic_auth_credentials_are_masked():
+    assert redact_text("Basic dXNlcjpwYXNzd29yZA==") == f"Basic {MASK}"
