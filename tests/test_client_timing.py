@@ -35,8 +35,12 @@ def client(srv, **kw):
 
 
 def tg_ratio(t, srv):
-    measured = (t.completion_tokens - 1) / (t.last_content - t.first_content)
-    return measured / srv.truth()["tg_tps"]
+    """Measured tg over the truth, or None where the truth itself is unsure
+    (the fake was preempted around the first or last send)."""
+    truth = srv.truth()
+    if truth["unsure_s"] > 50e-6:
+        return None
+    return (t.completion_tokens - 1) / (t.last_content - t.first_content) / truth["tg_tps"]
 
 
 def trusted(t) -> bool:
@@ -54,11 +58,12 @@ def test_paced_stream_is_stamped_per_read_and_parsed_after(paced, api, busy_poll
     assert t.start < t.first_response <= t.first_content < t.last_content <= t.end
     assert sum(r.content for r in t.content_reads) == 64 and t.reads >= len(t.content_reads)
     assert t.kernel_stamps  # Linux, plain TCP
-    assert all(r.bounded for r in t.content_reads if r.content == 1)  # kernel-stamped at arrival
+    # one event per read: kernel-stamped at its arrival, nothing to estimate
+    assert all(r == (1, 0.0, 0.0, False, False) for r in t.content_reads if r.content == 1)
     assert t.finish_reason == "length" and t.parse_s > 0
     # no timing goal (a loaded box may hold the client up): trusted means faithful
     r = tg_ratio(t, paced)
-    assert not trusted(t) or 0.98 <= r <= 1.02, r
+    assert r is None or not trusted(t) or 0.98 <= r <= 1.02, r
 
 
 def hog_the_gil(stop: threading.Event) -> None:
@@ -81,6 +86,8 @@ def test_a_client_that_fell_behind_is_never_trusted_below_098(paced, busy_poll_s
         for _ in range(6):
             t = c.stream(RequestSpec("x", 1024))
             r = tg_ratio(t, paced)
+            if r is None:
+                continue
             if trusted(t):
                 assert 0.98 <= r <= 1.02, f"ratio {r:.3f} passed as clean: {t.content_reads[:3]} .. {t.content_reads[-3:]}"
             else:

@@ -63,11 +63,12 @@ def test_token_count_checks():
 
 
 def stream(groups, start=0.0):
-    """A stream from reads: groups = [(time, events in that read, late_first, bounded)]."""
+    """A stream from reads: groups = [(time, events in that read, late, measured)];
+    not measured = a blocking read without a kernel stamp (late = busy time)."""
     times, reads = [], []
     for t, m, late, bounded in groups:
         times += [t] * m
-        reads.append(ReadInfo(m, late, 0.0 if bounded else late, bounded))
+        reads.append(ReadInfo(m, late, late, not bounded, not bounded))
     return StreamTiming(start=start, first_response=times[0], first_content=times[0], last_content=times[-1],
                         end=times[-1] + 0.001, content_chunks=len(times), chunk_times=times, content_reads=reads)
 
@@ -90,7 +91,7 @@ def test_honest_streams_pass_both_checks():
 def test_client_behind_from_its_own_reads():
     # busy-polled, but the first read could be 80 us late on a 6.35 ms span
     late_first = stream([(0.5, 1, 80e-6, True)] + paced(127, 1 / 20000, t0=0.5 + 1 / 20000))
-    assert client_behind(late_first) == pytest.approx(80e-6 / (127 / 20000))
+    assert client_behind(late_first) == pytest.approx((80e-6 + 2e-6) / (127 / 20000))  # + the last read's 2 us
     assert client_behind(late_first) > CLIENT_BEHIND_BOUND
     # blocking reads: the last 30 events piled up in one read, so it woke >= 29 intervals late
     piled = stream(paced(98, 1e-5) + [(0.5 + 98e-5 + 29e-5, 30, 0.0, False)])
@@ -111,3 +112,13 @@ def test_held_back_and_flushed_is_a_burst_not_the_client():
     # a blocking client that woke 0.3 ms late at 100k tok/s: 30 events in a read, explained by the wake
     woke_late = stream(paced(64, 1e-5) + [(0.5 + 64e-5 + 29e-5, 30, 0.0, False)] + paced(64, 1e-5, t0=0.5 + 94e-5))
     assert held_back_fraction(woke_late) == 0.0
+
+
+def test_a_client_that_let_the_window_close_is_behind_however_exact_its_stamps():
+    # kernel-stamped reads (exact arrivals), but one read took 100 KB of a 128 KB buffer:
+    # the server's sends were held back by TCP flow control, so arrivals were late
+    t = stream(paced(1024, 1e-5))
+    t.rcvbuf, t.max_read_bytes = 131072, 100_000
+    assert client_behind(t) == float("inf")
+    t.max_read_bytes = 600  # two events a read: nowhere near
+    assert client_behind(t) <= CLIENT_BEHIND_BOUND

@@ -289,6 +289,8 @@ class EngineClient:
         stamps = [ks if ks is not None else r[0] for ks, r in zip(kernel, resp.reads)]
         timing.reads = len(resp.reads)
         timing.kernel_stamps = any(ks is not None for ks in kernel)
+        timing.max_read_bytes = max((len(r[1]) for r in resp.reads), default=0)
+        timing.rcvbuf = resp.rcvbuf
         content_read, in_read = -1, 0
         for line in lines:
             now = stamps[line.read]
@@ -321,19 +323,19 @@ def _read_info(resp: rawstream.RawResponse, kernel: list, k: int, m: int) -> Rea
     now, _, before, spun, _ = resp.reads[k]
     prev = resp.reads[k - 1][0] if k > 0 else resp.start
     ks = kernel[k]
-    if ks is not None:  # stamped at its last packet's arrival
+    if ks is not None:  # stamped at its last packet's arrival: exact for the read's last event
         if m == 1:
-            return ReadInfo(1, 0.0, 0.0, True)
+            return ReadInfo(1, 0.0, 0.0)
         if spun:  # the earlier events arrived after the socket was last seen empty
-            return ReadInfo(m, max(0.0, ks - before), 0.0, True)
+            return ReadInfo(m, max(0.0, ks - before), 0.0)
         if ks <= before:  # all of it waited for the client: it arrived after the previous read
-            return ReadInfo(m, max(0.0, ks - prev), 0.0, True)
-        return ReadInfo(m, max(0.0, before - prev), 0.0, False)
+            return ReadInfo(m, max(0.0, ks - prev), 0.0)
+        return ReadInfo(m, max(0.0, before - prev), 0.0, first_estimated=True)
     if spun:
         late = max(0.0, now - before)
-        return ReadInfo(m, late, late, True)
+        return ReadInfo(m, late, late)
     busy = max(0.0, before - prev)
-    return ReadInfo(m, busy, busy, False)
+    return ReadInfo(m, busy, busy, first_estimated=True, last_estimated=True)
 
 
 def _short(s: str, n: int = 300) -> str:

@@ -56,6 +56,10 @@ FLAG_CLIENT_BEHIND = "client-behind"
 # A sample is flagged `client-behind` when the client's own lateness may
 # have moved tg t/s by more than this (the tg gate floor is 1%).
 CLIENT_BEHIND_BOUND = 0.01
+# A read returning more than this share of the receive buffer: the client let
+# the data pile up until TCP's window (about half the buffer) nearly closed,
+# which holds the server's sends back; arrivals then say more about the client.
+BACKPRESSURE_SHARE = 1 / 3
 # A blocking read cannot see its own wake-up delay; it shows only as several
 # events arriving in one read. Beyond this many seconds, a group of events
 # that arrived together is the server's doing, not a late wake-up.
@@ -66,28 +70,31 @@ BURST_GROUP = 4
 
 
 def _late_first(r: ReadInfo, delta: float) -> float:
-    """How late a read's stamp may be for its first content event: measured
-    (busy-polled or kernel-stamped), or for a blocking read whatever is larger
-    of its busy time and what the events piled up in it imply."""
-    return r.late_first if r.bounded else max(r.late_first, (r.content - 1) * delta)
+    """How late a read's stamp may be for its first content event: measured,
+    or (a blocking read) the larger of the client's busy time and what the
+    events that piled up in the read imply."""
+    return max(r.late_first, (r.content - 1) * delta) if r.first_estimated else r.late_first
 
 
 def _late_last(r: ReadInfo, delta: float) -> float:
-    return r.late_last if r.bounded else max(r.late_last, (r.content - 1) * delta)
+    return max(r.late_last, (r.content - 1) * delta) if r.last_estimated else r.late_last
 
 
 def client_behind(t: StreamTiming) -> float | None:
     """How much tg t/s may be off because the client was late, as a fraction:
     (late(first content event) + late(last content event)) / decode span.
     tg uses only those two stamps; every other read may be late without harm.
-    inf when all content came in one read whose arrival nobody measured;
+    inf when all content came in one read whose arrival nobody measured, or
+    when a read shows that the client let TCP's window close (BACKPRESSURE_SHARE);
     None when there is nothing to judge (fewer than 2 content events)."""
     reads = t.content_reads
     if t.content_chunks < 2 or not reads or t.first_content is None or t.last_content is None:
         return None
+    if t.rcvbuf and t.max_read_bytes > BACKPRESSURE_SHARE * t.rcvbuf:
+        return float("inf")  # it held the server back: no stamp of it can be trusted
     span = t.last_content - t.first_content
     if span <= 0:
-        return None if reads[0].bounded else float("inf")  # arrived at once: the burst check's case
+        return float("inf") if reads[0].first_estimated else None  # arrived at once: the burst check's case
     delta = span / (t.content_chunks - 1)
     return (_late_first(reads[0], delta) + _late_last(reads[-1], delta)) / span
 
@@ -95,7 +102,7 @@ def client_behind(t: StreamTiming) -> float | None:
 def _held(r: ReadInfo, delta: float) -> bool:
     """A group of events that arrived together faster than the stream's pace
     allows, beyond what the client's lateness can explain."""
-    window = r.late_first if r.bounded else r.late_first + WAKE_ALLOWANCE_S
+    window = r.late_first + WAKE_ALLOWANCE_S if r.first_estimated else r.late_first
     return r.content >= BURST_GROUP and (r.content - 1) * delta > 2 * window
 
 
@@ -113,7 +120,7 @@ def held_back_fraction(t: StreamTiming) -> float | None:
         return None
     span = t.last_content - t.first_content
     if span <= 0:
-        return 1.0 if reads[0].bounded else None
+        return None if reads[0].first_estimated else 1.0
     delta = span / (t.content_chunks - 1)
     return sum(r.content for r in reads if _held(r, delta)) / t.content_chunks
 

@@ -64,6 +64,7 @@ class RawResponse:
     #   ancillary: recvmsg's ancillary data (the kernel receive stamp) or None
     reads: list[tuple[float, bytes, float, bool, list | None]] = field(default_factory=list)
     clock_offset_ns: int = 0  # CLOCK_REALTIME - perf_counter, to read kernel stamps
+    rcvbuf: int = 0  # the socket's receive buffer when the read began (SO_RCVBUF)
     body_start: int = -1  # offset of the body in the concatenated reads
     complete: bool = False  # the body ended as its framing says (or the peer closed a close-delimited one)
     broken: str | None = None  # why the stream ended early (reset, EOF mid-chunk)
@@ -102,7 +103,8 @@ def request_bytes(method: str, path: str, host: str, body: bytes, headers: dict[
 def read_response(sock: socket.socket, start: float, total_s: float, idle_s: float, spin_s: float) -> RawResponse:
     """Read until the body ends. Busy-polls (non-blocking recv in a loop) until
     `start + spin_s`, then blocks. Raises StreamTimeout (total or idle)."""
-    resp = RawResponse(start=start, clock_offset_ns=time.time_ns() - time.perf_counter_ns())
+    resp = RawResponse(start=start, clock_offset_ns=time.time_ns() - time.perf_counter_ns(),
+                       rcvbuf=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
     reads = resp.reads
     append = reads.append
     pc = time.perf_counter

@@ -12,11 +12,12 @@ class ReadInfo(NamedTuple):
     content: int  # content events completed in this read
     late_first: float  # s: how late the stamp may be for its first content event
     late_last: float  # s: ... for its last content event
-    # True: late_* are measured bounds (busy-polled: now - last time the socket was
-    # seen empty; kernel-stamped: the stamp is the last packet's arrival). False: a
-    # blocking read's busy time before asking, a lower bound: the events that piled
-    # up in it ((content - 1) stream intervals) say more (metrics.client_behind).
-    bounded: bool
+    # False: late_* is measured (busy-polled: now - last time the socket was seen
+    # empty; kernel-stamped: the stamp is the last packet's arrival). True: only the
+    # client's busy time before a blocking read, a lower bound: the events that piled
+    # up in the read ((content - 1) stream intervals) say more (metrics.client_behind).
+    first_estimated: bool = False
+    last_estimated: bool = False
 
 
 @dataclass
@@ -38,6 +39,11 @@ class StreamTiming:
     # that carried content.
     content_reads: list[ReadInfo] = field(default_factory=list)
     kernel_stamps: bool = False  # stamps are the kernel's receive times (SO_TIMESTAMPNS)
+    # The most bytes one read returned, and the socket's receive buffer. A client
+    # that lets that much pile up closes TCP's window: the server is held back, and
+    # later arrivals are late by the client's doing, however exactly stamped.
+    max_read_bytes: int = 0
+    rcvbuf: int = 0
     reads: int = 0  # socket reads that returned data
     parse_s: float = 0.0  # client time spent parsing, after the stream ended
     # llama.cpp: the server's own `timings` of this request (final chunk): prompt_n, prompt_ms,

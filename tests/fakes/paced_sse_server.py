@@ -15,7 +15,8 @@ Control (plain JSON over HTTP):
   POST /pace   {"rate": tok/s, "ttft_s": s, "flush_from": i|null, "stall_after": i|null,
                 "trickle_s": s|null}   pace of the following requests
   GET  /truth  send stamps (server clock) of the last stream:
-               {"n": tokens, "first": s, "last": s, "tg_tps": (n-1)/(last-first)}
+               {"n": tokens, "first": s, "last": s, "tg_tps": (n-1)/(last-first),
+                "unsure_s": longest send call of the first/last token (a preemption)}
 
 Run: `python tests/fakes/paced_sse_server.py [--cpu N]`; prints `PORT <n>`.
 From Python: `with PacedServer(cpu=0) as srv: srv.pace(rate=20000); srv.url`.
@@ -92,6 +93,10 @@ class _Server:
         while True:
             conn, _ = self.sock.accept()
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:  # no pacing by the congestion control (BBR defers small sends): a send is a transmit
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"reno")
+            except OSError:
+                pass
             # a thread per connection (a keep-alive client must not block /truth);
             # streams are measured one at a time, so they never share the GIL
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
@@ -174,6 +179,7 @@ class _Server:
         step = 1.0 / float(p.rate)
         sent = [0.0] * n
         held = b""
+        unsure = 0.0
         for i in range(n):
             if p.stall_after is not None and i == p.stall_after:
                 conn.recv(1)  # silence with the connection open until the client gives up (idle timeout)
@@ -185,8 +191,11 @@ class _Server:
                 held += evs[i]  # "computed" on time, but held back
                 sent[i] = target
                 continue
+            before = _PC()
             sendall(evs[i])
             sent[i] = _PC()
+            if i in (0, n - 1):  # a preemption around the send makes its stamp unsure
+                unsure = max(unsure, sent[i] - before)
         if held:
             sendall(held)
             now = _PC()
@@ -194,7 +203,7 @@ class _Server:
                 sent[i] = now  # what the client can at best see: they all left now
         sendall(tail)
         span = sent[-1] - sent[0]
-        self.truth = {"n": n, "first": sent[0], "last": sent[-1],
+        self.truth = {"n": n, "first": sent[0], "last": sent[-1], "unsure_s": unsure,
                       "tg_tps": (n - 1) / span if n > 1 and span > 0 else None}
         return True
 
