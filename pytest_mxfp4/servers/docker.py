@@ -605,9 +605,9 @@ class DockerServer(Server):
             return None
         if owners & ours:
             return None
-        return (f"server {self.config.name!r}: port {self.port} is answered by pid "
-                f"{', '.join(map(str, sorted(owners)))}, not by container {self.container.name}; another server "
-                "took the port. Stop it and rerun.")
+        who = "a process this user cannot see" if owners == {0} else "pid " + ", ".join(map(str, sorted(owners)))
+        return (f"server {self.config.name!r}: port {self.port} is answered by {who}, not by container "
+                f"{self.container.name}; another server took the port. Stop it and rerun.")
 
     def identity_problem(self) -> str | None:
         """None while our container runs and owns its port; else what is wrong."""

@@ -182,9 +182,10 @@ class ProcessServer(Server):
             return (f"server {self.config.name!r} (pid {proc.pid}) is running but nothing listens on "
                     f"127.0.0.1:{self.port} any more. Last log lines:\n{log_tail(log)}")
         if not (owners & ours):
-            return (f"server {self.config.name!r}: port {self.port} is answered by pid "
-                    f"{', '.join(map(str, sorted(owners)))}, not by the server we started (pid {proc.pid}); "
-                    "another server took the port. Stop it and rerun.")
+            who = ("a process this user cannot see" if owners == {0} else
+                   "pid " + ", ".join(map(str, sorted(owners))))
+            return (f"server {self.config.name!r}: port {self.port} is answered by {who}, not by the server "
+                    f"we started (pid {proc.pid}); another server took the port. Stop it and rerun.")
         return None
 
     def stop(self, timeout_s: float = 15.0) -> None:
@@ -304,7 +305,8 @@ def sweep_leftovers(records_dir: Path, progress: Progress | None = None) -> list
 
 def port_listener_pids(port: int) -> set[int] | None:
     """Pids holding a socket that listens on `port` (IPv4/IPv6), from /proc.
-    None where /proc/net is not readable."""
+    None where /proc/net is not readable; {0} when something listens but its
+    process is not visible to this user."""
     inodes = set()
     readable = False
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -336,7 +338,7 @@ def port_listener_pids(port: int) -> set[int] | None:
                     continue
         except OSError:
             continue
-    return pids
+    return pids or {0}
 
 
 def scrub_file(path: Path) -> None:
