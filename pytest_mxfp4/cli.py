@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             from .merge import merge_command
 
             return merge_command(args.results, args.out_json, args.report, args.baselines, args.config,
-                                 args.expect_shards)
+                                 args.expect_shards, args.plots)
         if args.command == "report":
             from .report.regenerate import report_command
 

@@ -121,14 +121,14 @@ def shards_section(m: Merged) -> str:
 
 
 def merge_command(paths: list[str], out_json: str, report: str | None, baselines: str, config: str | None,
-                  expect_shards: int | None) -> int:
+                  expect_shards: int | None, plots: str | None = None) -> int:
     m = merge(paths, expect_shards)
     results_file.save(m.session, out_json)
     print(f"merged {len(paths)} shard file(s), {len(m.session.servers)} config(s): {out_json}")
     if report:
         from .report.regenerate import report_command
 
-        report_command([out_json], baselines, config, report, None)
+        report_command([out_json], baselines, config, report, plots)
         with open(report, "a") as f:
             f.write(shards_section(m))
     for p in m.problems:
@@ -148,6 +148,7 @@ def add_parser(sub) -> None:
     mp.add_argument("--baselines", default="baselines", help="baseline directory for the page (default: baselines)")
     mp.add_argument("--config", help="matrix file for the page")
     mp.add_argument("--expect-shards", type=int, help="how many shards the run had (a missing last shard is caught)")
+    mp.add_argument("--plots", help="directory for trend plots from the baseline history (with --report)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     add_parser(ap.add_subparsers(dest="command", required=True))
     args = ap.parse_args(["merge", *(argv if argv is not None else sys.argv[1:])])
     try:
-        return merge_command(args.results, args.out_json, args.report, args.baselines, args.config, args.expect_shards)
+        return merge_command(args.results, args.out_json, args.report, args.baselines, args.config, args.expect_shards,
+                             args.plots)
     except PerfUserError as e:
         print(f"pytest-mxfp4 merge: {e}", file=sys.stderr)
         return 2
