@@ -253,6 +253,16 @@ def test_policy_perf_pr_needs_an_always_verdict_job(tmp_path):
     assert any("perf-verdict" in p and "always()" in p for p in problems), problems
 
 
+def test_policy_perf_verdict_must_run_the_base_scripts(tmp_path):
+    shipped = (WORKFLOWS / "perf-pr.yml").read_text()
+    marker = "      # the verdict's logic from the base, not from the PR\n"
+    i = shipped.index(marker)
+    broken = shipped[:i] + shipped[i:].replace("          ref: ${{ github.event.pull_request.base.sha || github.sha }}\n", "", 1)
+    assert broken != shipped
+    problems = policy.check_workflow(_write(tmp_path, broken, "perf-pr.yml"))
+    assert any("jobs.perf-verdict: must check out the base" in p for p in problems), problems
+
+
 def test_shipped_perf_pr_reads_pr_data_only_through_env():
     text = (WORKFLOWS / "perf-pr.yml").read_text()
     for risky in ("pull_request.title", "head_ref", "pull_request.body"):

@@ -25,7 +25,7 @@ the ones only we know:
   workflow_run   a workflow_run workflow checks out only the default branch
                  (no `ref:`), i.e. never the PR's code
   perf-pr        perf-pr.yml has a `perf-verdict` job with `if: always()` that
-                 needs the gate job
+                 needs the gate job and runs the base's scripts, not the PR's
 
 Pure: reads YAML, runs nothing. Imported by tests/test_workflows.py.
 """
@@ -172,6 +172,11 @@ def check_workflow(path: Path) -> list[str]:
             needs = v.get("needs") or []
             if "gate" not in (needs if isinstance(needs, list) else [needs]):
                 bad("jobs.perf-verdict", "must need the `gate` job")
+            refs = [str((st.get("with") or {}).get("ref", "")) for st in v.get("steps") or []
+                    if str(st.get("uses", "")).startswith("actions/checkout@")]
+            if not refs or not all("pull_request.base.sha" in r for r in refs):
+                bad("jobs.perf-verdict", "must check out the base (`ref: ${{ github.event.pull_request.base.sha "
+                                         "|| github.sha }}`): the required check's logic never comes from the PR")
     return out
 
 
