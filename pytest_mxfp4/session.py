@@ -554,7 +554,8 @@ class PerfSession:
             msg = (f"NO BASELINE for any server of this run on {self.environment.hardware_key} "
                    f"(looked in {self.store.root}); every metric is no-baseline and nothing was judged")
             if ci and not first_run:
-                errors.append(msg + "; in CI this fails unless --perf-first-run says it is the first run")
+                errors.append(msg + "; in CI this fails unless --perf-first-run (or --perf-update-baselines) "
+                              "says it is the first run")
             else:
                 warns.append(msg + ("" if first_run else "; store some with --perf-update-baselines"))
         return errors, warns
