@@ -344,3 +344,20 @@ def test_arms_hook_from_the_base_names_the_head_engine(tmp_path):
     (head / "engine/python").write_text("#!/bin/sh\n")
     (head / "engine/python").chmod(0o755)
     assert perf_pr_gate.head_overrides(base, head) == [f"python={head}/engine/python"]
+
+
+def test_nightly_shard_runs_its_slice_and_records_it(tmp_path):
+    m = tmp_path / "m.yaml"
+    m.write_text("servers: {a: {pending: later}, b: {pending: later}, c: {pending: later}}\n"
+                 "workloads: {decode: {tg: [32]}, runs: 2}\n")
+    out = tmp_path / "shard"
+    r = run("nightly-shard", "--shard", "2/2", "--config", str(m), "--out", str(out),
+            env={"UPDATE_BASELINES": "1", "PYTEST_MXFP4_LOCK": str(tmp_path / "lock")})
+    # nothing measurable in this slice (pending rows): the run says so and fails, its files still written
+    assert r.returncode == 1 and "no fail-gated metric was measured" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+    data = json.loads((out / "results-2.json").read_text())
+    assert data["environment"]["shard"]["index"] == 2 and sorted(data["servers"]) == ["b"]
+    assert (out / "junit-2.xml").exists() and (out / "page-2.md").exists()
+    assert (out / "baselines").is_dir()  # the copy the bot PR would take; the checkout's baselines/ untouched
+    r = run("nightly-shard", "--shard", "two", "--config", str(m), "--out", str(out))
+    assert r.returncode == 2 and "--shard K/N" in r.stderr
