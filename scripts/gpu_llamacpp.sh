@@ -57,7 +57,7 @@ bundle() {
              ggml/src/ggml-{cann,et,hexagon,metal,musa,opencl,openvino,sycl,virtgpu,vulkan,webgpu,zdnn,zendnn,hip,blas}; do
         ex+=("--exclude=src/$d")
     done
-    tar -C "$LLAMA_CPP_DIR" "${ex[@]}" -czf "$BUNDLE/llama.cpp-src.tar.gz" src
+    tar -C "$LLAMA_CPP_DIR" --anchored "${ex[@]}" -czf "$BUNDLE/llama.cpp-src.tar.gz" src
     cp models/tiny/config.json models/tiny/tokenizer.json models/tiny/tokenizer_config.json "$BUNDLE/tok/"
     du -sh "$BUNDLE"
 }
@@ -98,7 +98,8 @@ starts() {  # R: R server starts for the baseline, then R more judged against it
     plugin=()  # load the plugin by module where it is not pip-installed (pytest11 entry point)
     "$PY" -c "import importlib.metadata as m, sys; sys.exit(not any(e.value == 'pytest_mxfp4.plugin' for e in m.entry_points(group='pytest11')))" \
         || plugin=(-p pytest_mxfp4.plugin)
-    if "$PY" -m pytest "${plugin[@]}" -p no:cacheprovider --help 2>/dev/null | grep -q -- --perf-restarts; then
+    local help; help="$("$PY" -m pytest "${plugin[@]}" -p no:cacheprovider --help 2>/dev/null || true)"
+    if [[ "$help" == *--perf-restarts* ]]; then  # (not `| grep -q`: pipefail + SIGPIPE reads as "no")
         # the plugin's own server starts (workloads.restarts): one run stores R starts as the
         # baseline, a second run of R fresh starts is judged against it by the gate
         [ -f "$WORK/base.json" ] || { say "baseline: $R server starts"; run_pytest base --perf-restarts "$R" --perf-update-baselines; }

@@ -77,7 +77,8 @@ class ObservedFacts:
     # llama.cpp (observe/llamacpp.py); `quantization` there is the GGUF file type, e.g. MXFP4_MOE.
     backend: str | None = None  # CUDA | Vulkan | CPU | ...
     device: str | None = None  # "NVIDIA H200", "AMD EPYC"
-    compute_capability: str | None = None  # "9.0"
+    compute_capability: str | None = None  # "9.0" (ggml_cuda_init's device line, where logged)
+    cuda_archs: str | None = None  # "900": the archs llama.cpp's CUDA kernels were built for
     flash_attention: bool | None = None
     gpu_layers_offloaded: int | None = None
     layers_total: int | None = None

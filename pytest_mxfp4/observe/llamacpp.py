@@ -167,6 +167,8 @@ RULES: list[Rule] = [
     (re.compile(r"llama_kv_cache: size = .*K \((?P<k>\w+)\): .*V \((?P<v>\w+)\)"), _kv),
     # system_info: n_threads = 2 (n_threads_batch = 2) / 2 | CPU : ...
     (re.compile(r"system_info: n_threads = (?P<v>\d+)"), _set("threads", lambda m: int(m["v"]))),
+    # system_info: ... | CUDA : ARCHS = 900 | USE_GRAPHS = 1 | ...  (the archs the CUDA kernels were built for)
+    (re.compile(r"\bCUDA : ARCHS = (?P<v>[\d,]+)"), _set("cuda_archs", lambda m: m["v"])),
     # failures before "model loaded"
     (re.compile(r"error loading model|failed to load model|exiting due to model loading error"),
      _set("startup_failed", True)),
