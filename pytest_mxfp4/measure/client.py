@@ -338,13 +338,6 @@ def _read_info(resp: rawstream.RawResponse, kernel: list, k: int, m: int) -> Rea
     return ReadInfo(m, busy, busy, first_estimated=True, last_estimated=True)
 
 
-def _json_or_none(r: httpx.Response):
-    try:
-        return r.json()
-    except ValueError:
-        return None
-
-
 def _short(s: str, n: int = 300) -> str:
     return s if len(s) <= n else s[:n] + "…"
 

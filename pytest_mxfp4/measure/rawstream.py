@@ -157,10 +157,13 @@ def read_response(sock: socket.socket, start: float, total_s: float, idle_s: flo
                     return resp
         # blocking phase
         sock.setblocking(True)
-        remaining = deadline - pc()
-        if remaining <= 0:
+        now = pc()
+        if now >= deadline:
             raise StreamTimeout("total", total_s)
-        sock.settimeout(min(idle_s, remaining))
+        if now - last_data >= idle_s:
+            raise StreamTimeout("idle", idle_s)
+        # the silence so far (while busy-polling) counts; reset after the next read
+        sock.settimeout(min(idle_s - (now - last_data), deadline - now))
         soft = deadline - idle_s  # after this, the total limit is nearer than the idle one
         recv = _recvmsg(sock)
         while True:
@@ -178,7 +181,7 @@ def read_response(sock: socket.socket, start: float, total_s: float, idle_s: flo
                 return resp
             append((now, data, before, False, anc))
             got += len(data)
-            if now > soft:
+            if now > soft or len(reads) == 1 or reads[-2][3]:  # near the deadline, or the first blocking read
                 if now >= deadline:
                     raise StreamTimeout("total", total_s)
                 sock.settimeout(min(idle_s, deadline - now))
