@@ -131,7 +131,10 @@ class Slot:
 
     @property
     def id(self) -> str:
-        if self.of == 1 and self.arm is None:
+        """The test id: the config's name for its last start (the test that
+        carries the verdict, so JUnit names stay `test_workload[NAME-CASE]`),
+        NAME#i for the starts before it."""
+        if self.last:
             return self.server
         return f"{self.server}#{self.start}"
 
@@ -164,12 +167,12 @@ def plan_starts(servers: list[str], restarts: int, ab: bool) -> tuple[Slot, ...]
 def judge_starts(base_means: list[float], head_means: list[float], *, higher_is_better: bool, floor_pct: float,
                  history_cvs: tuple[tuple[float, int], ...] = (), prior: startstats.Prior = startstats.DEFAULT_PRIOR,
                  alpha: float = 0.01, label: str = "metric", what_base: str = "baseline",
-                 disturbed: str | None = None) -> tuple[Comparison, startstats.StartComparison]:
+                 disturbed: str | None = None, looks: int = 1) -> tuple[Comparison, startstats.StartComparison]:
     """Start means -> (stats.Comparison for the reports, the raw numbers).
     ``history_cvs``: (between-start CV, its df) of earlier runs."""
     extra = [startstats.spread_from_cv(cv, df) for cv, df in history_cvs if df > 0]
     sc = startstats.compare_starts(base_means, head_means, higher_is_better=higher_is_better,
-                                   floor=floor_pct / 100.0, alpha=alpha, extra=extra, prior=prior)
+                                   floor=floor_pct / 100.0, alpha=alpha, extra=extra, prior=prior, looks=looks)
     verdict = sc.verdict
     noise = (f"between-start CV {100 * sc.noise.cv:.2f}% ({sc.noise.df:g} df, "
              f"{100 * sc.noise.prior_weight:.0f}% from the {100 * prior.cv:g}% prior)")
@@ -249,9 +252,52 @@ def preflight_cpu(window_s: float = 2.0, max_other_cores: float = 0.5) -> tuple[
     return None, facts
 
 
+def preflight_nvidia(nvml, handles: dict, own_pids: set[int] | None = None, idle_util_pct: float = 5.0,
+                     settle_s: float = 1.0) -> tuple[str | None, dict]:
+    """Before a start on NVIDIA: another compute process on a GPU, a GPU
+    still busy, or clock-event reasons that slow it (power/thermal/hw) mark
+    the start disturbed; SM clocks are recorded (and, with the GPU idle and
+    the clock still at its maximum, called "not back to idle"). ``nvml`` is
+    pynvml (or a stand-in), ``handles`` index -> device handle."""
+    from .telemetry import THROTTLE_MASK, decode_reasons
+
+    own = own_pids or {os.getpid()}
+    why: list[str] = []
+    facts: dict = {"gpus": {}}
+    if settle_s:
+        time.sleep(settle_s)
+
+    def field(fn, *a):
+        try:
+            return fn(*a) if fn is not None else None
+        except Exception:  # not supported on this GPU/driver: that field only
+            return None
+
+    for i, h in handles.items():
+        procs = field(getattr(nvml, "nvmlDeviceGetComputeRunningProcesses", None), h) or []
+        others = [getattr(p, "pid", None) for p in procs if getattr(p, "pid", None) not in own]
+        util = field(nvml.nvmlDeviceGetUtilizationRates, h)
+        util_gpu = getattr(util, "gpu", None)
+        reasons = field(getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+                        or getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None), h)
+        sm = field(lambda x: nvml.nvmlDeviceGetClockInfo(x, nvml.NVML_CLOCK_SM), h)
+        smax = field(lambda x: nvml.nvmlDeviceGetMaxClockInfo(x, nvml.NVML_CLOCK_SM), h)
+        facts["gpus"][i] = {"other_pids": others, "util_pct": util_gpu, "reasons": reasons, "sm_clock_mhz": sm}
+        if others:
+            why.append(f"GPU {i}: {len(others)} other compute process(es) (pid {', '.join(map(str, others[:3]))})")
+        if util_gpu is not None and util_gpu > idle_util_pct:
+            why.append(f"GPU {i}: {util_gpu}% busy before the start")
+        if reasons is not None and reasons & THROTTLE_MASK:
+            why.append(f"GPU {i}: {', '.join(decode_reasons(reasons & THROTTLE_MASK))}")
+        if (util_gpu is not None and util_gpu <= idle_util_pct and sm and smax and sm >= smax
+                and not (reasons or 0) & 0x1):
+            why.append(f"GPU {i}: SM clock {sm} MHz not back to idle")
+    return ("; ".join(why) or None), facts
+
+
 def finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 __all__ = ["ABError", "Override", "parse_override", "head_config", "Slot", "plan_starts", "judge_starts",
-           "start_cv", "preflight_cpu", "BASE", "HEAD", "HEAD_SUFFIX", "StatsError"]
+           "start_cv", "preflight_cpu", "preflight_nvidia", "BASE", "HEAD", "HEAD_SUFFIX", "StatsError"]

@@ -19,6 +19,36 @@ from .results import SessionResults
 from .stats import BaselineStats, Summary
 
 
+def start_means(res: SessionResults) -> dict[tuple[str, str], list[float]]:
+    """(server, 'case/metric') -> the mean of each server start, from the
+    samples' `start` index (trusted samples only), in start order."""
+    acc: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for run in res.case_runs:
+        for metric in run.case.metrics:
+            for smp in run.samples:
+                v = smp.metrics.get(metric) if smp.clean else None
+                if v is not None:
+                    acc.setdefault((run.server, f"{run.case.id}/{metric}"), {}).setdefault(smp.start, []).append(v)
+    return {k: [sum(v) / len(v) for _, v in sorted(d.items())] for k, d in acc.items()}
+
+
+def load_reference_starts(paths: list[str]) -> dict[tuple[str, str], tuple[list[float], tuple]]:
+    """(server, 'case/metric') -> (start means, ((between-start CV, df), ...) of
+    the history), for references that know their starts."""
+    out: dict[tuple[str, str], tuple[list[float], tuple]] = {}
+    for p in map(Path, paths):
+        if p.suffix in (".yaml", ".yml"):
+            bf = read_baseline(p)
+            for key, m in bf.metrics.items():
+                hist = tuple((h.start_cv, h.starts - 1) for h in m.history if h.start_cv is not None and h.starts > 1)
+                out[(bf.server, key)] = (list(m.starts or [m.mean]), hist)
+        else:
+            for key, means in start_means(results_file.load(p)).items():
+                old, hist = out.get(key, ([], ()))
+                out[key] = (old + means, hist)
+    return out
+
+
 def load_references(paths: list[str]) -> dict[tuple[str, str], BaselineStats]:
     """(server, 'case/metric') -> baseline stats, from baseline YAMLs and/or result JSONs.
     Several result files are pooled; each file's CV feeds the noise history."""
@@ -85,9 +115,27 @@ def compare_results(reference_paths: list[str], current_path: str, config_path: 
                             f"(servers here: {', '.join(mine)}; in the references: {', '.join(theirs) or 'none'}); "
                             "nothing would be judged")
     session = SessionResults(matrix=current.matrix, environment=current.environment, servers=current.servers)
+    cur_starts = start_means(current)
+    st = current.environment.get("starts") or {}
+    looks = 2 if (st.get("max_restarts") or 1) > (st.get("restarts") or 1) else 1
+    ref_starts = load_reference_starts(reference_paths)
     for r in current.metrics:
         mr = judge_metric(r.server, r.case, r.metric, r.samples, refs.get((r.server, r.key)), gates, r.targets)
         if not r.samples and r.error:
             mr.error = r.error
+        # several server starts on either side: the plugin judged start means (Step 6); so does compare
+        mine, (theirs, hist) = cur_starts.get((r.server, r.key), []), ref_starts.get((r.server, r.key), ([], ()))
+        if mr.comparison is not None and mine and theirs and (len(mine) > 1 or len(theirs) > 1):
+            from .abtest import judge_starts
+            from .stats import DEFAULT_FLOOR_PCT, StatsError
+
+            floor = gates.floor_pct(r.case, r.metric)
+            try:
+                mr.comparison, _ = judge_starts(
+                    theirs, mine, higher_is_better=mr.higher_is_better,
+                    floor_pct=floor if floor is not None else DEFAULT_FLOOR_PCT.get(r.metric, 5.0),
+                    history_cvs=hist, label=r.key, what_base="reference", looks=looks)
+            except StatsError as e:
+                mr.error = str(e)
         session.metrics.append(mr)
     return session

@@ -175,6 +175,10 @@ class Workloads:
     # started this many times, starts interleaved across configs (A B B A),
     # every case measured on each start; the verdict's unit is the start mean.
     restarts: int = 1
+    # The sequential budget: while a fail-gated verdict is inconclusive after
+    # `restarts` starts, start each config (each arm) up to this many times
+    # and judge again (two looks, alpha split). None: no extra starts.
+    max_restarts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -324,7 +328,7 @@ _SERVER_KEYS = {
 _DOCKER_KEYS = {"image", "gpus", "shm_size", "ipc_mode", "cpus", "volumes", "network"}
 _WORKLOAD_KEYS = {"prefill", "decode", "depth", "runs", "warmup", "latency_mode",
                   "max_client_lag_ms", "reset_prefix_cache", "request_timeout_s", "idle_timeout_s",
-                  "restarts"}
+                  "restarts", "max_restarts"}
 _TOP_KEYS = {"name", "defaults", "servers", "workloads", "gates", "targets"}
 
 
@@ -435,6 +439,8 @@ def _workloads(r: _Reader, value: Any) -> Workloads:
         idle_timeout_s=float(r.number(data.get("idle_timeout_s", Workloads.idle_timeout_s),
                                       f"{where}.idle_timeout_s", 1)),
         restarts=int(r.number(data.get("restarts", 1), f"{where}.restarts", 1, integer=True)),
+        max_restarts=(None if data.get("max_restarts") is None else
+                      int(r.number(data["max_restarts"], f"{where}.max_restarts", 1, integer=True))),
     )
 
 

@@ -65,9 +65,10 @@ class Environment:
     def to_dict(self) -> dict:
         from .redact import redact_obj
 
-        d = asdict(self)
+        d = redact_obj(asdict(self))
+        # derived from CPU/GPU model names, never a secret (redact_obj masks any "*_key" name)
         d["hardware_key"] = self.hardware_key
-        return redact_obj(d)
+        return d
 
 
 def slug(s: str) -> str:

@@ -38,6 +38,7 @@ class PerfOptions:
     lock_path: Path | None = None  # machine lock; default $PYTEST_MXFP4_LOCK or /tmp/pytest-mxfp4-machine.lock
     lock_timeout_s: float | None = None  # None: wait for the other run; 0: fail at once
     restarts: int | None = None  # --perf-restarts R: server starts per config (None: workloads.restarts)
+    max_restarts: int | None = None  # --perf-max-restarts N: sequential budget (None: workloads.max_restarts)
     ab_head: tuple[str, ...] = ()  # --perf-ab-head OVERRIDE (repeatable): an A/B run, head arm = base + these
     pr_comment: Path | None = None  # --perf-pr-comment PATH: a ready-to-post PR comment (Markdown)
 

@@ -61,6 +61,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="give up after waiting this long for another perf run (default: wait)")
     g.addoption("--perf-restarts", metavar="R", type=int,
                 help="start every server config R times (interleaved A B B A); overrides workloads.restarts")
+    g.addoption("--perf-max-restarts", metavar="N", type=int,
+                help="budget: up to N starts per config while a fail-gated verdict is inconclusive "
+                     "(overrides workloads.max_restarts; default: no extra starts)")
     g.addoption("--perf-ab-head", metavar="OVERRIDE", action="append", default=[],
                 help="A/B run: the head arm is each server config with this override (repeatable): "
                      "image=REF | python=PATH | env.NAME=VALUE | args+=ARGS | wrap=PROGRAM ARGS")
@@ -98,6 +101,7 @@ def resolve_options(config: pytest.Config) -> PerfOptions:
         lock_path=path(opt("--perf-lock")),
         lock_timeout_s=opt("--perf-lock-timeout"),
         restarts=opt("--perf-restarts"),
+        max_restarts=opt("--perf-max-restarts"),
         ab_head=tuple(opt("--perf-ab-head") or ()),
         pr_comment=path(opt("--perf-pr-comment")),
     )
@@ -154,7 +158,7 @@ def _perf_session(config: pytest.Config):
         from .machine_lock import MachineLock
 
         config.stash[LOCK_KEY] = MachineLock(opts.lock_path, opts.lock_timeout_s, say=progress_writer(config))
-        restarts, overrides = _starts_options(opts, matrix)
+        restarts, max_restarts, overrides = _starts_options(opts, matrix)
         session = PerfSession(
             matrix=matrix,
             environment=environment,
@@ -164,6 +168,7 @@ def _perf_session(config: pytest.Config):
             base_url=opts.base_url,
             progress=progress_writer(config),
             restarts=restarts,
+            max_restarts=max_restarts,
             ab_overrides=overrides,
         )
     except PerfUserError as e:
@@ -175,19 +180,25 @@ def _perf_session(config: pytest.Config):
     return session
 
 
-def _starts_options(opts: PerfOptions, matrix: Matrix) -> tuple[int, tuple]:
-    """(starts per config, A/B head overrides), checked: R >= 1; an A/B needs
-    servers this run starts."""
+def _starts_options(opts: PerfOptions, matrix: Matrix) -> tuple[int, int, tuple]:
+    """(starts per config, the most starts the sequential rule may reach,
+    A/B head overrides), checked: R >= 1; an A/B needs servers this run starts."""
     from .abtest import ABError, parse_override
 
     if opts.restarts is not None and opts.restarts < 1:
         raise ABError(f"--perf-restarts {opts.restarts}: must be >= 1 (server starts per config)")
     restarts = opts.restarts if opts.restarts is not None else matrix.workloads.restarts
+    max_r = opts.max_restarts if opts.max_restarts is not None else matrix.workloads.max_restarts
+    if opts.max_restarts is not None and opts.max_restarts < restarts:
+        raise ABError(f"--perf-max-restarts {opts.max_restarts}: must be >= the starts per config ({restarts})")
+    max_r = max(restarts, max_r or restarts)
     overrides = tuple(parse_override(s) for s in opts.ab_head)
     if overrides and opts.base_url:
         raise ABError("--perf-ab-head needs servers this run starts (two arms); it cannot be combined with "
                       "--perf-base-url, a server started elsewhere")
-    return (1 if opts.base_url else restarts), overrides
+    if opts.base_url:
+        return 1, 1, overrides
+    return restarts, max_r, overrides
 
 
 def _shard(matrix: Matrix, opts: PerfOptions, hardware_key: str):
@@ -276,7 +287,12 @@ def perf_server(request: pytest.FixtureRequest, perf_session):
         pytest.skip(f"{cfg.name}: {reason}")
     # One GPU, one run: held from the first server start to the end of the session.
     _fail_on_user_error(request.config.stash[LOCK_KEY].acquire)
-    if slot is not None and (perf_session.restarts > 1 or perf_session.ab_overrides):
+    if slot is not None and slot.start >= perf_session.first_look:
+        base = perf_session.base_of.get(slot.server, slot.server)
+        if not perf_session.wants_more(base):
+            pytest.skip(f"{slot.server}: decided after {perf_session.first_look} start(s); "
+                        f"start {slot.start + 1} of the budget not needed")
+    if slot is not None and (perf_session.max_starts > 1 or perf_session.ab_overrides):
         _preflight(perf_session, cfg, slot, progress_writer(request.config))
     failure = None
     try:
@@ -296,20 +312,30 @@ def perf_server(request: pytest.FixtureRequest, perf_session):
 
 
 def _preflight(perf_session, cfg, slot, say) -> None:
-    """Before a start on a CPU engine: other processes busy? Re-check once
-    after a pause; still busy -> the start is marked disturbed (its config's
-    verdict can then be at worst inconclusive, never a failure)."""
-    if cfg.requires.accelerator != "cpu" or cfg.runner == "external":
+    """Before a start: on CPU, other processes busy; on NVIDIA, other compute
+    processes, a busy GPU, slowing clock-event reasons or SM clocks not back
+    to idle. Re-check once after a pause; still so -> the start is marked
+    disturbed (its config's verdict can then be at worst inconclusive, never
+    a failure)."""
+    if cfg.runner == "external":
         return
-    from .abtest import preflight_cpu
+    from .abtest import preflight_cpu, preflight_nvidia
 
-    why, facts = preflight_cpu()
+    sampler = perf_session.gpu_sampler
+    if cfg.requires.accelerator == "nvidia" and sampler is not None:
+        def check():
+            return preflight_nvidia(sampler.nvml, sampler.handles)
+    elif cfg.requires.accelerator == "cpu":
+        check = preflight_cpu
+    else:
+        return
+    why, facts = check()
     if why:
         say(f"[{cfg.name} start {slot.start}] pre-flight: {why}; waiting 15 s and checking again")
         import time
 
         time.sleep(15)
-        why, facts = preflight_cpu()
+        why, facts = check()
     perf_session.preflight.append({"server": cfg.name, "start": slot.start, **facts,
                                    "disturbed": why})
     if why:
@@ -388,7 +414,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def _finish_starts(perf, opts) -> list:
     """Judge configs whose last start failed; record the starts and A/B
     entries in the results (JSON: environment.starts). Returns late failures."""
-    late = perf.finish_starts() if (perf.restarts > 1 or perf.ab_overrides) else []
+    late = perf.finish_starts() if (perf.max_starts > 1 or perf.ab_overrides) else []
     st = perf.results.environment.get("starts")
     if st is not None:
         st["ab"] = perf.ab

@@ -84,6 +84,7 @@ class PerfSession:
     # times; with `ab_overrides` each config is an A/B pair of arms.
     restarts: int = 1
     ab_overrides: tuple = ()
+    max_restarts: int | None = None  # the sequential budget: up to this many starts while inconclusive
     results: SessionResults = field(init=False)
     _judged_by: dict[str, BaselineFile] = field(default_factory=dict, init=False)
 
@@ -103,14 +104,19 @@ class PerfSession:
                 h = head_config(s, tuple(self.ab_overrides))
                 self.arms[h.name] = h
                 self.base_of[h.name] = s.name
-        self.slots = plan_starts(runnable, self.restarts, bool(self.ab_overrides))
+        self.first_look = self.restarts
+        self.max_starts = max(self.restarts, self.max_restarts or self.restarts)
+        if self.base_url:
+            self.max_starts = 1
+        self.slots = plan_starts(runnable, self.max_starts, bool(self.ab_overrides))
+        self.extended: set[str] = set()  # configs whose first look was inconclusive: more starts
         self.slot_by_id = {sl.id: sl for sl in self.slots}
         # (server, case id, metric) -> {start index: start mean}
         self.start_means: dict[tuple[str, str, str], dict[int, float]] = {}
         self.start_values: dict[tuple[str, str], dict[int, list]] = {}  # (server, case id) -> start -> samples
         self.disturbed: dict[str, list[str]] = {}  # server -> reasons
         self.start_errors: dict[str, list[str]] = {}  # server -> why a start failed
-        self.judged: set[tuple[str, str]] = set()  # (base server, case id)
+        self.judged: dict[tuple[str, str], int] = {}  # (base server, case id) -> starts per arm it was judged on
         self.ab: list[dict] = []  # one entry per (config, case, metric) of an A/B run
         self.preflight: list[dict] = []
         self.gpu_sampler = None
@@ -127,10 +133,11 @@ class PerfSession:
         for s in self.arms.values():
             self.results.servers[s.name] = ServerRecord(name=s.name, runner=s.runner, model=s.model_name,
                                                         description=s.description)
-        if self.restarts > 1 or self.ab_overrides:
+        if self.max_starts > 1 or self.ab_overrides:
             self.results.environment["starts"] = {
                 "restarts": self.restarts,
-                "order": [sl.id if sl.id != sl.server else sl.server for sl in self.slots],
+                "max_restarts": self.max_starts,
+                "order": [f"{sl.server}#{sl.start}" for sl in self.slots],
                 "ab_head": [o.text() for o in self.ab_overrides],
             }
         elif self.base_url:
@@ -296,7 +303,7 @@ class PerfSession:
     # -- measuring ---------------------------------------------------------------
 
     def run_case(self, running: RunningServer, case: Case, seed: int | None = None, slot=None) -> list[MetricResult]:
-        if slot is not None and (self.restarts > 1 or self.ab_overrides):
+        if slot is not None and (self.max_starts > 1 or self.ab_overrides):
             return self.run_case_on_start(running, case, slot, seed)
         self.check_identity(running, f"before {case.id}")
         runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler)
@@ -362,16 +369,41 @@ class PerfSession:
             return self.judge_group(base, case)
         return provisional
 
+    def _look_size(self, base: str, case: Case) -> int | None:
+        """Starts per arm the next look of (base, case) needs; None: judged for good."""
+        done = self.judged.get((base, case.id))
+        if done is None:
+            return self.first_look
+        if done < self.max_starts and base in self.extended:
+            return self.max_starts
+        return None
+
     def ready_to_judge(self, base: str, case: Case) -> bool:
-        if (base, case.id) in self.judged:
+        n = self._look_size(base, case)
+        if n is None:
             return False
-        names = [n for n, b in self.base_of.items() if b == base]
-        last = [sl for sl in self.slots if sl.server in names]
-        done = {sl.server: sl.start for sl in last}
-        have = {n: set(self.start_values.get((n, case.id), {})) for n in names}
-        # every slot of every arm of this config has run (measured or failed)
-        tried = {n: set(self.start_values.get((n, case.id), {})) | self._failed_starts(n) for n in names}
-        return all(tried[n] >= set(range(done.get(n, -1) + 1)) for n in names) and any(have.values())
+        names = [n_ for n_, b in self.base_of.items() if b == base]
+        have = {x: set(self.start_values.get((x, case.id), {})) for x in names}
+        # every start of every arm up to this look has run (measured or failed)
+        tried = {x: have[x] | self._failed_starts(x) for x in names}
+        return all(tried[x] >= set(range(n)) for x in names) and any(have.values())
+
+    def wants_more(self, base: str) -> bool:
+        """After the first look: is a fail-gated metric of this config (the
+        head arm's A/B verdict in an A/B run) still inconclusive? Then the
+        remaining starts of the budget run (once decided, for every case)."""
+        from .stats import Verdict
+
+        if base in self.extended:
+            return True
+        names = {n for n, b in self.base_of.items() if b == base}
+        head = any(n != base for n in names)
+        for r in self.results.metrics:
+            if r.server in names and r.gate == "fail" and (not head or r.server != base):
+                if r.verdict is Verdict.INCONCLUSIVE:
+                    self.extended.add(base)
+                    return True
+        return False
 
     def _failed_starts(self, name: str) -> set[int]:
         out = set()
@@ -399,8 +431,13 @@ class PerfSession:
         from .judge import incomparable_reason
         from .stats import Summary, Verdict
 
-        self.judged.add((base, case.id))
+        n_look = self._look_size(base, case) or self.max_starts
+        self.judged[(base, case.id)] = n_look
         names = [n for n, b in self.base_of.items() if b == base]
+        # a second look replaces the first one's results of this group
+        self.results.metrics = [r for r in self.results.metrics if not (r.server in names and r.case.id == case.id)]
+        self.ab = [e for e in self.ab if not (e["server"] == base and e["case"] == case.id)]
+        looks = 2 if self.max_starts > self.first_look else 1
         head = next((n for n in names if n != base), None)
         bf = self._judged_by.get(base) or (self.load_baseline(self.arms[base]) if self.arms.get(base) else None)
         out: list[MetricResult] = []
@@ -438,17 +475,19 @@ class PerfSession:
                     try:
                         r.comparison, _ = judge_starts(
                             b_means, [means_d[i] for i in sorted(means_d)], higher_is_better=hib, floor_pct=floor,
-                            history_cvs=hist, label=key, what_base="baseline", disturbed=disturbed)
+                            history_cvs=hist, label=key, what_base="baseline", disturbed=disturbed,
+                            looks=looks)
                     except StatsError as e:
                         r.error = str(e)
                 r.incomparable = incomp if b_means else None
                 out.append(r)
         if head:
-            out = self._judge_ab(base, head, case, out, bf)
+            out = self._judge_ab(base, head, case, out, bf, looks)
         self.results.metrics.extend(out)
         return out
 
-    def _judge_ab(self, base: str, head: str, case: Case, out: list[MetricResult], bf) -> list[MetricResult]:
+    def _judge_ab(self, base: str, head: str, case: Case, out: list[MetricResult], bf,
+                  looks: int = 1) -> list[MetricResult]:
         from .abtest import judge_starts
 
         by = {(r.server, r.metric): r for r in out}
@@ -486,13 +525,13 @@ class PerfSession:
                     comp, sc = judge_starts(list(entry["base_starts"]), list(entry["head_starts"]),
                                             higher_is_better=rh.higher_is_better, floor_pct=floor,
                                             history_cvs=hist, label=key, what_base="base-arm",
-                                            disturbed=disturbed)
+                                            disturbed=disturbed, looks=looks)
                     rh.comparison = comp
                     from .stats import BaselineStats
                     rh.baseline = BaselineStats.from_samples(rb.samples) if rb and rb.samples else None
                     entry.update(verdict=comp.verdict.value, delta_pct=comp.delta_pct, ci_low_pct=comp.ci_low_pct,
                                  ci_high_pct=comp.ci_high_pct, tolerance_pct=comp.tolerance_pct,
-                                 p_value=comp.p_value, between_start_cv_pct=100 * sc.noise.cv,
+                                 p_value=comp.p_value, between_start_cv_pct=100 * sc.noise.cv, looks=looks,
                                  noise_df=sc.noise.df, reason=comp.reason, disturbed=disturbed)
                 except StatsError as e:
                     rh.error = str(e)
@@ -510,7 +549,7 @@ class PerfSession:
         out = []
         for case in self.matrix.workloads.cases:
             for base in {b for b in self.base_of.values()}:
-                if (base, case.id) in self.judged:
+                if self._look_size(base, case) is None:
                     continue
                 names = [n for n, b in self.base_of.items() if b == base]
                 if any(self.start_values.get((n, case.id)) for n in names):

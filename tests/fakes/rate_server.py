@@ -7,7 +7,8 @@ that fails to start does). Never a source of performance numbers.
 Environment: FAKE_TPS (tokens per second, default 2000); FAKE_FAIL=1 exits
 at once with status 3 (an arm that does not start); FAKE_STARTS_FILE: a file
 one line is appended to per start (the test counts starts and their order,
-with FAKE_ARM naming the arm).
+with FAKE_ARM naming the arm); FAKE_JITTER=j alternates the rate of
+successive starts between (1 + j) and (1 - j) (a between-start spread).
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ def main() -> None:
         sys.exit(3)
     tps = float(os.environ.get("FAKE_TPS", "2000"))
     if os.environ.get("FAKE_STARTS_FILE"):
-        with open(os.environ["FAKE_STARTS_FILE"], "a") as f:
+        path = os.environ["FAKE_STARTS_FILE"]
+        k = len(open(path).read().split()) if os.path.exists(path) else 0
+        # FAKE_JITTER j: start k runs at tps * (1 + j) for even k, (1 - j) for odd k
+        j = float(os.environ.get("FAKE_JITTER", "0"))
+        tps *= 1 + (j if k % 2 == 0 else -j)
+        with open(path, "a") as f:
             f.write(os.environ.get("FAKE_ARM", "?") + "\n")
 
     class Handler(BaseHTTPRequestHandler):
