@@ -361,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="two-level noise: P1 today / P2 R starts vs baseline / P3 ABBA A/B table")
     ap.add_argument("--pools", action="store_true",
                     help="acceptance trials resampled from the real CPU start pools (benchmarks/cpu_pools.py)")
+    ap.add_argument("--no-save", action="store_true", help="--protocols/--pools: print only, do not write results/")
     ap.add_argument("--restarts", type=int, default=3, help="R: starts per arm of P2/P3 (default 3)")
     ap.add_argument("--max-restarts", type=int, default=6, help="starts per arm the sequential rule may reach")
     args = ap.parse_args(argv)
@@ -668,7 +669,29 @@ def _mde(rates: dict[float, float], level: float = 0.95) -> float | None:
 
 
 def protocols(args) -> int:
-    """The three-protocol table (simulated from measured noise models)."""
+    """The three-protocol table (simulated from measured noise models);
+    also written to results/gate_protocols.txt unless --no-save/--quick."""
+    import builtins
+    import io
+
+    buf = io.StringIO()
+
+    def print(*a, **k):  # noqa: A001 - tee the table into the results file
+        builtins.print(*a, **k)
+        builtins.print(*a, **{**k, "file": buf})
+
+    rc = _protocols(args, print)
+    if not args.no_save and not args.quick:
+        name = "gate_protocols.txt" if (args.restarts, args.max_restarts) == (3, 6) else \
+            f"gate_protocols_R{args.restarts}-{args.max_restarts}.txt"
+        path = os.path.join(os.path.dirname(POOLS_PATH), name)
+        with open(path, "w") as f:
+            f.write(buf.getvalue())
+        builtins.print(f"(written to {os.path.relpath(path)})")
+    return rc
+
+
+def _protocols(args, print) -> int:
     from pytest_mxfp4 import startstats as ss
     trials_aa = args.trials_aa or (400 if args.quick else 4000)
     trials = args.trials or (150 if args.quick else 1000)
@@ -789,6 +812,8 @@ def pools(args) -> int:
                         v, u = comp.verdict, 1
                     else:
                         r0, rmax = rr
+                        rmax = min(rmax, len(pa), len(ph))
+                        r0 = min(r0, rmax)
                         bi = iter(rng.permutation(len(pa))[:rmax].tolist())
                         hi = iter(rng.permutation(len(ph))[:rmax].tolist())
                         v, u = _seq_starts((), lambda: ph[next(hi)][case]["mean"], lambda: pa[next(bi)][case]["mean"],
@@ -806,6 +831,11 @@ def pools(args) -> int:
         "'starts A/A' = server starts per verdict (both arms for P3; P1 reuses a stored start)")
     text = "\n".join(lines)
     print(text)
+    if not args.no_save:
+        path = os.path.join(os.path.dirname(POOLS_PATH), "gate_pools.txt")
+        with open(path, "w") as f:
+            f.write(text + "\n")
+        print(f"(written to {os.path.relpath(path)})")
     return 0
 
 if __name__ == "__main__":
