@@ -225,11 +225,16 @@ class PerfSession:
         """Every case must fit the server's context length, where it says (vLLM: max_model_len)."""
         from .measure.prompts import check_fits, context_length
 
-        try:
-            r = client.http.get("/v1/models")
-            ctx = context_length(r.json(), cfg.model_name) if r.status_code == 200 else None
-        except Exception:  # no /v1/models, not JSON: the length is simply unknown
-            ctx = None
+        known = []
+        for path in ("/v1/models", "/props"):  # /props: llama-server's per-slot context
+            try:
+                r = client.http.get(path)
+                ctx = context_length(r.json(), cfg.model_name) if r.status_code == 200 else None
+            except Exception:  # no such endpoint, not JSON: the length is simply unknown
+                ctx = None
+            if ctx:
+                known.append(ctx)
+        ctx = min(known) if known else None
         if ctx:
             record.info.setdefault("details", {})["context_length"] = ctx
         check_fits(cfg.name, self.matrix.workloads.cases, ctx)

@@ -290,3 +290,9 @@ def test_another_server_on_a_containers_port_is_not_measured(tmp_path):
     assert f"port {port} is answered by pid {os.getpid()}" in headline(e.value)
     assert client.containers.list(all=True, filters={"label": f"pytest-mxfp4.session={session}"}) == []
     client.close()
+
+
+def test_llama_server_props_give_the_per_slot_context():
+    # llama-server -c 2048 -np 2 answered exactly this shape here (n_ctx 1024 per slot)
+    assert context_length({"default_generation_settings": {"n_ctx": 1024}, "total_slots": 2}) == 1024
+    assert context_length({"data": [{"id": "m", "meta": {"n_ctx_train": 4096}}]}) == 4096

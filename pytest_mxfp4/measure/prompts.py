@@ -41,8 +41,13 @@ MAX_PROMPT_TOKENS = 4 * 1024 * 1024  # beyond any context length: surely a typo 
 
 def context_length(models_json: object, model: str | None = None) -> int | None:
     """The server's context length from its /v1/models answer where it says
-    (vLLM: data[].max_model_len; llama-server: data[].meta.n_ctx_train or
-    n_ctx), else None."""
+    (vLLM: data[].max_model_len; llama-server: data[].meta.n_ctx or the
+    model's n_ctx_train), or from llama-server's /props (per-slot n_ctx);
+    else None."""
+    if isinstance(models_json, dict) and isinstance(models_json.get("default_generation_settings"), dict):
+        # llama-server's /props: the context of one slot (-c divided by --parallel)
+        n = models_json["default_generation_settings"].get("n_ctx")
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
     data = models_json.get("data") if isinstance(models_json, dict) else None
     if not isinstance(data, list):
         return None
