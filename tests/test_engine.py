@@ -194,7 +194,7 @@ def test_base_url_measures_a_server_started_elsewhere(tmp_path):
     server = ProcessServer(cfg, tmp_path / "own", ROOT)
     info = server.start()
     try:
-        r = run_perf(matrix, tmp_path / "b", tmp_path / "o", f"--perf-base-url={info.base_url}")
+        r = run_perf(matrix, tmp_path / "b", tmp_path / "o", f"--perf-base-url={info.base_url}", "--perf-first-run")
         assert r.returncode == 0, r.stdout[-3000:]
         data = json.loads((tmp_path / "o/results.json").read_text())
         assert data["servers"]["tiny-eager"]["info"]["kind"] == "external"
