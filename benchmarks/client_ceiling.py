@@ -76,7 +76,7 @@ class Benchy:
         r = self.loop.run_until_complete(self.client.run_generation(self.session, "", "hello world", tg, False))
         ts = r.token_timestamps
         decode = sum(1 for x in ts if x > ts[0])  # its _count_tokens_after_first_timestamp
-        return decode / (ts[-1] - ts[0])
+        return decode / (ts[-1] - ts[0]) if ts and ts[-1] > ts[0] else float("nan")  # all in one read: no tg
 
     def close(self):
         self.loop.run_until_complete(self.session.close())

@@ -263,8 +263,10 @@ class EngineClient:
                 raise MeasurementError(f"server {self.name!r}: connection failed: {e}") from None
             resp = rawstream.read_response(sock, start, self.total_timeout_s, self.idle_timeout_s, self.busy_poll_s)
         except rawstream.StreamTimeout as e:
-            what = ("the whole request took longer than total_timeout_s" if e.which == "total"
-                    else "no bytes arrived for idle_timeout_s")
+            what = ("the streamed request was not over in time; if it is only slow, raise "
+                    "workloads.request_timeout_s" if e.which == "total" else
+                    "not a byte arrived for that long (a stalled engine?); if its first token is only slow, "
+                    "raise workloads.idle_timeout_s")
             raise MeasurementError(f"server {self.name!r}: {e.which} timeout ({e.limit_s:g} s): {what}") from None
         finally:
             sock.close()
@@ -309,6 +311,10 @@ class EngineClient:
                 in_read += 1
         if in_read:
             timing.content_reads.append(_read_info(resp, kernel, content_read, in_read))
+        if timing.first_content is not None and timing.last_content is not None:
+            timing.stall_s = max((min(b, timing.last_content) - max(a, timing.first_content)
+                                  for a, b in resp.stalls if b > timing.first_content and a < timing.last_content),
+                                 default=0.0)
         timing.parse_s = time.perf_counter() - t0
         if timing.end is None:
             # a dying engine, a reset, or a close-delimited body that just stops

@@ -84,6 +84,9 @@ def client_behind(t: StreamTiming) -> float | None:
     """How much tg t/s may be off because the client was late, as a fraction:
     (late(first content event) + late(last content event)) / decode span.
     tg uses only those two stamps; every other read may be late without harm.
+    Or, where larger, the longest stall of the busy-polling client while
+    content arrived, over the span: a client not running sends no ACKs, so
+    the server's sends wait and even exact arrival stamps are late.
     inf when all content came in one read whose arrival nobody measured, or
     when a read shows that the client let TCP's window close (BACKPRESSURE_SHARE);
     None when there is nothing to judge (fewer than 2 content events)."""
@@ -96,7 +99,8 @@ def client_behind(t: StreamTiming) -> float | None:
     if span <= 0:
         return float("inf") if reads[0].first_estimated else None  # arrived at once: the burst check's case
     delta = span / (t.content_chunks - 1)
-    return (_late_first(reads[0], delta) + _late_last(reads[-1], delta)) / span
+    stamps = (_late_first(reads[0], delta) + _late_last(reads[-1], delta)) / span
+    return max(stamps, t.stall_s / span)  # a stall may have delayed the arrivals themselves
 
 
 def _held(r: ReadInfo, delta: float) -> bool:

@@ -41,6 +41,7 @@ _CHUNKED_END = b"0\r\n\r\n"
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", None) or (
     35 if sys.platform == "linux" and platform.machine() in ("x86_64", "aarch64", "arm64") else None)
 _ANC = 64  # ancillary buffer: one struct timespec
+STALL_S = 20e-6  # a poll takes ~1-2 us; a gap this long between two is the client not running
 
 
 class StreamTimeout(Exception):
@@ -65,6 +66,10 @@ class RawResponse:
     reads: list[tuple[float, bytes, float, bool, list | None]] = field(default_factory=list)
     clock_offset_ns: int = 0  # CLOCK_REALTIME - perf_counter, to read kernel stamps
     rcvbuf: int = 0  # the socket's receive buffer when the read began (SO_RCVBUF)
+    # busy-polling: (from, to) of every gap of more than STALL_S between two polls. The
+    # client was not running (preempted, possibly inside recvmsg holding the socket's
+    # lock, so no ACKs went out and the server's sends waited): arrivals may be late.
+    stalls: list[tuple[float, float]] = field(default_factory=list)
     body_start: int = -1  # offset of the body in the concatenated reads
     complete: bool = False  # the body ended as its framing says (or the peer closed a close-delimited one)
     broken: str | None = None  # why the stream ended early (reset, EOF mid-chunk)
@@ -124,9 +129,13 @@ def read_response(sock: socket.socket, start: float, total_s: float, idle_s: flo
             # *before* each recv: a recv that found nothing may return late
             # (the GIL, a preemption), and data arriving meanwhile must not
             # look fresh.
-            empty = start
+            empty = prev = start
+            stalls = resp.stalls
             while True:
                 before = pc()
+                if before - prev > STALL_S:
+                    stalls.append((prev, before))
+                prev = before
                 try:
                     data, anc, _f, _a = recv(_BUF, _ANC)
                 except (BlockingIOError, ssl.SSLWantReadError):

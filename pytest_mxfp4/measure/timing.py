@@ -44,6 +44,10 @@ class StreamTiming:
     # later arrivals are late by the client's doing, however exactly stamped.
     max_read_bytes: int = 0
     rcvbuf: int = 0
+    # The longest time the busy-polling client was not running while content was
+    # arriving (between the first and the last content event): it can have held
+    # the server's sends back (no ACKs), so arrivals after it may be late.
+    stall_s: float = 0.0
     reads: int = 0  # socket reads that returned data
     parse_s: float = 0.0  # client time spent parsing, after the stream ended
     # llama.cpp: the server's own `timings` of this request (final chunk): prompt_n, prompt_ms,
