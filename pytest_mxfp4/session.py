@@ -594,6 +594,7 @@ class PerfSession:
                 msg + (" (--perf-allow-partial: a warning only)" if allow_partial else
                        "; pass --perf-allow-partial for a deliberately partial run"))
         judged_any = any(name in self._judged_by for name in (r.name for r in started))
+        judged_any = judged_any or any(e.get("verdict") not in (None, "error") for e in self.ab)  # A/B: arm vs arm
         if started and not judged_any:
             msg = (f"NO BASELINE for any server of this run on {self.environment.hardware_key} "
                    f"(looked in {self.store.root}); every metric is no-baseline and nothing was judged")

@@ -158,6 +158,7 @@ def test_ab_run_reports_both_arms_and_a_pr_comment(pytester):
     assert (pytester.path / "starts.txt").read_text().split() == ["base", "head", "head", "base", "base", "head"]
     assert "A/B (head = base + env.FAKE_TPS=1000, env.FAKE_ARM=head)" in out
     assert "-> regressed" in out
+    assert "NO BASELINE" not in out  # an A/B judges head by base; no stored baseline is needed
     data = json.loads((pytester.path / "out" / "r.json").read_text())
     ab = data["environment"]["starts"]["ab"]
     tg = [e for e in ab if e["metric"] == "tg_tps"][0]
