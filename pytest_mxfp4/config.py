@@ -179,6 +179,9 @@ class Workloads:
     # `restarts` starts, start each config (each arm) up to this many times
     # and judge again (two looks, alpha split). None: no extra starts.
     max_restarts: int | None = None
+    # ... and only while the extra starts fit this many minutes of starts in
+    # the whole run (the estimate: the mean duration of the starts so far).
+    max_restart_minutes: float | None = None
 
 
 @dataclass(frozen=True)
@@ -328,7 +331,7 @@ _SERVER_KEYS = {
 _DOCKER_KEYS = {"image", "gpus", "shm_size", "ipc_mode", "cpus", "volumes", "network"}
 _WORKLOAD_KEYS = {"prefill", "decode", "depth", "runs", "warmup", "latency_mode",
                   "max_client_lag_ms", "reset_prefix_cache", "request_timeout_s", "idle_timeout_s",
-                  "restarts", "max_restarts"}
+                  "restarts", "max_restarts", "max_restart_minutes"}
 _TOP_KEYS = {"name", "defaults", "servers", "workloads", "gates", "targets"}
 
 
@@ -441,6 +444,8 @@ def _workloads(r: _Reader, value: Any) -> Workloads:
         restarts=int(r.number(data.get("restarts", 1), f"{where}.restarts", 1, integer=True)),
         max_restarts=(None if data.get("max_restarts") is None else
                       int(r.number(data["max_restarts"], f"{where}.max_restarts", 1, integer=True))),
+        max_restart_minutes=(None if data.get("max_restart_minutes") is None else
+                             float(r.number(data["max_restart_minutes"], f"{where}.max_restart_minutes", 0.1))),
     )
 
 

@@ -290,11 +290,15 @@ def perf_server(request: pytest.FixtureRequest, perf_session):
     if slot is not None and slot.start >= perf_session.first_look:
         base = perf_session.base_of.get(slot.server, slot.server)
         if not perf_session.wants_more(base):
-            pytest.skip(f"{slot.server}: decided after {perf_session.first_look} start(s); "
+            over = [n for n in perf_session.budget_notes if n.startswith(f"{base}:")]
+            pytest.skip(over[-1] if over else f"{slot.server}: decided after {perf_session.first_look} start(s); "
                         f"start {slot.start + 1} of the budget not needed")
     if slot is not None and (perf_session.max_starts > 1 or perf_session.ab_overrides):
         _preflight(perf_session, cfg, slot, progress_writer(request.config))
     failure = None
+    import time
+
+    t_start = time.monotonic()
     try:
         running = perf_session.start(cfg)
     except PerfUserError as e:
@@ -309,6 +313,7 @@ def perf_server(request: pytest.FixtureRequest, perf_session):
     finally:
         running.client.close()
         perf_session.stop(running.server)
+        perf_session.start_seconds.append(time.monotonic() - t_start)
 
 
 def _preflight(perf_session, cfg, slot, say) -> None:
@@ -420,6 +425,8 @@ def _finish_starts(perf, opts) -> list:
         st["ab"] = perf.ab
         st["preflight"] = perf.preflight
         st["start_errors"] = perf.start_errors
+        st["start_seconds"] = [round(x, 1) for x in perf.start_seconds]
+        st["budget_notes"] = perf.budget_notes
     return [r for r in late if r.fails]
 
 

@@ -119,6 +119,8 @@ class PerfSession:
         self.judged: dict[tuple[str, str], int] = {}  # (base server, case id) -> starts per arm it was judged on
         self.ab: list[dict] = []  # one entry per (config, case, metric) of an A/B run
         self.preflight: list[dict] = []
+        self.start_seconds: list[float] = []  # wall time of each start (set-up to stop)
+        self.budget_notes: list[str] = []
         self.gpu_sampler = None
         if self.environment.gpus:
             from .telemetry import GpuSampler, load_nvml
@@ -402,6 +404,14 @@ class PerfSession:
         if base in self.extended:
             return True
         names = {n for n, b in self.base_of.items() if b == base}
+        limit = self.matrix.workloads.max_restart_minutes
+        if limit and self.start_seconds:
+            mean = sum(self.start_seconds) / len(self.start_seconds)
+            more = len(names) * (self.max_starts - self.first_look) * mean
+            if sum(self.start_seconds) + more > 60.0 * limit:
+                self.budget_notes.append(f"{base}: {self.max_starts - self.first_look} more start(s) per arm "
+                                         f"(~{more / 60:.1f} min) would pass the {limit:g}-minute budget")
+                return False
         head = any(n != base for n in names)
         for r in self.results.metrics:
             if r.server in names and r.gate == "fail" and (not head or r.server != base):

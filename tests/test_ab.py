@@ -275,3 +275,18 @@ def test_nvidia_preflight_on_a_fake_nvml():
     assert "not back to idle" in preflight_nvidia(n, h, settle_s=0)[0]
     busy = FakeNvml()  # 97% utilisation
     assert "97% busy" in preflight_nvidia(busy, {0: busy.nvmlDeviceGetHandleByIndex(0)}, settle_s=0)[0]
+
+
+def test_the_minutes_budget_stops_extra_starts(pytester):
+    # inconclusive at the first look (as above), but 2 more starts per arm would
+    # pass a 0.1-minute budget: no extra start runs, the verdict stays inconclusive
+    pytester.makepyfile(test_perf=PERF_TEST)
+    m = matrix(restarts=2, extra_env=", FAKE_JITTER: '0.1'").replace("  restarts: 2\n",
+                                                                      "  restarts: 2\n  max_restart_minutes: 0.1\n")
+    pytester.makefile(".yaml", matrix=m)
+    r = run(pytester, "--perf-max-restarts=4", "--perf-ab-head", "env.FAKE_TPS=1940", "-rs", "--perf-json=out/r.json")
+    assert r.ret == 0, r.stdout.str()
+    assert len((pytester.path / "starts.txt").read_text().split()) == 4
+    assert "would pass the 0.1-minute budget" in r.stdout.str()
+    st = json.loads((pytester.path / "out" / "r.json").read_text())["environment"]["starts"]
+    assert len(st["start_seconds"]) == 4 and st["budget_notes"]
