@@ -110,6 +110,12 @@ class EngineClient:
         /v1/completions does (BOS included). For api "chat" the server's own
         chat template is applied first (/apply-template), then the result is
         tokenized with its special tokens parsed, as /v1/chat/completions does."""
+        def as_json(resp: httpx.Response):
+            try:
+                return resp.json()
+            except ValueError:
+                return None
+
         content = prompt
         body: dict = {"add_special": True}
         if self.api == "chat":
@@ -117,7 +123,7 @@ class EngineClient:
                 r = self.http.post("/apply-template", json={"messages": [{"role": "user", "content": prompt}]})
             except httpx.HTTPError as e:
                 raise ServerError(f"server {self.name!r}: /apply-template failed: {e}") from None
-            if r.status_code != 200 or not isinstance(_json_or_none(r), dict) or "prompt" not in r.json():
+            if r.status_code != 200 or not isinstance(as_json(r), dict) or "prompt" not in r.json():
                 raise ServerError(f"server {self.name!r}: /apply-template answered {r.status_code}: {r.text[:200]} "
                                   "(exact chat prompt lengths need llama-server's chat template endpoint)")
             content = r.json()["prompt"]
@@ -129,7 +135,7 @@ class EngineClient:
             raise ServerError(f"server {self.name!r}: /tokenize failed: {e}") from None
         if r.status_code != 200:
             raise ServerError(f"server {self.name!r}: /tokenize answered {r.status_code}: {r.text[:200]}")
-        data = _json_or_none(r)
+        data = as_json(r)
         if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
             raise ServerError(f"server {self.name!r}: /tokenize answer has no 'tokens' list: {r.text[:200]}")
         return len(data["tokens"])
