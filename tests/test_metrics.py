@@ -122,3 +122,10 @@ def test_a_client_that_let_the_window_close_is_behind_however_exact_its_stamps()
     assert client_behind(t) == float("inf")
     t.max_read_bytes = 600  # two events a read: nowhere near
     assert client_behind(t) <= CLIENT_BEHIND_BOUND
+
+
+def test_a_stall_while_content_arrived_counts_even_with_exact_stamps():
+    t = stream(paced(128, 1 / 50000))  # 2.54 ms of decode, every stamp exact
+    assert client_behind(t) <= CLIENT_BEHIND_BOUND
+    t.stall_s = 0.0005  # the client did not run for 0.5 ms: no ACKs, the server's sends waited
+    assert client_behind(t) == pytest.approx(0.0005 / (127 / 50000))

@@ -318,9 +318,13 @@ class EngineClient:
         if in_read:
             timing.content_reads.append(_read_info(resp, kernel, content_read, in_read))
         if timing.first_content is not None and timing.last_content is not None:
-            timing.stall_s = max((min(b, timing.last_content) - max(a, timing.first_content)
-                                  for a, b in resp.stalls if b > timing.first_content and a < timing.last_content),
-                                 default=0.0)
+            lo, hi = timing.first_content, timing.last_content
+            if timing.kernel_stamps:  # how long arrived data waited for the client to read it
+                timing.stall_s = max((r[0] - ks for r, ks in zip(resp.reads, kernel)
+                                      if ks is not None and lo <= ks <= hi), default=0.0)
+            else:  # busy-polling: the client not running between two polls
+                timing.stall_s = max((min(b, hi) - max(a, lo) for a, b in resp.stalls if b > lo and a < hi),
+                                     default=0.0)
         timing.parse_s = time.perf_counter() - t0
         if timing.end is None:
             # a dying engine, a reset, or a close-delimited body that just stops

@@ -84,9 +84,10 @@ def client_behind(t: StreamTiming) -> float | None:
     """How much tg t/s may be off because the client was late, as a fraction:
     (late(first content event) + late(last content event)) / decode span.
     tg uses only those two stamps; every other read may be late without harm.
-    Or, where larger, the longest stall of the busy-polling client while
-    content arrived, over the span: a client not running sends no ACKs, so
-    the server's sends wait and even exact arrival stamps are late.
+    Or, where larger, the longest the client left arrived data unread while
+    content arrived, over the span: a client that does not read sends no ACKs
+    (loopback TCP acknowledges small segments as they are read), so the
+    server's sends wait and even exact arrival stamps are late.
     inf when all content came in one read whose arrival nobody measured, or
     when a read shows that the client let TCP's window close (BACKPRESSURE_SHARE);
     None when there is nothing to judge (fewer than 2 content events)."""

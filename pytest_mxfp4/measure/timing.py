@@ -44,9 +44,11 @@ class StreamTiming:
     # later arrivals are late by the client's doing, however exactly stamped.
     max_read_bytes: int = 0
     rcvbuf: int = 0
-    # The longest time the busy-polling client was not running while content was
-    # arriving (between the first and the last content event): it can have held
-    # the server's sends back (no ACKs), so arrivals after it may be late.
+    # The longest the client left arrived data unread while content was arriving
+    # (kernel stamp to its read; without kernel stamps: the longest gap between two
+    # polls). On loopback TCP acknowledges small segments when the client reads, so
+    # a client that does not read holds the server's sends back: arrivals after it
+    # are late however exactly they are stamped.
     stall_s: float = 0.0
     reads: int = 0  # socket reads that returned data
     parse_s: float = 0.0  # client time spent parsing, after the stream ended
