@@ -714,7 +714,7 @@ def _protocols(args, print) -> int:
     print(f"pytest-mxfp4 gate quality, two levels: three protocols (seed {args.seed}; {trials_aa} A/A trials, "
           f"{trials} per regression size; simulated from the noise models below)")
     print(f"P1 today: 1 start, stats.decide on its samples vs 1 stored start + 9 history CVs (floor {ss.default_floor('tg_tps'):.0%})")
-    print(f"P2 R vs stored baseline: {R} starts (+1 while inconclusive, max {RMAX}) vs a stored run of {R} starts "
+    print(f"P2 R vs stored baseline: {R} starts ({RMAX} while inconclusive) vs a stored run of {R} starts "
           f"+ between-start CVs of 9 earlier runs")
     print(f"P3 ABBA A/B: base and head in one run, {R} starts each ({RMAX} each while inconclusive) + the same history; "
           "the config's stated prior CV (below) worth 2 df")
@@ -772,6 +772,8 @@ def pools(args) -> int:
         "from the planted pool; its size = 1 - ITL(A+B) / ITL(arm), the server's vllm:inter_token_latency_seconds.")
     out("P1-shipped: today's single start vs one stored start (stats.decide on its 10 samples, history = CVs of "
         "9 other A starts) with configs/cpu.yaml's tg32 floor 40% (before this step); P1-default: the same, 1% floor.")
+    rates: dict[tuple, float] = {}
+    summary: list[str] = []
     for case in ("tg32", "tg128"):
         base_itl = statistics.fmean(r[case]["server_itl_ms"] for r in ref)
         floor = ss.default_floor("tg_tps")
@@ -823,9 +825,20 @@ def pools(args) -> int:
                     incl += v is stats.Verdict.INCONCLUSIVE
                     used += u
                 cells.append(f"{fails / trials:7.1%} ({incl / trials:5.1%} inc)")
+                rates[(case, name, a)] = fails / trials
                 if a == "B":
                     cost = used / trials
             out(f"      {name:<18} " + " ".join(f"{c:>16}" for c in cells) + f" {cost:10.2f}")
+        for name, _, _ in protos:
+            caught = sorted((sizes[a], a) for a in cols if a != "B" and rates[(case, name, a)] >= 0.90)
+            fa = rates[(case, name, "B")]
+            summary.append(f"{case} {name:<18} A/A fails {fa:6.1%} (of 20 trials: {20 * fa:4.1f}); smallest planted "
+                           f"size caught >= 90%: " + (f"{100 * caught[0][0]:.1f}% ({caught[0][1]})" if caught
+                                                        else "none of the planted sizes"))
+    out("")
+    out("Acceptance view (tg32 is the fail-gated metric):")
+    for line in summary:
+        out("  " + line)
     out("")
     out("cells: share of trials that FAIL (regressed) and, in brackets, that end inconclusive; "
         "'starts A/A' = server starts per verdict (both arms for P3; P1 reuses a stored start)")
