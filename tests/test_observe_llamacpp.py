@@ -281,3 +281,22 @@ def test_real_llama_server_counts_tokens_and_gives_exact_outputs(llama_server):
         assert c.prefix_cache_hits() == 0.0
     finally:
         c.close()
+
+
+# --- set-up scripts: the documented guards ------------------------------------------
+
+def test_build_script_skip_option():
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "build_llama_server.sh")], capture_output=True, text=True,
+                       env={**os.environ, "PYTEST_MXFP4_SKIP_LLAMACPP": "1"}, timeout=30)
+    assert r.returncode == 0 and "skipped (PYTEST_MXFP4_SKIP_LLAMACPP=1)" in r.stdout
+
+
+def test_make_moe_gguf_names_the_missing_converter(tmp_path):
+    import sys
+
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_moe_gguf.py"), "--dense-from", str(tmp_path),
+                        "--dense", str(tmp_path / "x.gguf")], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "LLAMA_CPP_DIR": str(tmp_path / "nowhere")})
+    assert r.returncode != 0
+    assert "convert_hf_to_gguf.py not found: run scripts/build_llama_server.sh first" in r.stderr
+    assert "Traceback" not in r.stderr
