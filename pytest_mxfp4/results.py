@@ -29,8 +29,6 @@ from .stats import BaselineStats, Comparison, StatsError, Summary, Verdict, Why
 
 SCHEMA = 2
 KIND = "pytest-mxfp4-results"
-# Verdicts a gate may read as "nothing wrong".
-QUIET_VERDICTS = frozenset({Verdict.PASS, Verdict.IMPROVED, Verdict.NO_BASELINE})
 
 
 @dataclass
