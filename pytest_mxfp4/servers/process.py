@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from ..config import ServerConfig
@@ -131,7 +130,10 @@ class ProcessServer(Server):
             )
         except (OSError, ValueError) as e:
             self.stop()
-            raise ServerError(f"server {c.name!r}: cannot run {cmd[0]!r}: {e}. Check `command` in the config.") from None
+            hint = " Check `command` in the config."
+            if Path(cmd[0]).name.startswith("llama-"):  # the shipped rows use the binary set-up builds
+                hint += " llama.cpp's binaries are built by scripts/build_llama_server.sh (scripts/setup.sh runs it)."
+            raise ServerError(f"server {c.name!r}: cannot run {cmd[0]!r}: {e}.{hint}") from None
         self._record = write_record(self.records_dir, self.proc.pid, c.name, self.port)
         if self.progress:
             self.progress(f"[{c.name}] started pid {self.proc.pid} on port {self.port}; log: {log_path}")
