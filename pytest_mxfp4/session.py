@@ -22,6 +22,7 @@ from .stats import StatsError
 from .judge import incomparable_reason, measure_and_judge
 from .measure.client import EngineClient
 from .measure.runner import CaseRunner
+from .measure.samples import flag_counts
 from .results import MetricResult, ServerRecord, SessionResults
 from .servers.base import Server, ServerInfo
 from .servers.external import ExternalServer
@@ -144,7 +145,7 @@ class PerfSession:
             }
         elif self.base_url:
             self.results.environment["starts"] = {
-                "restarts": 1, "between_start": "from the baseline history (server started elsewhere)"}
+                "restarts": 1, "between_start": "from the baseline history"}
 
     # -- servers ---------------------------------------------------------------
 
@@ -472,6 +473,7 @@ class PerfSession:
                 r = MetricResult(server=name, case=case, metric=metric, gate=gate, samples=values)
                 r.runs_to_verdict = len(values)
                 r.flagged_samples = sum(len(x.flagged) for x in runs.values())
+                r.flags = flag_counts([smp for x in runs.values() for smp in x.flagged])
                 r.error_samples = sum(len(x.errors) for x in runs.values())
                 floor = self.matrix.gates.floor_pct(case, metric)
                 from .stats import DEFAULT_FLOOR_PCT
