@@ -8,7 +8,7 @@ from typing import Protocol
 
 from .baselines import BaselineFile
 from .config import METRICS, Case, Gates, Matrix, Target
-from .measure.samples import CaseRun, Sample
+from .measure.samples import CaseRun, Sample, flag_counts
 from .results import MetricResult
 from .stats import BaselineStats, StatsError, Summary, Verdict, compare, decide, policy_for
 
@@ -36,6 +36,7 @@ def judge_metric(server: str, case: Case, metric: str, values: list[float], base
                      samples=list(values), baseline=baseline, targets=list(targets))
     if run is not None:
         r.flagged_samples = len(run.flagged)
+        r.flags = flag_counts(run.flagged)
         r.error_samples = len(run.errors)
         r.runs_to_verdict = len(run.samples)
     if not values:

@@ -44,6 +44,7 @@ class MetricResult:
     targets: list[Target] = field(default_factory=list)
     error: str | None = None
     flagged_samples: int = 0
+    flags: dict[str, int] = field(default_factory=dict)  # flag -> samples that carried it
     error_samples: int = 0
     runs_to_verdict: int = 0
     confirmed: bool = False  # a regression seen twice, on fresh samples
@@ -157,6 +158,7 @@ def metric_dict(r: MetricResult) -> dict[str, Any]:
         "gate": r.gate,
         "error": r.error,
         "flagged_samples": r.flagged_samples,
+        "flags": r.flags,
         "error_samples": r.error_samples,
         "runs_to_verdict": r.runs_to_verdict,
         "confirmed": r.confirmed,
@@ -362,6 +364,8 @@ def _metric_result(r: _Reader, d: Any, where: str) -> MetricResult:
                                  value=r.get(t, "value", tw, float), unit=str(t.get("unit") or ""),
                                  note=str(t.get("note") or "")))
     mr.flagged_samples = r.get(d, "flagged_samples", where, int, required=False, default=0)
+    mr.flags = {str(k): int(v) for k, v in r.get(d, "flags", where, dict, required=False, default={}).items()
+                if isinstance(v, int) and not isinstance(v, bool)}
     mr.error_samples = r.get(d, "error_samples", where, int, required=False, default=0)
     mr.runs_to_verdict = r.get(d, "runs_to_verdict", where, int, required=False, default=0)
     mr.confirmed = bool(r.get(d, "confirmed", where, bool, required=False, default=False))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import Case
-from .metrics import RequestMetrics
+from .metrics import FLAG_CLIENT_BEHIND, RequestMetrics  # noqa: F401  (FLAG_CLIENT_BEHIND: a flag like the ones below)
 
 FLAG_PREFIX_CACHE_HIT = "prefix-cache-hit"
 FLAG_CLIENT_LAG = "client-lag"
@@ -67,3 +67,13 @@ class CaseRun:
     @property
     def flagged(self) -> list[Sample]:
         return [s for s in self.samples if s.error is None and s.flags]
+
+
+def flag_counts(samples: list[Sample]) -> dict[str, int]:
+    """Flag name -> how many of `samples` carried it (errors not counted)."""
+    out: dict[str, int] = {}
+    for smp in samples:
+        if smp.error is None:
+            for f in smp.flags:
+                out[f] = out.get(f, 0) + 1
+    return dict(sorted(out.items()))

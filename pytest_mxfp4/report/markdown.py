@@ -25,6 +25,7 @@ from ..config import HIGHER_IS_BETTER, METRIC_UNITS, Case, Matrix, Target
 from ..results import SessionResults
 from ..stats import NoiseState, Verdict, noise_state
 from .format import num
+from .terminal import flags_note
 from .format import when as _when
 from .page_model import (
     ConfigView,
@@ -279,7 +280,8 @@ def _variance_notes(c: ConfigView, key: str, s: StatView, cases: dict[str, Case]
             if drop > DECODE_DROP_PCT:
                 notes.append(f"{drop:.1f}% slower than {shorter[-1].id}: degrades at longer output")
     if s.flagged:
-        notes.append(f"{s.flagged} flagged sample(s) replaced")
+        flags = s.result.flags if s.result is not None else {}
+        notes.append(f"{s.flagged} flagged sample(s) replaced{flags_note(flags)}")
     r = s.result
     if r is not None and r.comparison is not None and r.comparison.dropped_current:
         notes.append(f"{r.comparison.dropped_current} outlier(s) set aside")

@@ -42,7 +42,8 @@ def render(session: SessionResults) -> list[str]:
         elif r.comparison and r.verdict in (Verdict.REGRESSED, Verdict.INCONCLUSIVE):
             lines.append(f"{r.verdict.value:<8} {r.server} {r.key}: {r.comparison.reason}")
         if r.flagged_samples:
-            lines.append(f"note    {r.server} {r.key}: {r.flagged_samples} flagged sample(s) replaced")
+            lines.append(f"note    {r.server} {r.key}: {r.flagged_samples} flagged sample(s) replaced"
+                         + flags_note(r.flags))
     return lines
 
 
@@ -78,3 +79,22 @@ def case_lines(results: list[MetricResult]) -> list[str]:
         parts.append(text)
     first = results[0]
     return [f"[{first.server}] {first.case.id}  " + " | ".join(parts)]
+
+
+# What a flag says about who was the limit, for the notes.
+FLAG_MEANING = {
+    "client-behind": "the client was the limit, not the server",
+    "client-lag": "the client was held up",
+    "burst-delivery": "the server held tokens back and flushed them",
+    "prefix-cache-hit": "the prefix cache answered",
+    "gpu-throttled": "the GPU was throttled",
+    "server-timing-disagrees": "client and server decode rates disagree",
+}
+
+
+def flags_note(flags: dict[str, int]) -> str:
+    """' (client-behind 3: the client was the limit, not the server)' or ''."""
+    if not flags:
+        return ""
+    parts = [f"{f} {n}" + (f": {FLAG_MEANING[f]}" if f in FLAG_MEANING else "") for f, n in flags.items()]
+    return " (" + "; ".join(parts) + ")"
