@@ -58,7 +58,9 @@ def small_docker_matrix(tmp: Path, servers: str | None = None) -> Path:
     if servers is not None:
         base["servers"] = yaml.safe_load(textwrap.dedent(servers))
     base["workloads"] = {**{k: v for k, v in base["workloads"].items() if k not in ("prefill", "decode", "runs")},
-                         "prefill": {"pp": [512]}, "decode": {"tg": [32], "pp": 512}, "runs": 3, "warmup": 1}
+                         "prefill": {"pp": [512]}, "decode": {"tg": [32], "pp": 512}, "runs": 3, "warmup": 1,
+                         # the container machinery, not the between-start statistics (test_engine/test_ab do those)
+                         "restarts": 1, "max_restarts": 1}
     gates = base.get("gates") or {}
     base["gates"] = {k: v for k, v in gates.items() if k == "default" or k.partition("/")[0] in ("pp512", "tg32")}
     p = tmp / "m.yaml"
