@@ -13,7 +13,7 @@ and with busy-polling off) and llama-benchy (its own LLMClient.run_generation
 over aiohttp, its tg definition), if installed (`pip install llama-benchy`;
 only for this comparison, not a dependency).
 
-    flock /tmp/team/heavy.lock .venv/bin/python benchmarks/client_ceiling.py   # ~5 min
+    .venv/bin/python benchmarks/client_ceiling.py   # ~5 min, nothing else running
     ... --quick     (3 runs, fewer rates; ~1 min)
 
 Results: benchmarks/results/client_ceiling.txt

@@ -21,7 +21,7 @@ rotating and reversing from round to round (A B C D, D C B A, B C D A, ...)
 so slow drift of the machine does not fall on one arm. A re-run resumes:
 ``--rounds N`` tops every arm up to N starts.
 
-    python3 benchmarks/cpu_pools.py --rounds 12 --lock /tmp/team/heavy.lock   # measure (resumes)
+    python3 benchmarks/cpu_pools.py --rounds 12   # measure (resumes)
     python3 benchmarks/cpu_pools.py --summary                                  # the table
     python3 benchmarks/cpu_pools.py --probe                                    # duty -> slowdown, one start
 
