@@ -128,13 +128,17 @@ class Slot:
     arm: str | None
     start: int
     of: int
+    decides: int | None = None  # the start whose test judges the first look (default: the last)
 
     @property
     def id(self) -> str:
-        """The test id: the config's name for its last start (the test that
-        carries the verdict, so JUnit names stay `test_workload[NAME-CASE]`),
-        NAME#i for the starts before it."""
-        if self.last:
+        """The test id: the config's name for the start that judges the first
+        look (the test that carries the verdict, so JUnit names stay
+        `test_workload[NAME-CASE]` and are never an unneeded, skipped extra
+        start), NAME#i for every other start. A config extended for more
+        starts gets its final verdict in the test of its last start."""
+        decides = self.of - 1 if self.decides is None else self.decides
+        if self.start == decides:
             return self.server
         return f"{self.server}#{self.start}"
 
@@ -143,20 +147,22 @@ class Slot:
         return self.start == self.of - 1
 
 
-def plan_starts(servers: list[str], restarts: int, ab: bool) -> tuple[Slot, ...]:
+def plan_starts(servers: list[str], restarts: int, ab: bool, first_look: int | None = None) -> tuple[Slot, ...]:
     """Every start in run order. With ``ab``, each config is a pair of arms
     (name, name@head) and the pair runs in ABBA blocks; several configs run
-    one after another, each interleaved with itself."""
+    one after another, each interleaved with itself. ``first_look``: starts
+    per arm judged first (default: all of them)."""
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
         raise ABError(f"--perf-restarts / workloads.restarts must be an integer >= 1, got {restarts!r}")
+    decides = None if first_look is None else min(first_look, restarts) - 1
     out: list[Slot] = []
     if ab:
         for name in servers:
             for arm_name, i in startstats.interleave([name, name + HEAD_SUFFIX], restarts):
-                out.append(Slot(arm_name, HEAD if arm_name.endswith(HEAD_SUFFIX) else BASE, i, restarts))
+                out.append(Slot(arm_name, HEAD if arm_name.endswith(HEAD_SUFFIX) else BASE, i, restarts, decides))
         return tuple(out)
     for name, i in startstats.interleave(list(servers), restarts):
-        out.append(Slot(name, None, i, restarts))
+        out.append(Slot(name, None, i, restarts, decides))
     return tuple(out)
 
 

@@ -109,7 +109,7 @@ class PerfSession:
         self.max_starts = max(self.restarts, self.max_restarts or self.restarts)
         if self.base_url:
             self.max_starts = 1
-        self.slots = plan_starts(runnable, self.max_starts, bool(self.ab_overrides))
+        self.slots = plan_starts(runnable, self.max_starts, bool(self.ab_overrides), first_look=self.first_look)
         self.extended: set[str] = set()  # configs whose first look was inconclusive: more starts
         self.slot_by_id = {sl.id: sl for sl in self.slots}
         # (server, case id, metric) -> {start index: start mean}

@@ -290,3 +290,11 @@ def test_the_minutes_budget_stops_extra_starts(pytester):
     assert "would pass the 0.1-minute budget" in r.stdout.str()
     st = json.loads((pytester.path / "out" / "r.json").read_text())["environment"]["starts"]
     assert len(st["start_seconds"]) == 4 and st["budget_notes"]
+
+
+def test_the_config_named_test_is_the_first_look_not_an_extra_start():
+    # 3 starts judged first, up to 8: the JUnit name NAME carries the first
+    # look's verdict (start 2); extra starts 3..7 are NAME#i (skipped when not needed)
+    ids = [s.id for s in plan_starts(["a"], 8, False, first_look=3)]
+    assert sorted(ids) == sorted(["a#0", "a#1", "a", "a#3", "a#4", "a#5", "a#6", "a#7"])
+    assert [s.start for s in plan_starts(["a"], 8, False, first_look=3) if s.id == "a"] == [2]

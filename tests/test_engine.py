@@ -90,12 +90,13 @@ def cpu_baseline(tmp_path_factory):
     return d, r
 
 
-def test_cpu_matrix_measures_two_real_configs_with_exact_token_counts(cpu_baseline):
+def test_cpu_matrix_measures_both_engines_with_exact_token_counts(cpu_baseline):
     d, r = cpu_baseline
     data = json.loads((d / "first/results.json").read_text())
     res = results(d / "first")
     servers = {k[0] for k in res}
-    assert servers == {"tiny-eager", "tiny-compiled"}
+    # README command 1's matrix: vLLM-CPU eager and compiled, llama.cpp dense f16 and MXFP4 MoE
+    assert servers == {"tiny-eager", "tiny-compiled", "llamacpp-tiny", "llamacpp-moe-mxfp4"}
     assert {k[1] for k in res} == {"pp512", "pp2048", "tg32", "tg128"}
     for server in servers:
         tg32 = res[(server, "tg32", "tg_tps")]
@@ -115,7 +116,8 @@ def test_cpu_matrix_measures_two_real_configs_with_exact_token_counts(cpu_baseli
     # progress got past pytest's capture (the run has no -s): start and each case as it finished
     assert "[tiny-eager] healthy after" in r.stdout
     assert "[tiny-compiled] tg32  tg_tps" in r.stdout and "[tiny-eager] pp2048  pp_tps" in r.stdout
-    assert len(list((d / "baselines").rglob("*.yaml"))) == 2
+    assert data["servers"]["llamacpp-moe-mxfp4"]["observed"]["quantization"] == "MXFP4_MOE"
+    assert len(list((d / "baselines").rglob("*.yaml"))) == 4
 
 
 def test_every_report_agrees_number_for_number(cpu_baseline):

@@ -41,7 +41,7 @@ MATRIX = textwrap.dedent("""
 def _run(matrix: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pytest", "tests/perf/test_perf.py", "-m", "perf", "-p", "no:cacheprovider",
            f"--perf-config={matrix}", f"--perf-baselines={out.parent / 'baselines'}", f"--perf-output={out / 'run'}",
-           f"--perf-json={out / 'results.json'}", *extra]
+           f"--perf-json={out / 'results.json'}", "--perf-first-run", *extra]  # no baselines here, in CI too
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
