@@ -173,21 +173,38 @@ def plan_starts(servers: list[str], restarts: int, ab: bool, first_look: int | N
 def judge_starts(base_means: list[float], head_means: list[float], *, higher_is_better: bool, floor_pct: float,
                  history_cvs: tuple[tuple[float, int], ...] = (), prior: startstats.Prior = startstats.DEFAULT_PRIOR,
                  alpha: float = 0.01, label: str = "metric", what_base: str = "baseline",
-                 disturbed: str | None = None, looks: int = 1) -> tuple[Comparison, startstats.StartComparison]:
+                 disturbed: str | None = None, looks: int = 1, max_regression_pct: float | None = None,
+                 extra: tuple[startstats.NoiseSource, ...] = (), arms_label: str | None = None,
+                 ) -> tuple[Comparison, startstats.StartComparison]:
     """Start means -> (stats.Comparison for the reports, the raw numbers).
-    ``history_cvs``: (between-start CV, its df) of earlier runs."""
-    extra = [startstats.spread_from_cv(cv, df) for cv, df in history_cvs if df > 0]
+    ``history_cvs``: (between-start CV, its df) of earlier runs of this box;
+    ``extra``: further noise evidence (the stored baseline's own starts);
+    ``prior``: the stated fallback while the box is calibrating;
+    ``max_regression_pct``: the largest drop a pass may admit (default: the floor);
+    ``disturbed``: starts left out as disturbed (words for the reason)."""
+    hist = [startstats.spread_from_cv(cv, df) for cv, df in history_cvs if df > 0]
+    evidence = list(extra)
+    if hist:
+        evidence.append(startstats.NoiseSource(
+            f"history ({len(hist)} run{'s' if len(hist) > 1 else ''})",
+            startstats.Spread(*startstats._sum_spreads(hist))))
+    floor = floor_pct / 100.0
+    threshold = max(floor, max_regression_pct / 100.0) if max_regression_pct is not None else floor
     sc = startstats.compare_starts(base_means, head_means, higher_is_better=higher_is_better,
-                                   floor=floor_pct / 100.0, alpha=alpha, extra=extra, prior=prior, looks=looks)
+                                   floor=floor, alpha=alpha, extra=evidence, prior=prior, looks=looks,
+                                   threshold=threshold, arms_label=arms_label)
     verdict = sc.verdict
-    noise = (f"between-start CV {100 * sc.noise.cv:.2f}% ({sc.noise.df:g} df, "
-             f"{100 * sc.noise.prior_weight:.0f}% from the {100 * prior.cv:g}% prior)")
     size = (f"{label}: {sc.n_head} start(s) vs {sc.n_base} {what_base} start(s), "
             f"{100 * sc.delta:+.2f}% ({100 * (1 - 2 * sc.alpha_look):g}% CI {100 * sc.ci_low:+.2f}% .. "
-            f"{100 * sc.ci_high:+.2f}%), tolerance {100 * sc.tolerance:.2f}%, {noise}")
-    if disturbed and verdict in (Verdict.REGRESSED, Verdict.INCONCLUSIVE):
-        verdict = Verdict.INCONCLUSIVE
-        size += f"; a start was disturbed ({disturbed}), so this is not a verdict on the code"
+            f"{100 * sc.ci_high:+.2f}%), {noise_words(sc.noise)}")
+    if verdict is Verdict.INCONCLUSIVE:
+        n = startstats.starts_to_decide(sc)
+        size += (f"; could be as bad as {-100 * sc.worst:+.1f}% (threshold {100 * sc.threshold:.1f}%)"
+                 + (f"; about {n} start(s) per arm would decide it" if n else ""))
+    elif verdict is Verdict.PASS:
+        size += f"; rules out a drop beyond {100 * sc.threshold:.1f}%"
+    if disturbed:
+        size += f"; left out as disturbed: {disturbed}"
     c = Comparison(
         verdict=verdict, delta_pct=100 * sc.delta, effect_pct=100 * sc.effect, ci_low_pct=100 * sc.ci_low,
         ci_high_pct=100 * sc.ci_high, p_value=sc.p_value, tolerance_pct=100 * sc.tolerance,
@@ -195,6 +212,18 @@ def judge_starts(base_means: list[float], head_means: list[float], *, higher_is_
         p_worse=sc.p_value,
     )
     return c, sc
+
+
+def noise_words(noise: startstats.Pooled) -> str:
+    """Where the between-start noise figure came from, in words."""
+    measured = noise.measured_cv
+    parts = ", ".join(f"{label} {df:g} df" for label, df, _ in noise.sources) or "no starts to learn from"
+    if noise.calibrating:
+        p = noise.prior
+        return (f"calibrating: between-start CV {100 * noise.cv:.2f}% with the stated "
+                f"{100 * p.cv:g}% prior worth {p.df:g} df"
+                + (f" (measured {100 * measured:.2f}% from {parts})" if measured is not None else ""))
+    return f"between-start CV {100 * noise.cv:.2f}% learned from {parts}"
 
 
 def start_cv(means: list[float]) -> tuple[float, int]:

@@ -111,6 +111,7 @@ class ServerConfig:
     # Cores the engine process may run on (the first N). Unset on a CPU engine:
     # all but one, so the measuring client is never starved by the engine.
     cpu_cores: int | None = None
+    noise_prior: "NoisePrior | None" = None  # overrides workloads.noise_prior for this config
 
     @property
     def model_name(self) -> str:
@@ -182,6 +183,22 @@ class Workloads:
     # ... and only while the extra starts fit this many minutes of starts in
     # the whole run (the estimate: the mean duration of the starts so far).
     max_restart_minutes: float | None = None
+    # Between-start noise stated for a box that has not measured itself yet
+    # (startstats.learned_noise); None: startstats.DEFAULT_PRIOR.
+    noise_prior: NoisePrior | None = None
+    # A start disturbed while it measured (another process busy, the client
+    # behind, a GPU throttled) is left out and replaced by another start of
+    # its arm, at most this many times per arm.
+    max_replacements: int = 2
+
+
+@dataclass(frozen=True)
+class NoisePrior:
+    """A stated between-start CV (%) worth ``df`` starts' evidence: the
+    fallback until the box's own starts are enough to learn it."""
+
+    cv_pct: float
+    df: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +211,9 @@ class Gates:
     # Practical floors (%) overriding stats.DEFAULT_FLOOR_PCT, e.g. for a
     # noisy CI box whose runs drift more than the hardware under test.
     floors: dict[str, float] = field(default_factory=dict)
+    # The largest drop (%) a pass may admit, where wider than the floor: a
+    # pass must rule out a drop beyond it (startstats, the earned pass).
+    max_regressions: dict[str, float] = field(default_factory=dict)
 
     def _lookup(self, table: dict, case: Case, metric: str):
         full = f"{case.id}/{metric}"
@@ -208,6 +228,9 @@ class Gates:
 
     def floor_pct(self, case: Case, metric: str) -> float | None:
         return self._lookup(self.floors, case, metric)
+
+    def max_regression_pct(self, case: Case, metric: str) -> float | None:
+        return self._lookup(self.max_regressions, case, metric)
 
 
 @dataclass(frozen=True)
@@ -326,12 +349,12 @@ class _Reader:
 _SERVER_KEYS = {
     "engine", "runner", "model", "served_model_name", "command", "args", "env",
     "health_path", "startup_timeout_s", "requires", "api", "base_url", "pending",
-    "expect", "docker", "description", "cpu_cores", "extends",
+    "expect", "docker", "description", "cpu_cores", "extends", "noise_prior",
 }
 _DOCKER_KEYS = {"image", "gpus", "shm_size", "ipc_mode", "cpus", "volumes", "network"}
 _WORKLOAD_KEYS = {"prefill", "decode", "depth", "runs", "warmup", "latency_mode",
                   "max_client_lag_ms", "reset_prefix_cache", "request_timeout_s", "idle_timeout_s",
-                  "restarts", "max_restarts", "max_restart_minutes"}
+                  "restarts", "max_restarts", "max_restart_minutes", "noise_prior", "max_replacements"}
 _TOP_KEYS = {"name", "defaults", "servers", "workloads", "gates", "targets"}
 
 
@@ -417,7 +440,21 @@ def _server(r: _Reader, name: str, data: dict, defaults: dict) -> ServerConfig:
         docker=docker,
         description=r.string(merged.get("description", ""), f"{where}.description"),
         cpu_cores=int(r.number(cores, f"{where}.cpu_cores", 1, integer=True)) if cores is not None else None,
+        noise_prior=_noise_prior(r, merged.get("noise_prior"), f"{where}.noise_prior"),
     )
+
+
+def _noise_prior(r: _Reader, value: Any, where: str) -> NoisePrior | None:
+    if value is None:
+        return None
+    data = r.mapping(value, where)
+    r.check_keys(data, {"cv_pct", "df"}, where)
+    if "cv_pct" not in data:
+        raise r.fail(f"{where}.cv_pct", "required: the between-start CV in percent this box is expected to show")
+    cv = float(r.number(data["cv_pct"], f"{where}.cv_pct", 0))
+    if cv >= 100:
+        raise r.fail(f"{where}.cv_pct", f"a between-start CV of {cv:g}% is not a noise level; use a value below 100")
+    return NoisePrior(cv_pct=cv, df=float(r.number(data.get("df", 2), f"{where}.df", 0)))
 
 
 def _workloads(r: _Reader, value: Any) -> Workloads:
@@ -446,6 +483,9 @@ def _workloads(r: _Reader, value: Any) -> Workloads:
                       int(r.number(data["max_restarts"], f"{where}.max_restarts", 1, integer=True))),
         max_restart_minutes=(None if data.get("max_restart_minutes") is None else
                              float(r.number(data["max_restart_minutes"], f"{where}.max_restart_minutes", 0.1))),
+        noise_prior=_noise_prior(r, data.get("noise_prior"), f"{where}.noise_prior"),
+        max_replacements=int(r.number(data.get("max_replacements", 2), f"{where}.max_replacements", 0,
+                                      integer=True)),
     )
 
 
@@ -477,12 +517,18 @@ def _gates(r: _Reader, value: Any, cases: tuple[Case, ...]) -> Gates:
         rules = {}
     case_ids = {c.id for c in cases}
     floors: dict[str, float] = {}
+    max_regs: dict[str, float] = {}
     for key, pol in explicit.items():
         key = str(key)
         where = f"gates.{key}"
         _check_metric_key(r, where, key, cases, case_ids, allow_unknown_case=False)
         if isinstance(pol, dict):  # {policy: fail, floor_pct: 20}
-            r.check_keys(pol, {"policy", "floor_pct"}, where)
+            r.check_keys(pol, {"policy", "floor_pct", "max_regression_pct"}, where)
+            if "max_regression_pct" in pol:
+                mr = float(r.number(pol["max_regression_pct"], f"{where}.max_regression_pct", 0))
+                if mr >= 100:
+                    raise r.fail(f"{where}.max_regression_pct", f"{mr:g}% admits any drop; use a value below 100")
+                max_regs[key] = mr
             if "floor_pct" in pol:
                 floor = float(r.number(pol["floor_pct"], f"{where}.floor_pct", 0))
                 if floor >= 100:
@@ -492,7 +538,11 @@ def _gates(r: _Reader, value: Any, cases: tuple[Case, ...]) -> Gates:
                 floors[key] = floor
             pol = pol.get("policy", default)
         rules[key] = r.string(pol, where, GATE_POLICIES)
-    return Gates(default=default, rules=rules, floors=floors)
+    for key, mr in max_regs.items():
+        if key in floors and mr < floors[key]:
+            raise r.fail(f"gates.{key}.max_regression_pct", f"{mr:g}% is below the floor ({floors[key]:g}%): "
+                         "a pass admits at least the floor; raise it or drop the key")
+    return Gates(default=default, rules=rules, floors=floors, max_regressions=max_regs)
 
 
 def _check_metric_key(r: _Reader, where: str, key: str, cases, case_ids, allow_unknown_case: bool) -> None:

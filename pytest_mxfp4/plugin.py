@@ -287,12 +287,11 @@ def perf_server(request: pytest.FixtureRequest, perf_session):
         pytest.skip(f"{cfg.name}: {reason}")
     # One GPU, one run: held from the first server start to the end of the session.
     _fail_on_user_error(request.config.stash[LOCK_KEY].acquire)
-    if slot is not None and slot.start >= perf_session.first_look:
-        base = perf_session.base_of.get(slot.server, slot.server)
-        if not perf_session.wants_more(base):
-            over = [n for n in perf_session.budget_notes if n.startswith(f"{base}:")]
-            pytest.skip(over[-1] if over else f"{slot.server}: decided after {perf_session.first_look} start(s); "
-                        f"start {slot.start + 1} of the budget not needed")
+    if slot is not None and (perf_session.max_starts > 1 or perf_session.ab_overrides):
+        # the session's controller: the look's starts, spares for disturbed ones, then startstats.next_action
+        not_needed = perf_session.slot_skip_reason(slot)
+        if not_needed:
+            pytest.skip(not_needed)
     if slot is not None and (perf_session.max_starts > 1 or perf_session.ab_overrides):
         _preflight(perf_session, cfg, slot, progress_writer(request.config))
     failure = None
@@ -424,6 +423,7 @@ def _finish_starts(perf, opts) -> list:
     if st is not None:
         st["ab"] = perf.ab
         st["preflight"] = perf.preflight
+        st["windows"] = perf.windows
         st["start_errors"] = perf.start_errors
         st["start_seconds"] = [round(x, 1) for x in perf.start_seconds]
         st["budget_notes"] = perf.budget_notes

@@ -105,17 +105,32 @@ class PerfSession:
                 h = head_config(s, tuple(self.ab_overrides))
                 self.arms[h.name] = h
                 self.base_of[h.name] = s.name
+        from . import startstats
+
+        w = self.matrix.workloads
         self.first_look = self.restarts
         self.max_starts = max(self.restarts, self.max_restarts or self.restarts)
         if self.base_url:
             self.max_starts = 1
-        self.slots = plan_starts(runnable, self.max_starts, bool(self.ab_overrides), first_look=self.first_look)
-        self.extended: set[str] = set()  # configs whose first look was inconclusive: more starts
+        # the one sequential rule (startstats.next_action) runs against this budget
+        self.budget = startstats.Budget(max_starts=self.max_starts, max_minutes=w.max_restart_minutes)
+        multi = self.max_starts > 1 or bool(self.ab_overrides)
+        # spare starts per arm, run only to replace a start disturbed while it measured
+        self.spares = w.max_replacements if multi and not self.base_url else 0
+        self.slots = plan_starts(runnable, self.max_starts + self.spares, bool(self.ab_overrides),
+                                 first_look=self.first_look)
+        self.look: dict[str, int] = {}  # base config -> starts per arm its current look needs
         self.slot_by_id = {sl.id: sl for sl in self.slots}
+        # (arm, case id) -> start -> why that start's measurement is left out
+        self.excluded: dict[tuple[str, str], dict[int, str]] = {}
+        # (arm, case id, metric) -> the latest start-level comparison (what next_action reads)
+        self.start_comparisons: dict[tuple[str, str, str], object] = {}
+        self.skipped_starts: set[tuple[str, int]] = set()
         # (server, case id, metric) -> {start index: start mean}
         self.start_means: dict[tuple[str, str, str], dict[int, float]] = {}
         self.start_values: dict[tuple[str, str], dict[int, list]] = {}  # (server, case id) -> start -> samples
         self.disturbed: dict[str, list[str]] = {}  # server -> reasons
+        self.windows: list[dict] = []  # one per (start, case) measured: what its window saw
         self.start_errors: dict[str, list[str]] = {}  # server -> why a start failed
         self.judged: dict[tuple[str, str], int] = {}  # (base server, case id) -> starts per arm it was judged on
         self.ab: list[dict] = []  # one entry per (config, case, metric) of an A/B run
@@ -140,6 +155,7 @@ class PerfSession:
             self.results.environment["starts"] = {
                 "restarts": self.restarts,
                 "max_restarts": self.max_starts,
+                "replacements": self.spares,
                 "order": [f"{sl.server}#{sl.start}" for sl in self.slots],
                 "ab_head": [o.text() for o in self.ab_overrides],
             }
@@ -346,9 +362,12 @@ class PerfSession:
         judge the config (or the A/B pair) once its last start is measured."""
         from .judge import judge_metric
 
+        from .measure.disturbance import Window
+
         self.check_identity(running, f"before {case.id}")
         runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler)
-        runner.measure(self.matrix.workloads.runs)
+        with Window(running.server.process_groups() or ()) as window:
+            runner.measure(self.matrix.workloads.runs)
         run = runner.result
         for smp in run.samples:
             smp.start = slot.start
@@ -361,6 +380,8 @@ class PerfSession:
                 record.notes.append(note)
         name = running.config.name
         self.start_values.setdefault((name, case.id), {})[slot.start] = run
+        self.check_window(running, case, slot, run,
+                          window.other_cores if running.server.process_groups() else None)
         provisional = []
         for metric in case.metrics:
             values = run.values(metric)
@@ -377,49 +398,127 @@ class PerfSession:
             return self.judge_group(base, case)
         return provisional
 
-    def _look_size(self, base: str, case: Case) -> int | None:
-        """Starts per arm the next look of (base, case) needs; None: judged for good."""
-        done = self.judged.get((base, case.id))
-        if done is None:
-            return self.first_look
-        if done < self.max_starts and base in self.extended:
-            return self.max_starts
-        return None
+    def check_window(self, running: RunningServer, case: Case, slot, run, other_cores: float | None) -> None:
+        """Leave this (start, case) out when it was disturbed while it measured."""
+        from .measure.disturbance import judge_window
 
-    def ready_to_judge(self, base: str, case: Case) -> bool:
-        n = self._look_size(base, case)
-        if n is None:
-            return False
-        names = [n_ for n_, b in self.base_of.items() if b == base]
-        have = {x: set(self.start_values.get((x, case.id), {})) for x in names}
-        # every start of every arm up to this look has run (measured or failed)
-        tried = {x: have[x] | self._failed_starts(x) for x in names}
-        return all(tried[x] >= set(range(n)) for x in names) and any(have.values())
+        gpu_others = None
+        if self.gpu_sampler is not None and running.config.requires.accelerator == "nvidia":
+            gpu_others = self._gpu_other_pids(running)
+        d = judge_window(other_cores_busy=other_cores,
+                         flags_per_sample=[smp.flags for smp in run.samples if smp.error is None],
+                         gpu_other_pids=gpu_others)
+        self.windows.append({"server": running.config.name, "start": slot.start, "case": case.id,
+                             **d.facts, "disturbed": d.text() or None})
+        if d.disturbed:
+            self.excluded.setdefault((running.config.name, case.id), {})[slot.start] = d.text()
+            self.note_disturbed(running.config.name, f"start {slot.start} {case.id}: {d.text()}")
+            if self.progress:
+                self.progress(f"[{running.config.name} start {slot.start}] {case.id} disturbed: {d.text()}; "
+                              "left out" + (" (a spare start replaces it)" if self.spares else ""))
 
-    def wants_more(self, base: str) -> bool:
-        """After the first look: is a fail-gated metric of this config (the
-        head arm's A/B verdict in an A/B run) still inconclusive? Then the
-        remaining starts of the budget run (once decided, for every case)."""
+    def _gpu_other_pids(self, running: RunningServer) -> list[int]:
+        nvml = self.gpu_sampler.nvml
+        ours = set()
+        for g in running.server.process_groups() or ():
+            from .servers.process import group_pids
+
+            ours |= group_pids(g)
+        out: list[int] = []
+        for h in self.gpu_sampler.handles.values():
+            try:
+                procs = nvml.nvmlDeviceGetComputeRunningProcesses(h) or []
+            except Exception:  # not supported here: that sign only
+                continue
+            out += [p.pid for p in procs if getattr(p, "pid", None) not in ours]
+        return out
+
+    def look_size(self, base: str) -> int:
+        """Starts per arm the current look of this config needs."""
+        return self.look.get(base, self.first_look)
+
+    def clean_starts(self, arm: str, case_id: str) -> dict[int, object]:
+        """start -> CaseRun of the starts of `arm` that measured `case_id` undisturbed."""
+        left_out = self.excluded.get((arm, case_id), {})
+        return {i: r for i, r in self.start_values.get((arm, case_id), {}).items() if i not in left_out}
+
+    def _arms(self, base: str) -> list[str]:
+        return [n for n, b in self.base_of.items() if b == base]
+
+    def _slots_left(self, arm: str, case_id: str) -> bool:
+        tried = set(self.start_values.get((arm, case_id), {})) | self._failed_starts(arm)
+        return any(sl.server == arm and sl.start not in tried and (arm, sl.start) not in self.skipped_starts
+                   for sl in self.slots)
+
+    def _needs(self, arm: str, n: int) -> bool:
+        base = self.base_of.get(arm, arm)
+        return any(self.judged.get((base, c.id), 0) < n and len(self.clean_starts(arm, c.id)) < n
+                   for c in self.matrix.workloads.cases)
+
+    def slot_skip_reason(self, slot) -> str | None:
+        """None: run this start; else why it is not needed. The look's starts
+        run first (a disturbed one replaced by a spare); once the look is
+        judged, the sequential rule (startstats.next_action) says whether
+        the budget's next block of starts runs."""
+        arm = slot.server
+        base = self.base_of.get(arm, arm)
+        n = self.look_size(base)
+        if self._needs(arm, n):
+            return None
+        looked = all(self.judged.get((base, c.id), 0) >= n for c in self.matrix.workloads.cases
+                     if any(self.start_values.get((x, c.id)) for x in self._arms(base)))
+        if looked and self.next_action(base) == "more":
+            self.look[base] = n + self.budget.step(n)
+            if self._needs(arm, self.look[base]):
+                return None
+        self.skipped_starts.add((arm, slot.start))
+        over = [x for x in self.budget_notes if x.startswith(f"{base}:")]
+        if over:
+            return over[-1]
+        if slot.start >= self.max_starts:
+            return f"{arm}: spare start {slot.start + 1} not needed (no disturbed start to replace)"
+        return (f"{arm}: decided after {self.look_size(base)} start(s) per arm; "
+                f"start {slot.start + 1} of the budget not needed")
+
+    def next_action(self, base: str) -> str:
+        """The sequential rule on this config's fail-gated start-level
+        comparisons (the head arm's in an A/B run): "more" or "stop"."""
+        from . import startstats
         from .stats import Verdict
 
-        if base in self.extended:
-            return True
-        names = {n for n, b in self.base_of.items() if b == base}
-        limit = self.matrix.workloads.max_restart_minutes
-        if limit and self.start_seconds:
-            mean = sum(self.start_seconds) / len(self.start_seconds)
-            more = len(names) * (self.max_starts - self.first_look) * mean
-            if sum(self.start_seconds) + more > 60.0 * limit:
-                self.budget_notes.append(f"{base}: {self.max_starts - self.first_look} more start(s) per arm "
-                                         f"(~{more / 60:.1f} min) would pass the {limit:g}-minute budget")
+        names = set(self._arms(base))
+        head = any(x != base for x in names)
+        comps = [sc for (arm, case_id, metric), sc in self.start_comparisons.items()
+                 if arm in names and (not head or arm != base)
+                 and self.matrix.gates.policy(self._case(case_id), metric) == "fail"]
+        used = sum(self.start_seconds) / 60.0
+        mean = used / len(self.start_seconds) if self.start_seconds else 0.0
+        n = self.look_size(base)
+        block = len(names) * self.budget.step(n) * mean
+        actions = [startstats.next_action(sc, self.budget, used, block) for sc in comps]
+        if "more" in actions:
+            return "more"
+        if self.budget.max_minutes and any(sc.verdict is Verdict.INCONCLUSIVE for sc in comps) \
+                and self.budget.step(n) and used + block > self.budget.max_minutes:
+            note = (f"{base}: {self.budget.step(n)} more start(s) per arm (~{block:.1f} min) would pass the "
+                    f"{self.budget.max_minutes:g}-minute budget")
+            if note not in self.budget_notes:
+                self.budget_notes.append(note)
+        return "stop"
+
+    def _case(self, case_id: str) -> Case:
+        return next(c for c in self.matrix.workloads.cases if c.id == case_id)
+
+    def ready_to_judge(self, base: str, case: Case) -> bool:
+        """Every arm has the look's clean starts of this case, or no start left to get them."""
+        n = self.look_size(base)
+        if self.judged.get((base, case.id), 0) >= n:
+            return False
+        names = self._arms(base)
+        for x in names:
+            if len(self.clean_starts(x, case.id)) < n and self._slots_left(x, case.id):
                 return False
-        head = any(n != base for n in names)
-        for r in self.results.metrics:
-            if r.server in names and r.gate == "fail" and (not head or r.server != base):
-                if r.verdict is Verdict.INCONCLUSIVE:
-                    self.extended.add(base)
-                    return True
-        return False
+        return any(self.start_values.get((x, case.id)) for x in names)
 
     def _failed_starts(self, name: str) -> set[int]:
         out = set()
@@ -428,6 +527,42 @@ class PerfSession:
                 out.add(int(line.split(":", 1)[0].split()[1]))
             except (IndexError, ValueError):
                 pass
+        return out
+
+    def floor_pct(self, case: Case, metric: str) -> float:
+        """The gate's practical floor (%), else the metric's default: the one place that says so."""
+        from .stats import DEFAULT_FLOOR_PCT
+
+        floor = self.matrix.gates.floor_pct(case, metric)
+        return floor if floor is not None else DEFAULT_FLOOR_PCT.get(metric, 5.0)
+
+    def noise_prior(self, name: str):
+        """The stated fallback noise of a config (its own, the workloads', else the default)."""
+        from . import startstats
+
+        cfg = self.arms.get(self.base_of.get(name, name))
+        np_ = (cfg.noise_prior if cfg is not None else None) or self.matrix.workloads.noise_prior
+        return startstats.Prior(np_.cv_pct / 100.0, np_.df) if np_ else startstats.DEFAULT_PRIOR
+
+    def _clean_means(self, arm: str, case_id: str, metric: str) -> dict[int, float]:
+        left_out = self.excluded.get((arm, case_id), {})
+        return {i: m for i, m in self.start_means.get((arm, case_id, metric), {}).items() if i not in left_out}
+
+    def _left_out_words(self, arms: list[str], case_id: str) -> str | None:
+        parts = [f"{a} start {i} ({why})" for a in arms
+                 for i, why in sorted(self.excluded.get((a, case_id), {}).items())]
+        return "; ".join(parts[:3]) + (f" and {len(parts) - 3} more" if len(parts) > 3 else "") if parts else None
+
+    def _outliers(self, base: str, head: str, case_id: str, metric: str, sc) -> list[str]:
+        """Starts far outside the pooled noise: shown, never silent."""
+        from . import startstats
+
+        out = []
+        for arm in (base, head):
+            means = self._clean_means(arm, case_id, metric)
+            idx = sorted(means)
+            for k in startstats.outlier_starts([means[i] for i in idx], sc.noise.cv):
+                out.append(f"{arm} start {idx[k]} ({means[idx[k]]:.4g})")
         return out
 
     def _baseline_starts(self, bf: BaselineFile | None, key: str) -> tuple[list[float], tuple]:
@@ -447,13 +582,12 @@ class PerfSession:
         from .judge import incomparable_reason
         from .stats import Summary, Verdict
 
-        n_look = self._look_size(base, case) or self.max_starts
-        self.judged[(base, case.id)] = n_look
-        names = [n for n, b in self.base_of.items() if b == base]
+        self.judged[(base, case.id)] = self.look_size(base)
+        names = self._arms(base)
         # a second look replaces the first one's results of this group
         self.results.metrics = [r for r in self.results.metrics if not (r.server in names and r.case.id == case.id)]
         self.ab = [e for e in self.ab if not (e["server"] == base and e["case"] == case.id)]
-        looks = 2 if self.max_starts > self.first_look else 1
+        looks = self.budget.looks(self.first_look)
         head = next((n for n in names if n != base), None)
         bf = self._judged_by.get(base) or (self.load_baseline(self.arms[base]) if self.arms.get(base) else None)
         out: list[MetricResult] = []
@@ -463,7 +597,7 @@ class PerfSession:
             incomp = incomparable_reason(bf, record.observed) if bf else None
             for metric in case.metrics:
                 key = f"{case.id}/{metric}"
-                means_d = self.start_means.get((name, case.id, metric), {})
+                means_d = self._clean_means(name, case.id, metric)
                 values = [v for i in sorted(runs) for v in runs[i].values(metric)]
                 if metric != case.primary_metric and not values:
                     continue
@@ -475,14 +609,14 @@ class PerfSession:
                 r.flagged_samples = sum(len(x.flagged) for x in runs.values())
                 r.flags = flag_counts([smp for x in runs.values() for smp in x.flagged])
                 r.error_samples = sum(len(x.errors) for x in runs.values())
-                floor = self.matrix.gates.floor_pct(case, metric)
-                from .stats import DEFAULT_FLOOR_PCT
-                floor = floor if floor is not None else DEFAULT_FLOOR_PCT.get(metric, 5.0)
+                floor = self.floor_pct(case, metric)
                 hib = r.higher_is_better
-                disturbed = "; ".join(self.disturbed.get(name, [])[:2]) or None
+                disturbed = self._left_out_words([name], case.id)
                 failed = self.start_errors.get(name, [])
-                if not values:
-                    r.error = ("no start measured this case" + (f" ({failed[0]})" if failed else ""))
+                if not values or not means_d:
+                    r.error = ("no start measured this case" + (f" ({failed[0]})" if failed else "")
+                               if not self.start_values.get((name, case.id)) else
+                               f"every start of this case was disturbed ({disturbed})")
                     out.append(r)
                     continue
                 r.summary = Summary.from_samples(values, metric=key)
@@ -490,10 +624,12 @@ class PerfSession:
                 if b_means and not incomp:
                     r.baseline = bf.metrics[key].stats()
                     try:
-                        r.comparison, _ = judge_starts(
+                        r.comparison, sc = judge_starts(
                             b_means, [means_d[i] for i in sorted(means_d)], higher_is_better=hib, floor_pct=floor,
                             history_cvs=hist, label=key, what_base="baseline", disturbed=disturbed,
-                            looks=looks)
+                            looks=looks, prior=self.noise_prior(name), arms_label="baseline and this run's starts",
+                            max_regression_pct=self.matrix.gates.max_regression_pct(case, metric))
+                        self.start_comparisons[(name, case.id, metric)] = sc
                     except StatsError as e:
                         r.error = str(e)
                 r.incomparable = incomp if b_means else None
@@ -513,8 +649,8 @@ class PerfSession:
             if rh is None and rb is None:
                 continue
             key = f"{case.id}/{metric}"
-            mb = self.start_means.get((base, case.id, metric), {})
-            mh = self.start_means.get((head, case.id, metric), {})
+            mb = self._clean_means(base, case.id, metric)
+            mh = self._clean_means(head, case.id, metric)
             entry = {"server": base, "head": head, "case": case.id, "metric": metric,
                      "base_starts": [mb[i] for i in sorted(mb)], "head_starts": [mh[i] for i in sorted(mh)],
                      "overrides": [o.text() for o in self.ab_overrides], "verdict": None}
@@ -533,23 +669,38 @@ class PerfSession:
                 entry["verdict"] = "error"
                 entry["error"] = rh.error
             else:
-                disturbed = "; ".join((self.disturbed.get(base, []) + self.disturbed.get(head, []))[:2]) or None
-                floor = self.matrix.gates.floor_pct(case, metric)
-                from .stats import DEFAULT_FLOOR_PCT
-                floor = floor if floor is not None else DEFAULT_FLOOR_PCT.get(metric, 5.0)
+                from . import startstats
+
+                disturbed = self._left_out_words([base, head], case.id)
+                floor = self.floor_pct(case, metric)
                 b_means, hist = self._baseline_starts(bf, key)
+                stored = ((startstats.NoiseSource("stored baseline starts", startstats.spread_of(b_means)),)
+                          if len(b_means) > 1 else ())
                 try:
                     comp, sc = judge_starts(list(entry["base_starts"]), list(entry["head_starts"]),
                                             higher_is_better=rh.higher_is_better, floor_pct=floor,
                                             history_cvs=hist, label=key, what_base="base-arm",
-                                            disturbed=disturbed, looks=looks)
+                                            disturbed=disturbed, looks=looks, prior=self.noise_prior(base),
+                                            extra=stored,
+                                            max_regression_pct=self.matrix.gates.max_regression_pct(case, metric))
+                    self.start_comparisons[(head, case.id, metric)] = sc
                     rh.comparison = comp
                     from .stats import BaselineStats
                     rh.baseline = BaselineStats.from_samples(rb.samples) if rb and rb.samples else None
+                    from .abtest import noise_words
+
+                    measured = sc.noise.measured_cv
                     entry.update(verdict=comp.verdict.value, delta_pct=comp.delta_pct, ci_low_pct=comp.ci_low_pct,
                                  ci_high_pct=comp.ci_high_pct, tolerance_pct=comp.tolerance_pct,
-                                 p_value=comp.p_value, between_start_cv_pct=100 * sc.noise.cv, looks=looks,
-                                 noise_df=sc.noise.df, reason=comp.reason, disturbed=disturbed)
+                                 p_value=comp.p_value, looks=looks,
+                                 between_start_cv_pct=None if measured is None else 100 * measured,
+                                 noise_cv_pct=100 * sc.noise.cv, noise_df=sc.noise.df,
+                                 noise=noise_words(sc.noise), calibrating=sc.noise.calibrating,
+                                 worst_pct=-100 * sc.worst, threshold_pct=100 * sc.threshold,
+                                 starts_to_decide=startstats.starts_to_decide(sc)
+                                 if comp.verdict.value == "inconclusive" else None,
+                                 outliers=self._outliers(base, head, case.id, metric, sc),
+                                 reason=comp.reason, disturbed=disturbed)
                 except StatsError as e:
                     rh.error = str(e)
                     entry.update(verdict="error", error=str(e))
@@ -566,9 +717,9 @@ class PerfSession:
         out = []
         for case in self.matrix.workloads.cases:
             for base in {b for b in self.base_of.values()}:
-                if self._look_size(base, case) is None:
+                if self.judged.get((base, case.id), 0) >= self.look_size(base):
                     continue
-                names = [n for n, b in self.base_of.items() if b == base]
+                names = self._arms(base)
                 if any(self.start_values.get((n, case.id)) for n in names):
                     out += self.judge_group(base, case)
         return out

@@ -29,6 +29,14 @@ pulled toward the prior; with many, the data dominate::
 
 This is the posterior mean of a normal variance under a scaled
 inverse-chi-square prior; the t quantiles use ``df = prior.df + sum df_i``.
+
+Learned noise (`learned_noise`): the prior is only the fallback of a box
+that has not measured itself yet. Once the box's own evidence (this run's
+arms, the baseline's starts, the between-start CVs of its history) holds at
+least ``MIN_LEARNED_DF`` degrees of freedom, the noise is that evidence
+alone: a stated 3 % prior on a GPU whose starts scatter by 0.1 % would
+otherwise set a 5 % tolerance (shared/reference/gpu-ab-h100.md). Below it
+the box is *calibrating* and the prior is pooled in, as above.
 The variance of a start mean already contains the within-start part
 (``sigma_b^2 + sigma_w^2 / n``): it is exactly the noise of the unit the
 verdict uses.
@@ -40,10 +48,16 @@ The decision (`compare_starts`)
 the tolerance is ``max(floor, t * SE)`` (the noise sets it until enough
 starts make it smaller than the practical floor)::
 
-    effect < -tolerance            -> REGRESSED     (significant and beyond the floor)
-    -tolerance <= effect < -floor  -> INCONCLUSIVE  (neither shown nor ruled out)
-    effect > tolerance             -> IMPROVED
-    otherwise                      -> PASS
+    effect < -tolerance                 -> REGRESSED     (significant and beyond the floor)
+    effect > max(floor, t * SE)         -> IMPROVED
+    worst <= threshold                  -> PASS          (the interval rules out a drop beyond it)
+    otherwise                           -> INCONCLUSIVE  (could be as bad as ``worst``)
+
+``worst`` is the far end of the one-sided interval on the worse side (the
+drop the data cannot rule out at ``alpha_look``) and ``threshold`` the
+largest drop the gate accepts (``max_regression``, else the floor). A pass
+is earned: a point estimate above -floor with an interval reaching -40 % is
+inconclusive, not a pass.
 
 ``alpha_look = alpha / looks`` (Bonferroni over the looks the sequential
 rule may take), so adding starts while inconclusive does not raise the false
@@ -81,6 +95,8 @@ __all__ = [
     "StartSummary",
     "Spread",
     "Pooled",
+    "NoiseSource",
+    "MIN_LEARNED_DF",
     "Budget",
     "StartComparison",
     "summarize_start",
@@ -88,7 +104,10 @@ __all__ = [
     "spread_of",
     "spread_from_cv",
     "pooled_spread",
+    "learned_noise",
     "compare_starts",
+    "starts_to_decide",
+    "outlier_starts",
     "next_action",
     "abba_order",
     "interleave",
@@ -175,19 +194,41 @@ class Spread:
 
 
 @dataclass(frozen=True)
+class NoiseSource:
+    """One body of evidence about the between-start noise and where it came
+    from (e.g. "this run's arms", "baseline starts", "history (4 runs)")."""
+
+    label: str
+    spread: Spread
+
+
+@dataclass(frozen=True)
 class Pooled:
     """The pooled between-start noise: ``var`` of log start means, its
     ``df`` (prior included), ``df_data`` (without the prior) and the share
-    of the estimate that came from the prior (``prior_weight``, 0..1)."""
+    of the estimate that came from the prior (``prior_weight``, 0..1).
+    ``sources``: (label, df, cv) of each body of evidence pooled;
+    ``calibrating``: the box's own evidence was too thin, the prior stood in."""
 
     var: float
     df: float
     df_data: float
     prior_weight: float
+    sources: tuple[tuple[str, float, float], ...] = ()
+    calibrating: bool = False
+    prior: Prior | None = None
 
     @property
     def cv(self) -> float:
         return math.sqrt(self.var)
+
+    @property
+    def measured_cv(self) -> float | None:
+        """The CV of the data alone (no prior), None without data."""
+        if self.df_data <= 0:
+            return None
+        num = math.fsum(df * cv * cv for _, df, cv in self.sources)
+        return math.sqrt(num / self.df_data)
 
 
 @dataclass(frozen=True)
@@ -236,6 +277,7 @@ class StartComparison:
     ci_low/ci_high: two-sided (1 - 2 alpha_look) interval of delta.
     se: standard error of the log difference; df its degrees of freedom.
     tolerance: max(floor, t * se), as a fraction of the base.
+    worst/threshold: see the module docstring (the earned pass).
     p_value: one-sided, that head is worse (None without a noise estimate).
     """
 
@@ -253,6 +295,8 @@ class StartComparison:
     n_base: int
     n_head: int
     noise: Pooled
+    worst: float = math.nan  # the largest drop (fraction, + = worse) the interval admits
+    threshold: float = math.nan  # the largest drop a pass may admit
 
 
 # --------------------------------------------------------------------------
@@ -305,6 +349,28 @@ def pooled_spread(spreads: Iterable[Spread], prior: Prior = DEFAULT_PRIOR) -> Po
     return Pooled(var=num / df, df=df, df_data=df_data, prior_weight=prior.df / df)
 
 
+# The box's own evidence needed before it replaces the stated prior: 2 df is
+# e.g. 2 + 2 starts of an A/A, or one stored baseline of 3 starts. Fewer and
+# the t quantile alone (t(1 df, 0.995) = 64) would make every verdict
+# inconclusive; the prior bridges until the box has measured itself.
+MIN_LEARNED_DF = 2.0
+
+
+def learned_noise(sources: Iterable[NoiseSource], fallback: Prior = DEFAULT_PRIOR,
+                  min_df: float = MIN_LEARNED_DF) -> Pooled:
+    """The between-start noise from this box's own evidence; the stated
+    ``fallback`` prior only while that evidence has fewer than ``min_df``
+    degrees of freedom (``min_df=math.inf``: always pool the prior in, the
+    rule before noise was learned)."""
+    src = [x for x in sources if x.spread.df > 0]
+    df_data = math.fsum(x.spread.df for x in src)
+    calibrating = df_data < min_df
+    pooled = pooled_spread([x.spread for x in src], fallback if calibrating else Prior(0.0, 0.0))
+    return Pooled(var=pooled.var, df=pooled.df, df_data=pooled.df_data, prior_weight=pooled.prior_weight,
+                  sources=tuple((x.label, x.spread.df, x.spread.cv) for x in src), calibrating=calibrating,
+                  prior=fallback if calibrating else None)
+
+
 def _t(df: float, q: float) -> float:
     return float(_special.stdtrit(df, q)) if math.isfinite(df) else float(_special.ndtri(q))
 
@@ -317,8 +383,11 @@ def compare_starts(
     floor: float,
     alpha: float = 0.01,
     looks: int = 1,
-    extra: Iterable[Spread] = (),
+    extra: Iterable[Spread | NoiseSource] = (),
     prior: Prior = DEFAULT_PRIOR,
+    threshold: float | None = None,
+    min_learned_df: float = MIN_LEARNED_DF,
+    arms_label: str | None = None,
 ) -> StartComparison:
     """Compare two arms' start means (see the module docstring).
 
@@ -327,6 +396,9 @@ def compare_starts(
     the prior). ``extra``: further noise estimates (the baseline's starts,
     history). ``floor``: practical floor as a fraction (0.01 = 1 %).
     ``looks``: how many comparisons the sequential rule may make.
+    ``threshold``: the largest drop a pass may admit (fraction; default the
+    floor). ``prior``: the fallback while the box is calibrating
+    (`learned_noise`).
     """
     b = _positive(base, "base start means")
     h = _positive(head, "head start means")
@@ -338,7 +410,15 @@ def compare_starts(
         raise StatsError(f"looks must be an integer >= 1, got {looks!r}")
     if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not math.isfinite(floor) or floor < 0:
         raise StatsError(f"floor must be a finite fraction >= 0, got {floor!r}")
-    noise = pooled_spread([spread_of(b), spread_of(h), *extra], prior)
+    if threshold is None:
+        threshold = floor
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
+            or threshold < floor:
+        raise StatsError(f"threshold must be a finite fraction >= the floor ({floor!r}), got {threshold!r}")
+    arms = NoiseSource(arms_label or "this run's arms",
+                       Spread(*_sum_spreads([spread_of(b), spread_of(h)])))
+    evidence = [arms] + [x if isinstance(x, NoiseSource) else NoiseSource("history", x) for x in extra]
+    noise = learned_noise(evidence, prior, min_learned_df)
     yb = math.fsum(math.log(x) for x in b) / len(b)
     yh = math.fsum(math.log(x) for x in h) / len(h)
     d = yh - yb
@@ -359,18 +439,26 @@ def compare_starts(
     else:
         p = 0.0 if eff_log < 0 else 1.0
     worse = -effect  # > 0 when head is worse
+    worst = -math.expm1(eff_log - tq * se)  # the drop the interval cannot rule out
     if worse > tol:
         verdict = Verdict.REGRESSED
-    elif worse > floor:
-        verdict = Verdict.INCONCLUSIVE
     elif effect > max(floor, math.expm1(tq * se)):
         verdict = Verdict.IMPROVED
-    else:
+    elif worst <= threshold:
         verdict = Verdict.PASS
+    else:
+        verdict = Verdict.INCONCLUSIVE
     return StartComparison(
         verdict=verdict, delta=delta, effect=effect, ci_low=ci_low, ci_high=ci_high, se=se, df=noise.df,
         tolerance=tol, floor=float(floor), p_value=p, alpha_look=a, n_base=len(b), n_head=len(h), noise=noise,
+        worst=worst, threshold=float(threshold),
     )
+
+
+def _sum_spreads(spreads: Sequence[Spread]) -> tuple[float, float]:
+    """Two within-arm spreads as one pooled (var, df)."""
+    df = math.fsum(x.df for x in spreads)
+    return (math.fsum(x.df * x.var for x in spreads) / df if df > 0 else 0.0), df
 
 
 def next_action(comparison: StartComparison, budget: Budget, minutes_used: float = 0.0,
@@ -426,3 +514,38 @@ def default_floor(metric: str) -> float:
     if metric not in DEFAULT_FLOOR_PCT:
         raise StatsError(f"no default floor for metric {metric!r}")
     return DEFAULT_FLOOR_PCT[metric] / 100.0
+
+
+def starts_to_decide(c: StartComparison, max_n: int = 1000) -> int | None:
+    """Starts per arm that the measured noise says would decide an
+    inconclusive comparison, if the effect stays where it is: enough for the
+    interval to clear the threshold (pass) or zero (regressed). None when
+    the noise is unknown or it would take more than ``max_n``."""
+    cv = c.noise.measured_cv if c.noise.measured_cv is not None else c.noise.cv
+    if not cv > 0:
+        return None
+    worse = -math.log1p(c.effect)  # log scale, + = worse
+    thr = -math.log(1.0 - c.threshold) if c.threshold < 1 else math.inf
+    margin = thr - worse if worse <= thr else worse  # room to pass, or distance from zero to show a drop
+    if margin <= 0:
+        return None
+    z = float(_special.ndtri(1.0 - c.alpha_look))
+    n = math.ceil(2.0 * (z * cv / margin) ** 2)
+    return n if n <= max_n else None
+
+
+def outlier_starts(means: Sequence[float], noise_cv: float, z: float = 4.0) -> list[int]:
+    """Indices of start means more than ``z`` noise CVs from the median of
+    the others (log scale): shown as outliers, never silently part of the
+    noise. Needs 3 starts and a known noise."""
+    ys = [math.log(x) for x in _positive(means, "start means")]
+    if len(ys) < 3 or not noise_cv > 0:
+        return []
+    out = []
+    for i, y in enumerate(ys):
+        rest = sorted(ys[:i] + ys[i + 1:])
+        k = len(rest)
+        med = rest[k // 2] if k % 2 else 0.5 * (rest[k // 2 - 1] + rest[k // 2])
+        if abs(y - med) > z * noise_cv:
+            out.append(i)
+    return out

@@ -85,8 +85,13 @@ def test_swapped_arms_improve_and_times_flip_the_sign():
 
 
 def test_within_the_floor_passes_and_aa_passes():
+    # an A/A whose starts scatter by 10 %: the point is 0, but the interval
+    # admits a 26 % drop, so the pass is not earned
     same = ss.compare_starts(BASE, BASE, higher_is_better=True, floor=0.01, prior=NO_PRIOR)
-    assert same.verdict is Verdict.PASS and same.delta == 0.0
+    assert same.verdict is Verdict.INCONCLUSIVE and same.delta == 0.0
+    assert same.worst == pytest.approx(1 - E(-3.7469 * 0.0816497), rel=1e-4) and same.threshold == 0.01
+    tight = [100.0, 100.02, 99.98]
+    assert ss.compare_starts(tight, tight, higher_is_better=True, floor=0.01, prior=NO_PRIOR).verdict is Verdict.PASS
     # 0.5 % worse with a tiny spread: significant but within the 1 % floor -> pass
     b = [100.0, 100.01, 99.99]
     h = [99.5, 99.51, 99.49]
@@ -102,11 +107,13 @@ def test_single_start_each_takes_its_noise_from_the_prior_and_extra():
     assert c90.verdict is Verdict.INCONCLUSIVE  # ln 0.9 = -0.10536, just inside
     c85 = ss.compare_starts([100.0], [85.0], higher_is_better=True, floor=0.01, prior=pr)
     assert c85.verdict is Verdict.REGRESSED  # ln 0.85 = -0.1625
-    # history as extra: 4 more df at var 0.0004 -> df 8, t(8, .995) at 2 looks
+    assert c90.noise.calibrating and c90.noise.prior == pr
+    # history as extra: 4 df measured on this box -> the noise is learned from it
+    # alone (the prior drops out): df 4, t(4, .995) = 4.6041 at 2 looks
     ch = ss.compare_starts([100.0], [90.0], higher_is_better=True, floor=0.01, prior=pr, looks=2,
                            extra=[ss.spread_from_cv(0.02, 4)])
-    assert ch.df == 8 and ch.alpha_look == pytest.approx(0.005)
-    assert ch.tolerance == pytest.approx(1 - E(-3.3554 * 0.0282843), rel=1e-4)
+    assert ch.df == 4 and ch.alpha_look == pytest.approx(0.005) and not ch.noise.calibrating
+    assert ch.tolerance == pytest.approx(1 - E(-4.6041 * 0.0282843), rel=1e-4)
     with pytest.raises(StatsError, match="no between-start noise"):
         ss.compare_starts([100.0], [90.0], higher_is_better=True, floor=0.01, prior=NO_PRIOR)
 
@@ -148,8 +155,11 @@ def test_sequential_rule_and_budget():
     one = ss.Budget(max_starts=6, block=1)
     assert one.looks(3) == 4 and one.step(5) == 1  # 3, 4, 5, 6
     assert ss.Budget(max_starts=7, block=3).looks(3) == 3  # 3, 6, 7
-    ok = ss.compare_starts(BASE, BASE, higher_is_better=True, floor=0.01, prior=NO_PRIOR)
-    assert ss.next_action(ok, ss.Budget(max_starts=10)) == "stop"
+    tight = [100.0, 100.02, 99.98]
+    ok = ss.compare_starts(tight, tight, higher_is_better=True, floor=0.01, prior=NO_PRIOR)
+    assert ok.verdict is Verdict.PASS and ss.next_action(ok, ss.Budget(max_starts=10)) == "stop"
+    wide = ss.compare_starts(BASE, BASE, higher_is_better=True, floor=0.01, prior=NO_PRIOR)
+    assert ss.next_action(wide, ss.Budget(max_starts=10)) == "more"  # an unearned pass asks for starts
 
 
 def test_orders():
@@ -174,3 +184,58 @@ def test_default_floor_from_the_policy_table():
     assert ss.default_floor("tg_tps") == pytest.approx(0.01)
     with pytest.raises(StatsError):
         ss.default_floor("nope")
+
+
+def test_learned_noise_replaces_the_prior_once_the_box_has_measured_itself():
+    # a quiet GPU: start means scatter by 0.2 %, the stated prior says 3 %
+    quiet = ss.NoiseSource("arms", ss.Spread(0.002 ** 2, 4))
+    learned = ss.learned_noise([quiet], ss.Prior(0.03, 2))
+    assert learned.cv == pytest.approx(0.002) and not learned.calibrating and learned.prior_weight == 0
+    assert learned.sources == (("arms", 4, pytest.approx(0.002)),)
+    # the rule before: the prior always pooled in (3 % worth 2 df): CV 1.7 %, the figure the H100 run reported
+    old = ss.learned_noise([quiet], ss.Prior(0.03, 2), min_df=math.inf)
+    assert old.cv == pytest.approx(math.sqrt((2 * 0.03 ** 2 + 4 * 0.002 ** 2) / 6)) and old.calibrating
+    assert old.measured_cv == pytest.approx(0.002)
+    # one df is not enough to stand alone: calibrating, the prior stands in
+    thin = ss.learned_noise([ss.NoiseSource("arms", ss.Spread(0.002 ** 2, 1))], ss.Prior(0.03, 2))
+    assert thin.calibrating and thin.df == 3
+
+
+def test_quiet_box_gets_a_tight_interval_and_catches_a_small_drop():
+    base = [219.0, 219.4, 218.7]
+    aa = ss.compare_starts(base, [218.9, 219.3, 219.1], higher_is_better=True, floor=0.01, looks=2)
+    assert aa.verdict is Verdict.PASS and aa.ci_low > -0.015 and aa.ci_high < 0.015
+    slow = ss.compare_starts(base, [x * 0.975 for x in [218.9, 219.3, 219.1]], higher_is_better=True,
+                             floor=0.01, looks=2)
+    assert slow.verdict is Verdict.REGRESSED
+
+
+def test_wide_aa_from_a_noisy_cpu_is_never_a_pass():
+    # the trial from the issue: one start at 304 tok/s against ~600, point +13 %
+    base = [304.0, 590.0, 600.0]
+    head = [598.0, 605.0, 592.0]
+    c = ss.compare_starts(base, head, higher_is_better=True, floor=0.01, looks=2)
+    assert c.verdict is Verdict.INCONCLUSIVE and c.worst > 0.3
+    # an explicit max_regression is the threshold a pass must rule out
+    c15 = ss.compare_starts([600.0, 590.0, 605.0], [598.0, 604.0, 596.0], higher_is_better=True,
+                            floor=0.01, threshold=0.15, looks=2)
+    assert c15.verdict is Verdict.PASS and c15.worst <= 0.15
+    with pytest.raises(StatsError, match="threshold"):
+        ss.compare_starts(base, head, higher_is_better=True, floor=0.05, threshold=0.01)
+
+
+def test_starts_to_decide_from_the_measured_noise():
+    base = [100.0, 101.0, 99.0]
+    c = ss.compare_starts(base, [99.6, 100.6, 98.6], higher_is_better=True, floor=0.01, prior=NO_PRIOR)
+    assert c.verdict is Verdict.INCONCLUSIVE
+    n = ss.starts_to_decide(c)
+    assert n is not None and n > 3
+    k = math.ceil(1.3 * n / 3)  # the same effect with (a little more than) the starts it named decides it
+    more = ss.compare_starts(base * k, [99.6, 100.6, 98.6] * k, higher_is_better=True, floor=0.01, prior=NO_PRIOR)
+    assert more.verdict is Verdict.PASS
+
+
+def test_outlier_starts_are_named():
+    assert ss.outlier_starts([600.0, 598.0, 304.0, 602.0], 0.01) == [2]
+    assert ss.outlier_starts([600.0, 598.0, 602.0], 0.01) == []
+    assert ss.outlier_starts([600.0, 300.0], 0.01) == []  # needs 3 starts

@@ -44,6 +44,11 @@ class Server(abc.ABC):
         log tail). Backends that cannot tell return None."""
         return None
 
+    def process_groups(self) -> tuple[int, ...]:
+        """Process groups whose CPU time is the server's own (to tell it from
+        other processes' while a start measures); () where unknown."""
+        return ()
+
     def log_text(self) -> str:
         """The server's log so far ('' if unknown)."""
         info = getattr(self, "info", None)

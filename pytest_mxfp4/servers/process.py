@@ -161,6 +161,10 @@ class ProcessServer(Server):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def process_groups(self) -> tuple[int, ...]:
+        # started with its own session: its group id is its pid (a wrap= neighbour is in it too)
+        return (self.proc.pid,) if self.proc is not None else ()
+
     def exit_code(self) -> int | None:
         """The exit code once the server has exited (None while it runs)."""
         if self.proc is not None:
