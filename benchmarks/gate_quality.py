@@ -359,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=float, help="override the policy's k")
     ap.add_argument("--protocols", action="store_true",
                     help="two-level noise: P1 today / P2 R starts vs baseline / P3 ABBA A/B table")
+    ap.add_argument("--learned", action="store_true",
+                    help="the start rule the plugin runs, learned noise + earned pass vs the fixed prior + "
+                         "point pass it replaced (results/gate_learned.txt)")
     ap.add_argument("--pools", action="store_true",
                     help="acceptance trials resampled from the real CPU start pools (benchmarks/cpu_pools.py)")
     ap.add_argument("--no-save", action="store_true", help="--protocols/--pools: print only, do not write results/")
@@ -379,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         return calibrate(labels, args)
     if args.protocols:
         return protocols(args)
+    if args.learned:
+        return learned(args)
     if args.pools:
         return pools(args)
 
@@ -546,6 +551,15 @@ def start_models() -> list[StartNoise]:
         StartNoise("gb10 tg32", "tg_tps", 31.58, 0.002, 0.005, 10, 0.0015,
                    "ASSUMED between-start 0.5 % (H200 bandwidth-bound) until GB10 A/A nightlies exist; "
                    "stated prior 1 %", prior_cv=0.01),
+        # H100 llama.cpp CUDA (shared/reference/gpu-ab-h100.md): CV of start means
+        # pooled over the unchanged arms (20 df MoE, 9 df dense); within-start CV
+        # ~0.3 % at 10 samples, the rest between starts.
+        StartNoise("h100-moe tg32", "tg_tps", 1365.0, 0.003, math.sqrt(0.0125 ** 2 - 0.003 ** 2 / 10), 10, 0.0,
+                   "measured: H100 MoE 0.44B, 20 df"),
+        StartNoise("h100-bw tg32", "tg_tps", 219.0, 0.001, math.sqrt(0.0019 ** 2 - 0.001 ** 2 / 10), 10, 0.0,
+                   "measured: H100 dense 12 GB f16 (bandwidth-bound), 9 df"),
+        StartNoise("h100-bw tg128", "tg_tps", 219.0, 0.0005, math.sqrt(0.0009 ** 2 - 0.0005 ** 2 / 10), 10, 0.0,
+                   "measured: H100 dense 12 GB f16 (bandwidth-bound), 9 df"),
         # GB10 pessimistic: public reports of a 6.9 % spread across six
         # identical vLLM runs (~2.7 % CV for n = 6) and a hidden fast/slow state.
         StartNoise("gb10-bad tg32", "tg_tps", 31.58, 0.002, 0.027, 10, 0.0015,
@@ -850,6 +864,178 @@ def pools(args) -> int:
             f.write(text + "\n")
         print(f"(written to {os.path.relpath(path)})")
     return 0
+
+
+
+# --------------------------------------------------------------------------
+# The rule the plugin runs (session.py asks startstats.next_action on
+# startstats.compare_starts): learned noise + earned pass, against the rule
+# it replaced (the fixed 3 % prior always pooled in + pass on the point
+# estimate). Both go through the same two functions; "old" is expressed as
+# parameters of them (min_learned_df=inf) and a relabelling of the verdict.
+
+
+def old_verdict(c):
+    """The pass rule before step 14: pass when the point estimate is within
+    the floor, however wide the interval."""
+    from pytest_mxfp4 import startstats as ss
+    if c.verdict in (stats.Verdict.REGRESSED, stats.Verdict.IMPROVED):
+        return c
+    v = stats.Verdict.INCONCLUSIVE if -c.effect > c.floor else stats.Verdict.PASS
+    return ss.StartComparison(**{**c.__dict__, "verdict": v})
+
+
+def rule_trial(draw_base, draw_head, *, floor, r, r_max, history, prior, rule: str):
+    """One A/B through the plugin's sequential rule; (verdict, starts per arm)."""
+    from pytest_mxfp4 import startstats as ss
+    budget = ss.Budget(max_starts=r_max)
+    looks = budget.looks(r)
+    base = [draw_base() for _ in range(r)]
+    head = [draw_head() for _ in range(r)]
+    min_df = ss.MIN_LEARNED_DF if rule == "new" else math.inf
+    while True:
+        c = ss.compare_starts(base, head, higher_is_better=True, floor=floor, looks=looks, extra=history,
+                              prior=prior, min_learned_df=min_df)
+        if rule == "old":
+            c = old_verdict(c)
+        if ss.next_action(c, budget) != "more":
+            return c.verdict, len(head)
+        for _ in range(budget.step(len(head))):
+            base.append(draw_base())
+            head.append(draw_head())
+
+
+LEARNED_VARIANTS = (("old", True), ("new", True), ("old", False), ("new", False))
+# finer between 1 % and 3 %, where the floor and the quiet boxes' MDE95 lie
+LEARNED_GRID = (0.005, 0.01, 0.011, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03, 0.04, 0.05, 0.07, 0.10, 0.15,
+                0.20, 0.30, 0.40, 0.50)
+
+
+@dataclass
+class RuleCell:
+    trials: int = 0
+    regressed: int = 0
+    passed: int = 0
+    starts: int = 0
+
+    def merge(self, o: "RuleCell") -> None:
+        self.trials += o.trials
+        self.regressed += o.regressed
+        self.passed += o.passed
+        self.starts += o.starts
+
+
+def _learned_job(a: tuple) -> tuple[tuple, RuleCell]:
+    from pytest_mxfp4 import startstats as ss
+    label, rule, with_hist, reg, s, e, seed, r, r_max = a
+    model = {m.label: m for m in start_models()}[label]
+    floor = ss.default_floor(model.metric)
+    prior = ss.DEFAULT_PRIOR  # what the plugin states when a config says nothing
+    cell = RuleCell()
+    for i in range(s, e):
+        rng = np.random.default_rng([seed, zlib_hash(label), i])
+        off = rng.standard_normal() * model.run_drift
+        base_iter = iter(model.starts(rng, r_max, run_offset=off).mean(axis=1).tolist())
+        head_iter = iter((model.starts(rng, r_max, run_offset=off) * (1 - reg)).mean(axis=1).tolist())
+        hist = []
+        if with_hist:  # the box's own past: 9 earlier runs of r starts (between-start CVs)
+            for _ in range(9):
+                past = model.starts(rng, r, run_offset=rng.standard_normal() * model.run_drift).mean(axis=1)
+                hist.append(ss.spread_of(past.tolist()))
+        v, used = rule_trial(lambda: next(base_iter), lambda: next(head_iter), floor=floor, r=r, r_max=r_max,
+                             history=hist, prior=prior, rule=rule)
+        cell.trials += 1
+        cell.starts += used
+        cell.regressed += v is stats.Verdict.REGRESSED
+        cell.passed += v is stats.Verdict.PASS
+    return (label, rule, with_hist, reg), cell
+
+
+def learned_limit(cv: float, floor: float, n: int) -> float:
+    """The smallest drop any rule can catch with 95 % power at n starts per
+    arm, if it may call a drop at the floor a regression at most half the
+    time: max(the 31.5 cv^2/d^2 bound, floor + z95 * cv * sqrt(2/n))."""
+    return max(cv * math.sqrt(31.5 / n), floor + 1.6449 * cv * math.sqrt(2.0 / n))
+
+
+def learned(args) -> int:
+    import builtins
+    import io
+
+    from pytest_mxfp4 import startstats as ss
+    buf = io.StringIO()
+
+    def out(*a):
+        builtins.print(*a)
+        builtins.print(*a, file=buf)
+
+    trials_aa = args.trials_aa or (300 if args.quick else 2000)
+    trials = args.trials or (100 if args.quick else 600)
+    R, RMAX = args.restarts, args.max_restarts
+    models = start_models()
+    jobs = []
+    for m in models:
+        for rule, hist in LEARNED_VARIANTS:
+            for reg in (0.0,) + LEARNED_GRID:
+                n = trials_aa if reg == 0 else trials
+                for s in range(0, n, 250):
+                    jobs.append((m.label, rule, hist, reg, s, min(n, s + 250), args.seed, R, RMAX))
+    cells: dict[tuple, RuleCell] = {}
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(args.workers) as ex:
+        for key, c in ex.map(_learned_job, jobs):
+            cells.setdefault(key, RuleCell()).merge(c)
+    floor = ss.default_floor("tg_tps")
+    out(f"pytest-mxfp4 gate quality: the start rule the plugin runs (startstats.compare_starts + next_action), "
+        f"ABBA A/B, {R} starts per arm, up to {RMAX} while inconclusive (seed {args.seed}; {trials_aa} A/A trials, "
+        f"{trials} per drop)")
+    out("old = the fixed 3% prior (2 df) always pooled in + pass on the point estimate (before step 14); "
+        "new = noise learned from the box (the prior only while it has < 2 df) + a pass must rule out the threshold")
+    out("hist = the box's history: between-start CVs of 9 earlier runs; new box = none (the arms alone)")
+    out(f"threshold = floor {floor:.0%}; 'wrong pass' = share of trials that said pass while the truth was a drop "
+        f"beyond it (at 2x the threshold; worst over every drop > threshold)")
+    out(f"limit = max(cv*sqrt(31.5/n), floor + 1.645*cv*sqrt(2/n)) at n = {RMAX} starts per arm: the 31.5 bound, "
+        "and what any rule that calls a drop at the floor a regression at most half the time needs (95% power "
+        "there); ratio = MDE95 / limit")
+    out()
+    hdr = (f"{'model':<15} {'unit CV':>7} {'rule':<4} {'history':<7} {'A/A FA':>7} {'A/A pass':>8} "
+           f"{'wrong@2x':>8} {'wrong max':>9} {'det 2%':>7} {'det 5%':>7} {'MDE95':>7} {'limit':>7} {'ratio':>6} "
+           f"{'starts A/A':>10}")
+    out(hdr)
+    out("-" * len(hdr))
+    ok = True
+    for m in models:
+        for j, (rule, hist) in enumerate(LEARNED_VARIANTS):
+            key = lambda reg: (m.label, rule, hist, reg)  # noqa: E731
+            rates = {reg: cells[key(reg)].regressed / cells[key(reg)].trials for reg in (0.0,) + LEARNED_GRID}
+            passes = {reg: cells[key(reg)].passed / cells[key(reg)].trials for reg in (0.0,) + LEARNED_GRID}
+            aa = cells[key(0.0)]
+            mde = _mde(rates)
+            limit = learned_limit(m.unit_cv, floor, RMAX)
+            beyond = [g for g in LEARNED_GRID if g > floor]
+            at2 = min(beyond, key=lambda g: abs(g - 2 * floor))
+            wrong_max = max(passes[g] for g in beyond)
+            ratio = mde / limit if mde is not None else None
+            if rule == "new" and hist and (ratio is None or ratio > 1.3):
+                ok = False
+            out(f"{(m.label if j == 0 else ''):<15} {(format(m.unit_cv, '.2%') if j == 0 else ''):>7} {rule:<4} "
+                f"{'hist' if hist else 'new box':<7} {rates[0.0]:7.2%} {passes[0.0]:8.1%} {passes[at2]:8.1%} "
+                f"{wrong_max:9.1%} {rates[0.02]:7.1%} {rates[0.05]:7.1%} "
+                f"{(format(mde, '.2%') if mde is not None else '>50%'):>7} {limit:7.2%} "
+                f"{(format(ratio, '.2f') if ratio is not None else '-'):>6} {aa.starts / aa.trials:10.2f}")
+        out(f"{'':<15} {'':>7} noise: within {m.within_cv:.2%}, between {m.between_cv:.2%}, n {m.n}, "
+            f"run drift {m.run_drift:.2%}; {m.source}")
+    out()
+    out(f"goal (new rule, with history): MDE95 within 1.3x of the limit for every noise level: "
+        f"{'met' if ok else 'NOT met'}")
+    out(f"({time.perf_counter() - t0:.0f} s, {args.workers} worker(s))")
+    if not args.no_save and not args.quick:
+        path = os.path.join(os.path.dirname(POOLS_PATH), "gate_learned.txt")
+        with open(path, "w") as f:
+            f.write(buf.getvalue())
+        builtins.print(f"(written to {os.path.relpath(path)})")
+    return 0 if ok else 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -190,6 +190,10 @@ class Workloads:
     # behind, a GPU throttled) is left out and replaced by another start of
     # its arm, at most this many times per arm.
     max_replacements: int = 2
+    # False: disturbed windows are still detected and reported, but kept in
+    # the verdict (a box that is always shared, where leaving out would
+    # leave nothing).
+    leave_out_disturbed: bool = True
 
 
 @dataclass(frozen=True)
@@ -354,7 +358,8 @@ _SERVER_KEYS = {
 _DOCKER_KEYS = {"image", "gpus", "shm_size", "ipc_mode", "cpus", "volumes", "network"}
 _WORKLOAD_KEYS = {"prefill", "decode", "depth", "runs", "warmup", "latency_mode",
                   "max_client_lag_ms", "reset_prefix_cache", "request_timeout_s", "idle_timeout_s",
-                  "restarts", "max_restarts", "max_restart_minutes", "noise_prior", "max_replacements"}
+                  "restarts", "max_restarts", "max_restart_minutes", "noise_prior", "max_replacements",
+                  "leave_out_disturbed"}
 _TOP_KEYS = {"name", "defaults", "servers", "workloads", "gates", "targets"}
 
 
@@ -486,6 +491,7 @@ def _workloads(r: _Reader, value: Any) -> Workloads:
         noise_prior=_noise_prior(r, data.get("noise_prior"), f"{where}.noise_prior"),
         max_replacements=int(r.number(data.get("max_replacements", 2), f"{where}.max_replacements", 0,
                                       integer=True)),
+        leave_out_disturbed=r.boolean(data.get("leave_out_disturbed"), f"{where}.leave_out_disturbed", True),
     )
 
 

@@ -335,11 +335,14 @@ def _preflight(perf_session, cfg, slot, say) -> None:
         return
     why, facts = check()
     if why:
-        say(f"[{cfg.name} start {slot.start}] pre-flight: {why}; waiting 15 s and checking again")
+        # poll, not a fixed pause: an SM clock still high from the last start is idle again within a second or two
         import time
 
-        time.sleep(15)
-        why, facts = check()
+        say(f"[{cfg.name} start {slot.start}] pre-flight: {why}; checking again for up to 15 s")
+        deadline = time.monotonic() + 15.0
+        while why and time.monotonic() < deadline:
+            time.sleep(0.5)
+            why, facts = check()
     perf_session.preflight.append({"server": cfg.name, "start": slot.start, **facts,
                                    "disturbed": why})
     if why:

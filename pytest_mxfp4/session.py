@@ -411,11 +411,14 @@ class PerfSession:
         self.windows.append({"server": running.config.name, "start": slot.start, "case": case.id,
                              **d.facts, "disturbed": d.text() or None})
         if d.disturbed:
-            self.excluded.setdefault((running.config.name, case.id), {})[slot.start] = d.text()
             self.note_disturbed(running.config.name, f"start {slot.start} {case.id}: {d.text()}")
+            leave_out = self.matrix.workloads.leave_out_disturbed
+            if leave_out:
+                self.excluded.setdefault((running.config.name, case.id), {})[slot.start] = d.text()
             if self.progress:
                 self.progress(f"[{running.config.name} start {slot.start}] {case.id} disturbed: {d.text()}; "
-                              "left out" + (" (a spare start replaces it)" if self.spares else ""))
+                              + ("left out" + (" (a spare start replaces it)" if self.spares else "")
+                                 if leave_out else "kept (workloads.leave_out_disturbed: false)"))
 
     def _gpu_other_pids(self, running: RunningServer) -> list[int]:
         nvml = self.gpu_sampler.nvml

@@ -10,6 +10,7 @@
 #                                         # tokenizer of models/tiny
 #   scripts/gpu_llamacpp.sh all [R]       # on the CUDA box: build + model + 2 x R starts (default 5)
 #   scripts/gpu_llamacpp.sh build | model | starts [R] | compare | pack DIR
+#   scripts/gpu_llamacpp.sh dense && scripts/gpu_llamacpp.sh ab   # bandwidth-bound A/A + planted ~2.4 % A/B
 #
 # A start is a fresh llama-server process measuring every case. With the plugin's own
 # starts (--perf-restarts R): one run of R starts stores the baseline, a second run of R
@@ -95,9 +96,7 @@ starts() {  # R: R server starts for the baseline, then R more judged against it
     mkdir -p "$WORK"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv > "$WORK/nvidia-smi.csv" 2>&1 || true
     "$LLAMA_BIN_DIR/llama-server" --version > "$WORK/llama-server-version.txt" 2>&1 || true
-    plugin=()  # load the plugin by module where it is not pip-installed (pytest11 entry point)
-    "$PY" -c "import importlib.metadata as m, sys; sys.exit(not any(e.value == 'pytest_mxfp4.plugin' for e in m.entry_points(group='pytest11')))" \
-        || plugin=(-p pytest_mxfp4.plugin)
+    plugin_args
     local help; help="$("$PY" -m pytest "${plugin[@]}" -p no:cacheprovider --help 2>/dev/null || true)"
     if [[ "$help" == *--perf-restarts* ]]; then  # (not `| grep -q`: pipefail + SIGPIPE reads as "no")
         # the plugin's own server starts (workloads.restarts): one run stores R starts as the
@@ -129,6 +128,32 @@ compare() {  # the gate's decision again, offline, and the results page over all
     cat "$out" | head -60
 }
 
+plugin_args() {  # load the plugin by module where it is not pip-installed (pytest11 entry point)
+    plugin=()
+    "$PY" -c "import importlib.metadata as m, sys; sys.exit(not any(e.value == 'pytest_mxfp4.plugin' for e in m.entry_points(group='pytest11')))" \
+        || plugin=(-p pytest_mxfp4.plugin)
+}
+
+DENSE_DIR=/dev/shm/pytest-mxfp4
+dense() {  # the bandwidth-bound dense model and its one-layer-longer twin (the planted slowdown)
+    site
+    local tok="$BUNDLE/tok"; [ -f "$tok/tokenizer.json" ] || tok=models/tiny
+    "$PY" scripts/make_dense_gguf.py --tokenizer "$tok" --out "$DENSE_DIR/dense-f16.gguf"
+    "$PY" scripts/make_dense_gguf.py --tokenizer "$tok" --out "$DENSE_DIR/dense-f16-41L.gguf" --extra-layers 1
+}
+
+ab() {  # the plugin's own A/B on the dense model: an A/A, then the planted slowdown (head: 41 layers)
+    site
+    plugin_args
+    mkdir -p "$WORK"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv > "$WORK/nvidia-smi.csv" 2>&1 || true
+    CFG=configs/gpu-llamacpp-dense.yaml
+    [ -f "$WORK/aa.json" ] || { say "A/A: same model both arms"; run_pytest aa --perf-ab-head env.PYTEST_MXFP4_ARM=head \
+        --perf-pr-comment="$WORK/aa-comment.md"; }
+    [ -f "$WORK/slow.json" ] || { say "A/B: head serves $DENSE_DIR/dense-f16-41L.gguf (+1 layer)"; run_pytest slow \
+        --perf-ab-head "args+=-m $DENSE_DIR/dense-f16-41L.gguf" --perf-pr-comment="$WORK/slow-comment.md"; }
+}
+
 pack() {  # one tarball of the run (server logs included) into DIR
     local dest="${1:?pack DIR}"
     mkdir -p "$dest"
@@ -142,6 +167,8 @@ case "$cmd" in
     model) model ;;
     starts) starts "$@" ;;
     compare) compare ;;
+    dense) dense ;;
+    ab) ab ;;
     pack) pack "$@" ;;
     all) t0=$(date +%s); build; say "build done ($(( $(date +%s) - t0 )) s)"; model; say "model done ($(( $(date +%s) - t0 )) s)"
          starts "$@"; say "starts done ($(( $(date +%s) - t0 )) s)"; compare ;;

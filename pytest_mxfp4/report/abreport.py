@@ -42,8 +42,8 @@ def terminal_lines(entries: list[dict]) -> list[str]:
         out.append(line)
         if e.get("error"):
             out.append(f"    {e['error']}")
-        elif e.get("disturbed"):
-            out.append(f"    disturbed: {e['disturbed']}")
+        else:
+            out += [f"    {x}" for x in evidence_lines(e)]
         so = e.get("baseline_second_opinion")
         if so:
             out.append(f"    stored baseline (second opinion, warn only): {so['verdict']}"
@@ -51,8 +51,46 @@ def terminal_lines(entries: list[dict]) -> list[str]:
     return out
 
 
+def _pct(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{x:+.2f}%" if signed else f"{x:.2f}%"
+
+
+def evidence_lines(e: dict) -> list[str]:
+    """What the verdict rests on: the noise and where it came from, what the
+    interval still admits, what would decide it, what was left out."""
+    out = []
+    if e.get("noise"):
+        out.append(f"noise: {e['noise']}")
+    v = e.get("verdict")
+    if v == "inconclusive" and e.get("worst_pct") is not None:
+        n = e.get("starts_to_decide")
+        # worst_pct is an effect (- = worse), whatever the metric's direction
+        out.append(f"could be as bad as {e['worst_pct']:+.1f}% "
+                   f"(a pass must rule out {e.get('threshold_pct', 0):.1f}%)"
+                   + (f"; about {n} start(s) per arm would decide it" if n else ""))
+    elif v == "pass" and e.get("threshold_pct") is not None:
+        out.append(f"pass earned: the interval rules out a drop beyond {e['threshold_pct']:.1f}%")
+    if e.get("disturbed"):
+        out.append(f"left out as disturbed: {e['disturbed']}")
+    if e.get("outliers"):
+        out.append("outlier start(s), kept in the interval: " + "; ".join(e["outliers"]))
+    return out
+
+
+def starts_used(entries: list[dict]) -> str:
+    """Starts per arm the verdicts used (after extensions and replacements)."""
+    ns = sorted({(len(e["base_starts"]), len(e["head_starts"])) for e in entries if e.get("gate") == "fail"}
+                or {(len(e["base_starts"]), len(e["head_starts"])) for e in entries})
+    if not ns:
+        return "no"
+    return ", ".join(f"{b}" if b == h else f"{b} base / {h} head" for b, h in ns)
+
+
 def _table(entries: list[dict]) -> list[str]:
-    rows = ["| config | case | metric | base (starts) | head (starts) | Δ head vs base [CI] | between-start CV | verdict |",
+    rows = ["| config | case | metric | base (starts) | head (starts) | Δ head vs base [CI] "
+            "| between-start CV (measured) | verdict |",
             "|---|---|---|---|---|---|---|---|"]
     for e in entries:
         b, h = _mean(e["base_starts"]), _mean(e["head_starts"])
@@ -61,7 +99,8 @@ def _table(entries: list[dict]) -> list[str]:
         gate = "" if e.get("gate") == "fail" else f" ({e.get('gate')})"
         rows.append(f"| {e['server']} | {e['case']} | {e['metric']} | {_num(b)} ({len(e['base_starts'])}) | "
                     f"{_num(h)} ({len(e['head_starts'])}) | {_ci(e)} | "
-                    f"{'–' if cv is None else format(cv, '.1f') + '%'} | {ICON.get(v, '')} {v}{gate} |")
+                    f"{'–' if cv is None else format(cv, '.2f') + '%'}{' (calibrating)' if e.get('calibrating') else ''}"
+                    f" | {ICON.get(v, '')} {v}{gate} |")
     return rows
 
 
@@ -77,11 +116,20 @@ def page_section(entries: list[dict], starts: dict[str, Any] | None) -> str:
                      f"{' '.join(st.get('order', []))}.")
     dist = [p for p in st.get("preflight", []) if p.get("disturbed")]
     if dist:
-        lines.append("Disturbed starts: " + "; ".join(f"{p['server']} start {p['start']}: {p['disturbed']}"
-                                                      for p in dist) + ".")
+        lines.append("Busy before a start (pre-flight): " + "; ".join(
+            f"{p['server']} start {p['start']}: {p['disturbed']}" for p in dist) + ".")
+    wins = [w for w in st.get("windows", []) if w.get("disturbed")]
+    if wins:
+        lines.append("Disturbed while measuring (left out, replaced while spares allowed): " + "; ".join(
+            f"{w['server']} start {w['start']} {w['case']}: {w['disturbed']}" for w in wins) + ".")
     if entries:
-        lines += ["", "Head = base + " + ", ".join(f"`{o}`" for o in entries[0].get("overrides", [])) + ".", ""]
+        lines += ["", "Head = base + " + ", ".join(f"`{o}`" for o in entries[0].get("overrides", [])) + "; "
+                  f"{starts_used(entries)} start(s) per arm used.", ""]
         lines += _table(entries)
+        notes = [f"- {e['server']} {e['case']}/{e['metric']}: " + "; ".join(evidence_lines(e))
+                 for e in entries if evidence_lines(e)]
+        if notes:
+            lines += [""] + notes
     return "\n".join(lines) + "\n"
 
 
@@ -95,8 +143,8 @@ def pr_comment(entries: list[dict], starts: dict[str, Any] | None, hardware: str
     elif "regressed" in verdicts:
         head = "❌ **pytest-mxfp4 A/B: regression** — the head arm is slower beyond the noise of server starts"
     elif "inconclusive" in verdicts:
-        head = ("❔ **pytest-mxfp4 A/B: inconclusive** — the difference is within the between-start noise; "
-                "not a failure (run again with more starts: `--perf-restarts R`)")
+        head = ("❔ **pytest-mxfp4 A/B: inconclusive** — the starts could not rule out a drop beyond the "
+                "threshold; not a failure (see what would decide it below)")
     else:
         head = "✅ **pytest-mxfp4 A/B: no regression** in the fail-gated metrics"
     st = starts or {}
@@ -104,16 +152,22 @@ def pr_comment(entries: list[dict], starts: dict[str, Any] | None, hardware: str
     if entries:
         lines += _table(entries)
         lines.append("")
-        n = st.get("restarts")
+        notes = [f"- {e['server']} {e['case']}/{e['metric']}: " + "; ".join(evidence_lines(e))
+                 for e in entries if e.get("gate") == "fail" and evidence_lines(e)]
+        if notes:
+            lines += notes + [""]
         lines.append(f"Base and head ran on the same machine ({hardware or 'unknown hardware'}) in one session, "
-                     f"{n} server start(s) per arm in ABBA order; each start's mean is one unit of evidence. "
-                     "Δ is head vs base; the interval is the confidence interval the one-sided 1% test uses. "
+                     f"{starts_used(entries)} server start(s) per arm in ABBA order (planned {st.get('restarts')}, "
+                     f"up to {st.get('max_restarts')} while inconclusive); each start's mean is one unit of "
+                     "evidence. Δ is head vs base; the interval is the confidence interval the one-sided 1% test "
+                     "uses; a pass must rule out a drop beyond the threshold. "
                      "A stored baseline, where one exists, is a warn-only second opinion.")
-        dist = [p for p in st.get("preflight", []) if p.get("disturbed")]
-        if dist:
+        wins = [w for w in st.get("windows", []) if w.get("disturbed")]
+        if wins:
             lines.append("")
-            lines.append("Disturbed starts (another process was busy; such a run is at worst inconclusive): "
-                         + "; ".join(f"{p['server']} start {p['start']}" for p in dist) + ".")
+            lines.append("Disturbed while measuring (left out of the verdict; a spare start replaced it where "
+                         "the budget allowed): " + "; ".join(
+                             f"{w['server']} start {w['start']} {w['case']} ({w['disturbed']})" for w in wins) + ".")
         seconds = [e for e in entries if e.get("baseline_second_opinion")]
         if seconds:
             lines.append("")
