@@ -148,8 +148,12 @@ ab() {  # the plugin's own A/B on the dense model: an A/A, then the planted slow
     mkdir -p "$WORK"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv > "$WORK/nvidia-smi.csv" 2>&1 || true
     CFG=configs/gpu-llamacpp-dense.yaml
-    [ -f "$WORK/aa.json" ] || { say "A/A: same model both arms"; run_pytest aa --perf-ab-head env.PYTEST_MXFP4_ARM=head \
+    local steps="${GPU_AB_STEPS:-aa slow}"  # e.g. GPU_AB_STEPS=aa: the A/A only (one device call each)
+    [[ " $steps " == *" aa "* ]] || touch "$WORK/.skip-aa"
+    [ -f "$WORK/aa.json" ] || [ -f "$WORK/.skip-aa" ] || { say "A/A: same model both arms"; run_pytest aa --perf-ab-head env.PYTEST_MXFP4_ARM=head \
         --perf-pr-comment="$WORK/aa-comment.md"; }
+    rm -f "$WORK/.skip-aa"
+    [[ " $steps " == *" slow "* ]] || return 0
     [ -f "$WORK/slow.json" ] || { say "A/B: head serves $DENSE_DIR/dense-f16-41L.gguf (+1 layer)"; run_pytest slow \
         --perf-ab-head "args+=-m $DENSE_DIR/dense-f16-41L.gguf" --perf-pr-comment="$WORK/slow-comment.md"; }
 }
