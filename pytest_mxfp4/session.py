@@ -573,8 +573,12 @@ class PerfSession:
         if bf is None or key not in bf.metrics:
             return [], ()
         m = bf.metrics[key]
-        means = list(getattr(m, "starts", None) or []) or [m.mean]
-        hist = tuple((h.start_cv, h.starts - 1) for h in m.history
+        stored = list(getattr(m, "starts", None) or [])
+        means = stored or [m.mean]
+        # the last history entry is the stored baseline itself: where its starts
+        # are used as evidence, counting its CV again would count them twice
+        past = m.history[:-1] if stored and m.history else m.history
+        hist = tuple((h.start_cv, h.starts - 1) for h in past
                      if getattr(h, "start_cv", None) is not None and getattr(h, "starts", 0) > 1)
         return means, hist
 

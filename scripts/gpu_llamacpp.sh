@@ -172,6 +172,7 @@ case "$cmd" in
     starts) starts "$@" ;;
     compare) compare ;;
     dense) dense ;;
+    pytest) site; plugin_args; mkdir -p "$WORK"; run_pytest "$@" ;;  # NAME [ARGS]: one more plugin run (GPU_CFG)
     ab) ab ;;
     pack) pack "$@" ;;
     all) t0=$(date +%s); build; say "build done ($(( $(date +%s) - t0 )) s)"; model; say "model done ($(( $(date +%s) - t0 )) s)"
