@@ -443,7 +443,11 @@ class PerfSession:
     def clean_starts(self, arm: str, case_id: str) -> dict[int, object]:
         """start -> CaseRun of the starts of `arm` that measured `case_id` undisturbed."""
         left_out = self.excluded.get((arm, case_id), {})
-        return {i: r for i, r in self.start_values.get((arm, case_id), {}).items() if i not in left_out}
+        # a start whose samples were all set aside gave no number: it counts as a start to replace
+        primary = self._case(case_id).primary_metric
+        measured = self.start_means.get((arm, case_id, primary), {})
+        return {i: r for i, r in self.start_values.get((arm, case_id), {}).items()
+                if i not in left_out and i in measured}
 
     def _arms(self, base: str) -> list[str]:
         return [n for n, b in self.base_of.items() if b == base]

@@ -301,3 +301,28 @@ def test_the_config_named_test_is_the_first_look_not_an_extra_start():
     ids = [s.id for s in plan_starts(["a"], 8, False, first_look=3)]
     assert sorted(ids) == sorted(["a#0", "a#1", "a", "a#3", "a#4", "a#5", "a#6", "a#7"])
     assert [s.start for s in plan_starts(["a"], 8, False, first_look=3) if s.id == "a"] == [2]
+
+
+def test_disturbed_start_is_left_out_and_replaced(pytester):
+    # a neighbour spins a core for the whole of the base arm's second start:
+    # that start is reported disturbed, left out of the verdict, and a spare
+    # start of the base arm replaces it, so the verdict still has 3 + 3 starts
+    pytester.makepyfile(test_perf=PERF_TEST)
+    m = matrix(restarts=3, extra_env=", FAKE_NEIGHBOUR_START: '3'", leave_out="true")
+    pytester.makefile(".yaml", matrix=m)
+    r = run(pytester, "--perf-ab-head", "env.FAKE_ARM=head", "--perf-json=out/r.json",
+            "--perf-pr-comment=out/pr.md", "--perf-report=out/page.md")
+    out = r.stdout.str()
+    st = json.loads((pytester.path / "out" / "r.json").read_text())["environment"]["starts"]
+    # ABBA: base head head base -> the 4th start (index 3) is the base arm's start 1
+    burst = [w for w in st["windows"] if w["server"] == "fake" and w["start"] == 1]
+    assert burst and burst[0]["disturbed"] and "other processes kept" in burst[0]["disturbed"], st["windows"]
+    assert "[fake start 1] tg16 disturbed: other processes kept" in out
+    (tg,) = [e for e in st["ab"] if e["metric"] == "tg_tps"]
+    assert "fake start 1 (other processes kept" in tg["disturbed"]
+    base_tried = (pytester.path / "starts.txt").read_text().split().count("base")
+    left_out = {w["start"] for w in st["windows"] if w["server"] == "fake" and w["disturbed"]}
+    assert base_tried == 3 + min(len(left_out), 2)  # each left-out start replaced while spares last
+    assert len(tg["base_starts"]) == base_tried - len(left_out)
+    assert "Disturbed while measuring" in (pytester.path / "out" / "pr.md").read_text()
+    assert "fake start 1 tg16" in (pytester.path / "out" / "page.md").read_text()

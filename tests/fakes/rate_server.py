@@ -8,7 +8,10 @@ Environment: FAKE_TPS (tokens per second, default 2000); FAKE_FAIL=1 exits
 at once with status 3 (an arm that does not start); FAKE_STARTS_FILE: a file
 one line is appended to per start (the test counts starts and their order,
 with FAKE_ARM naming the arm); FAKE_JITTER=j alternates the rate of
-successive starts between (1 + j) and (1 - j) (a between-start spread).
+successive starts between (1 + j) and (1 - j) (a between-start spread);
+FAKE_NEIGHBOUR_START=k: on the k-th start (0-based, counted in the starts
+file) a neighbour process of its own session spins a core for as long as
+this server lives (a planted disturbance the plugin must see).
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ def main() -> None:
         tps *= 1 + (j if k % 2 == 0 else -j)
         with open(path, "a") as f:
             f.write(os.environ.get("FAKE_ARM", "?") + "\n")
+        if os.environ.get("FAKE_NEIGHBOUR_START") == str(k):
+            import subprocess
+
+            # own session, so it is not the server's process group: another process
+            subprocess.Popen([sys.executable, "-c", "import os\np = os.getppid()\nwhile os.getppid() == p: pass"],
+                             start_new_session=True)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
