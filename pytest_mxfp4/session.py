@@ -360,8 +360,6 @@ class PerfSession:
                           ) -> list[MetricResult]:
         """Measure `case` on this start (samples tagged with the start index);
         judge the config (or the A/B pair) once its last start is measured."""
-        from .judge import judge_metric
-
         from .measure.disturbance import Window
 
         self.check_identity(running, f"before {case.id}")
@@ -379,27 +377,46 @@ class PerfSession:
             if note not in record.notes:
                 record.notes.append(note)
         name = running.config.name
-        self.start_values.setdefault((name, case.id), {})[slot.start] = run
-        self.check_window(running, case, slot, run,
-                          window.other_cores if running.server.process_groups() else None)
+        disturbance = self.check_window(running, case, run,
+                                        window.other_cores if running.server.process_groups() else None)
+        self.check_identity(running, f"after {case.id}")
+        return self.record_start(name, case, slot.start, run, disturbance)
+
+    def record_start(self, name: str, case: Case, start: int, run, disturbance: str | None = None
+                     ) -> list[MetricResult]:
+        """The controller's bookkeeping for one measured (start, case): keep
+        its start means, leave it out if disturbed, and judge the config (or
+        the A/B pair) once the look has its starts. No server here: a
+        simulated session drives the same path (tests/test_one_rule.py)."""
+        from .judge import judge_metric
+
+        self.start_values.setdefault((name, case.id), {})[start] = run
+        if disturbance:
+            self.note_disturbed(name, f"start {start} {case.id}: {disturbance}")
+            if self.matrix.workloads.leave_out_disturbed:
+                self.excluded.setdefault((name, case.id), {})[start] = disturbance
+            if self.progress:
+                self.progress(f"[{name} start {start}] {case.id} disturbed: {disturbance}; "
+                              + ("left out" + (" (a spare start replaces it)" if self.spares else "")
+                                 if self.matrix.workloads.leave_out_disturbed
+                                 else "kept (workloads.leave_out_disturbed: false)"))
         provisional = []
         for metric in case.metrics:
             values = run.values(metric)
             if values:
-                self.start_means.setdefault((name, case.id, metric), {})[slot.start] = sum(values) / len(values)
+                self.start_means.setdefault((name, case.id, metric), {})[start] = sum(values) / len(values)
             if metric == case.primary_metric or values:
                 # this start's own numbers, not judged (gate off): progress only
                 r = judge_metric(name, case, metric, values, None, self.matrix.gates, (), run)
                 r.gate = "off"
                 provisional.append(r)
-        self.check_identity(running, f"after {case.id}")
         base = self.base_of.get(name, name)
         if self.ready_to_judge(base, case):
             return self.judge_group(base, case)
         return provisional
 
-    def check_window(self, running: RunningServer, case: Case, slot, run, other_cores: float | None) -> None:
-        """Leave this (start, case) out when it was disturbed while it measured."""
+    def check_window(self, running: RunningServer, case: Case, run, other_cores: float | None) -> str | None:
+        """Why this (start, case) was disturbed while it measured, or None."""
         from .measure.disturbance import judge_window
 
         gpu_others = None
@@ -408,17 +425,10 @@ class PerfSession:
         d = judge_window(other_cores_busy=other_cores,
                          flags_per_sample=[smp.flags for smp in run.samples if smp.error is None],
                          gpu_other_pids=gpu_others)
-        self.windows.append({"server": running.config.name, "start": slot.start, "case": case.id,
+        slot = getattr(running, "slot", None)
+        self.windows.append({"server": running.config.name, "start": slot.start if slot else 0, "case": case.id,
                              **d.facts, "disturbed": d.text() or None})
-        if d.disturbed:
-            self.note_disturbed(running.config.name, f"start {slot.start} {case.id}: {d.text()}")
-            leave_out = self.matrix.workloads.leave_out_disturbed
-            if leave_out:
-                self.excluded.setdefault((running.config.name, case.id), {})[slot.start] = d.text()
-            if self.progress:
-                self.progress(f"[{running.config.name} start {slot.start}] {case.id} disturbed: {d.text()}; "
-                              + ("left out" + (" (a spare start replaces it)" if self.spares else "")
-                                 if leave_out else "kept (workloads.leave_out_disturbed: false)"))
+        return d.text() or None
 
     def _gpu_other_pids(self, running: RunningServer) -> list[int]:
         nvml = self.gpu_sampler.nvml
