@@ -44,6 +44,8 @@ def merge(paths: list[str | Path], expect_shards: int | None = None) -> Merged:
     shards: list[dict] = []
     for path, s in loaded:
         sh = s.environment.get("shard")
+        if s.interrupted:
+            problems.append(f"{path}: interrupted ({s.interrupted}); its configs' verdicts are incomplete")
         if not isinstance(sh, dict):
             problems.append(f"{path}: not a shard (no environment.shard; run with --perf-shard K/N)")
             sh = {}
@@ -93,7 +95,8 @@ def merge(paths: list[str | Path], expect_shards: int | None = None) -> Merged:
 
     env = {k: v for k, v in loaded[0][1].environment.items() if k != "shard"}
     env["shards"] = [{k: sh[k] for k in ("index", "count", "runner", "host", "servers", "file")} for sh in shards]
-    merged = SessionResults(matrix=first["matrix"], environment=env)
+    cut = [f"{path}: {s.interrupted}" for path, s in loaded if s.interrupted]
+    merged = SessionResults(matrix=first["matrix"], environment=env, interrupted="; ".join(cut) or None)
     seen: set[str] = set()
     for (path, s), sh in zip(loaded, shards):
         for name, rec in s.servers.items():

@@ -298,6 +298,7 @@ def perf_server(request: pytest.FixtureRequest, perf_session):
     failure = None
     import time
 
+    _note_phase(perf_session, cfg, slot, "during")
     t_start = time.monotonic()
     try:
         running = perf_session.start(cfg)
@@ -314,6 +315,19 @@ def perf_server(request: pytest.FixtureRequest, perf_session):
         running.client.close()
         perf_session.stop(running.server)
         perf_session.start_seconds.append(time.monotonic() - t_start)
+        _note_phase(perf_session, cfg, slot, "after")
+
+
+def _note_phase(perf_session, cfg, slot, when: str) -> None:
+    """Where the run is, for the "interrupted" marker (between starts, or
+    during which start, an extension's included)."""
+    if slot is None:
+        what = f"server {cfg.name}"
+    else:
+        extra = (f", an extra start after an inconclusive first look of {perf_session.first_look}"
+                 if slot.start >= perf_session.first_look else "")
+        what = f"start {slot.start + 1} of {cfg.name}{extra}"
+    perf_session.phase = f"during {what}" if when == "during" else f"between starts (after {what})"
 
 
 def _preflight(perf_session, cfg, slot, say) -> None:
@@ -389,6 +403,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from .report.writer import write_all
 
     opts = config.stash[OPTIONS_KEY]
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        _mark_interrupted(config, perf)
     late_failures = _finish_starts(perf, opts)
     if late_failures and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -416,10 +432,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def _mark_interrupted(config: pytest.Config, perf) -> None:
+    """SIGINT/SIGTERM: every output says so (JSON, page, step summary, PR
+    comment, JUnit, terminal), and no look the run did not complete is judged."""
+    from .session import interrupted_by
+
+    where = getattr(perf, "phase", None) or "before the first server start"
+    perf.results.interrupted = f"stopped by {interrupted_by()} {where}"
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    if xml is not None:
+        xml.add_global_property("pytest_mxfp4.interrupted", perf.results.interrupted)
+
+
 def _finish_starts(perf, opts) -> list:
     """Judge configs whose last start failed; record the starts and A/B
-    entries in the results (JSON: environment.starts). Returns late failures."""
-    late = perf.finish_starts() if (perf.max_starts > 1 or perf.ab_overrides) else []
+    entries in the results (JSON: environment.starts). Returns late failures.
+    An interrupted run judges nothing here: its missing starts never ran."""
+    late = (perf.finish_starts() if (perf.max_starts > 1 or perf.ab_overrides) and not perf.results.interrupted
+            else [])
     st = perf.results.environment.get("starts")
     if st is not None:
         st["ab"] = perf.ab
@@ -446,7 +478,10 @@ def _write_starts_reports(perf, opts, written) -> None:
 
         try:
             opts.pr_comment.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(opts.pr_comment, abreport.pr_comment(perf.ab, st, perf.environment.hardware_key))
+            text = abreport.pr_comment(perf.ab, st, perf.environment.hardware_key)
+            if perf.results.interrupted:
+                text = abreport.mark_interrupted(text, perf.results.interrupted)
+            write_atomic(opts.pr_comment, text)
             written.lines.append(f"pytest-mxfp4: PR comment written to {opts.pr_comment}")
         except OSError as e:
             written.errors.append(f"{opts.pr_comment}: cannot write the PR comment ({e.strerror})")
@@ -459,6 +494,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr = terminalreporter
     tr.section("pytest-mxfp4 performance summary")
     tr.write_line(f"matrix {session.matrix.path}  hardware {session.environment.hardware_key}")
+    from .results import interrupted_line
+
+    if interrupted_line(session.results):
+        tr.write_line(f"pytest-mxfp4: {interrupted_line(session.results)}", red=True, bold=True)
     for line in terminal.render(session.results):
         tr.write_line(line)
     from .report import abreport

@@ -49,12 +49,22 @@ def stop_all_servers() -> None:
 atexit.register(stop_all_servers)
 
 
+# The signal that interrupted this process, for the "interrupted" marker of
+# every output (Ctrl-C when a KeyboardInterrupt came without our handler).
+_INTERRUPTED_BY: list[str] = []
+
+
+def interrupted_by() -> str:
+    return _INTERRUPTED_BY[-1] if _INTERRUPTED_BY else "SIGINT (Ctrl-C)"
+
+
 def install_sigterm_handler() -> None:
     """SIGTERM (CI cancelling a job) unwinds like Ctrl-C, so teardown runs."""
     if threading.current_thread() is not threading.main_thread():
         return
 
     def _raise(signum, frame):
+        _INTERRUPTED_BY.append(signal.Signals(signum).name)
         raise KeyboardInterrupt(f"signal {signum}")
 
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
