@@ -103,6 +103,8 @@ class PerfSession:
         from .abtest import head_config, plan_starts
 
         self.results = SessionResults(matrix=self.matrix.name, environment=self.environment.to_dict())
+        # the run's own id: run-log records of two runs started in one second stay two
+        self.results.environment["run_id"] = self.session_id
         if self.base_url:
             self.restarts = 1  # a server started elsewhere cannot be restarted
         self.arms: dict[str, ServerConfig] = {s.name: s for s in self.matrix.servers}

@@ -280,3 +280,22 @@ def test_a_run_refuses_a_baseline_copied_from_another_config(tmp_path):
     assert f"{stored}: server: the file says 'other'" in line
     assert stored.read_text() == text
     assert no_server_left(tmp_path)
+
+
+def test_two_runs_of_one_config_in_the_same_second_keep_both_run_log_records(tmp_path):
+    from pytest_mxfp4.config import load_matrix
+    from pytest_mxfp4.environment import capture
+    from pytest_mxfp4.report.history import read_run_log
+    from pytest_mxfp4.report.writer import _append_run_log_locked
+    from pytest_mxfp4.session import PerfSession
+
+    (tmp_path / "m.yaml").write_text("servers:\n  fake: {model: m, command: [x]}\nworkloads:\n  decode: {tg: [32]}\n")
+    matrix, env = load_matrix(tmp_path / "m.yaml"), capture()  # one captured_at: the same second
+    for _ in range(2):
+        perf = PerfSession(matrix=matrix, environment=env, store=BaselineStore(tmp_path / "b"),
+                           output_dir=tmp_path / "out", base_dir=tmp_path)
+        perf.results.metrics.clear()
+        _append_run_log_locked(tmp_path / "b", _one_metric_session(perf.results, "fake"))
+    records = read_run_log(tmp_path / "b")
+    assert len(records) == 2 and records[0]["date"] == records[1]["date"], records
+    assert records[0]["run_id"] != records[1]["run_id"]
