@@ -123,8 +123,19 @@ def shards_section(m: Merged) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _refuse_overwriting_inputs(paths: list[str], outputs: dict[str, str | None]) -> None:
+    """An output that is one of the input shards would overwrite it: refuse
+    before anything is read or written."""
+    inputs = {Path(p).resolve(): p for p in paths}
+    for flag, out in outputs.items():
+        if out and Path(out).resolve() in inputs:
+            raise PerfUserError(f"{flag} {out}: is one of the input shards ({inputs[Path(out).resolve()]}); "
+                                "merging would overwrite it. Write the merged result to another file")
+
+
 def merge_command(paths: list[str], out_json: str, report: str | None, baselines: str, config: str | None,
                   expect_shards: int | None, plots: str | None = None) -> int:
+    _refuse_overwriting_inputs(paths, {"--json": out_json, "--report": report})
     m = merge(paths, expect_shards)
     results_file.save(m.session, out_json)
     print(f"merged {len(paths)} shard file(s), {len(m.session.servers)} config(s): {out_json}")

@@ -152,6 +152,11 @@ def _perf_session(config: pytest.Config):
         if opts.config is None:
             raise PerfUserError("pytest -m perf needs a matrix file: pass --perf-config=PATH "
                                 "(or set `perf_config` in your pytest ini)")
+        if opts.base_url:
+            from .config import base_url_problem
+
+            if base_url_problem(opts.base_url):
+                raise PerfUserError(f"--perf-base-url: {base_url_problem(opts.base_url)}")
         matrix = _select(load_matrix(opts.config), opts.servers, opts.base_url)
         environment = capture(Path(config.rootpath))
         matrix, shard_info = _shard(matrix, opts, environment.hardware_key)
@@ -193,6 +198,9 @@ def _starts_options(opts: PerfOptions, matrix: Matrix) -> tuple[int, int, tuple]
         raise ABError(f"--perf-max-restarts {opts.max_restarts}: must be >= the starts per config ({restarts})")
     max_r = max(restarts, max_r or restarts)
     overrides = tuple(parse_override(s) for s in opts.ab_head)
+    from .abtest import check_programs
+
+    check_programs(overrides, opts.base_dir)
     if overrides and opts.base_url:
         raise ABError("--perf-ab-head needs servers this run starts (two arms); it cannot be combined with "
                       "--perf-base-url, a server started elsewhere")
@@ -342,8 +350,16 @@ def _preflight(perf_session, cfg, slot, say) -> None:
 
     sampler = perf_session.gpu_sampler
     if cfg.requires.accelerator == "nvidia" and sampler is not None:
-        def check():
-            return preflight_nvidia(sampler.nvml, sampler.handles)
+        # polls (returns at once on an idle GPU) instead of a fixed 15 s pause
+        from .telemetry import preflight_poll
+
+        tag = f"[{cfg.name} start {slot.start}] "
+        why, facts = preflight_poll(sampler.nvml, sampler.handles, say=lambda m: say(tag + m))
+        perf_session.preflight.append({"server": cfg.name, "start": slot.start, **facts, "disturbed": why})
+        if why:
+            say(f"{tag}disturbed: {why}")
+            perf_session.note_disturbed(cfg.name, why)
+        return
     elif cfg.requires.accelerator == "cpu":
         check = preflight_cpu
     else:

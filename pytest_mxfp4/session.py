@@ -326,7 +326,8 @@ class PerfSession:
         if slot is not None and (self.max_starts > 1 or self.ab_overrides):
             return self.run_case_on_start(running, case, slot, seed)
         self.check_identity(running, f"before {case.id}")
-        runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler)
+        runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler,
+                            progress=self.progress)
         record = self.results.servers[running.config.name]
         results = measure_and_judge(runner, self.matrix, running.baseline,
                                     incomparable_reason(running.baseline, record.observed))
@@ -359,7 +360,8 @@ class PerfSession:
         from .judge import judge_metric
 
         self.check_identity(running, f"before {case.id}")
-        runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler)
+        runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler,
+                            progress=self.progress)
         runner.measure(self.matrix.workloads.runs)
         run = runner.result
         for smp in run.samples:
