@@ -155,12 +155,11 @@ def select(matrix, spec: ShardSpec, base_dir: Path, known: Mapping[str, float] |
     full = tuple(s.name for s in matrix.servers)
     p = plan(matrix.servers, spec.count, base_dir, known, n_cases=len(matrix.workloads.cases))
     mine = set(p.shards[spec.index - 1])
-    if not any(not s.pending for s in matrix.servers if s.name in mine):
+    if not mine:
         # more shards than configs: say which shard and why, not "nothing ran"
-        runnable = sum(1 for s in matrix.servers if not s.pending)
-        raise PerfUserError(f"--perf-shard {spec}: shard {spec} of {matrix.path} gets no server config to run "
-                            f"({runnable} runnable config(s) split over {spec.count} shards: "
-                            f"{'; '.join(p.describe())}); use at most {max(runnable, 1)} shard(s)")
+        raise PerfUserError(f"--perf-shard {spec}: shard {spec} of {matrix.path} gets no server config "
+                            f"({len(full)} config(s) split over {spec.count} shards: {'; '.join(p.describe())}); "
+                            f"use at most {max(len(full), 1)} shard(s)")
     return replace(matrix, servers=tuple(s for s in matrix.servers if s.name in mine)), p, full
 
 
