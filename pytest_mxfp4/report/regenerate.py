@@ -30,7 +30,8 @@ def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
     if len(sessions) == 1:
         return sessions[0]
     last = sessions[-1]
-    merged = SessionResults(matrix=last.matrix, environment=dict(last.environment))
+    merged = SessionResults(matrix=last.matrix, environment=dict(last.environment),
+                            interrupted="; ".join(s.interrupted for s in sessions if s.interrupted) or None)
     owner: dict[str, SessionResults] = {}
     for s in sessions:
         for name in list(s.servers) + [r.server for r in s.metrics]:
