@@ -62,7 +62,8 @@ def interrupt_when(d: Path, matrix: Path, ready, sig: int, *extra: str) -> tuple
                           "no:cacheprovider", "-o", "addopts=", f"--perf-config={matrix}",
                           f"--perf-baselines={d / 'b'}", f"--perf-output={d / 'out'}",
                           f"--perf-json={d / 'r.json'}", f"--perf-report={d / 'page.md'}",
-                          f"--junitxml={d / 'junit.xml'}", f"--perf-pr-comment={d / 'comment.md'}", *extra],
+                          f"--junitxml={d / 'junit.xml'}", f"--perf-pr-comment={d / 'comment.md'}",
+                          f"--perf-benchmark-json={d / 'bench.json'}", *extra],
                          cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for _ in range(1200):
@@ -98,6 +99,7 @@ def assert_marked_everywhere(d: Path, out: str, signame: str) -> dict:
     assert "INTERRUPTED" in (d / "page.md").read_text()
     assert "INTERRUPTED" in (d / "summary.md").read_text()
     assert "pytest_mxfp4.interrupted" in (d / "junit.xml").read_text()
+    assert signame in json.loads((d / "bench.json").read_text())["interrupted"]
     lines = [ln for ln in out.splitlines() if "pytest-mxfp4: INTERRUPTED" in ln]
     assert len(lines) == 1 and signame in lines[0], out[-3000:]
     assert "Traceback" not in out
