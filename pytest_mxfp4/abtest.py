@@ -64,6 +64,7 @@ def parse_override(spec: str) -> Override:
         value = spec.split("+=", 1)[1]
         if not value.strip():
             raise ABError(f"--perf-ab-head {spec!r}: nothing to append after args+=")
+        _split(spec, value)
         return Override("args", "", value)
     if "=" not in spec:
         raise ABError(f"--perf-ab-head {spec!r}: expected <key>=<value> with <key> one of {', '.join(KINDS)}")
@@ -78,7 +79,41 @@ def parse_override(spec: str) -> Override:
         raise ABError(f"--perf-ab-head {spec!r}: unknown key {key!r}; use one of {', '.join(KINDS)}")
     if not value.strip():
         raise ABError(f"--perf-ab-head {spec!r}: {key}= needs a value")
+    if key == "wrap":
+        _split(spec, value)
     return Override(key, "", value.strip())
+
+
+def _split(spec: str, value: str) -> list[str]:
+    """The words of an args+=/wrap= value, split as a shell would (once, here,
+    so that a bad quote is a usage error, not a crash at the first start)."""
+    try:
+        return shlex.split(value)
+    except ValueError as e:
+        raise ABError(f"--perf-ab-head {spec!r}: cannot split it into arguments ({e}); close the quote, "
+                      "or quote the whole option once, e.g. --perf-ab-head 'args+=--x \"a b\"'") from None
+
+
+def check_programs(overrides: tuple[Override, ...], base_dir) -> None:
+    """The programs a head arm would run (wrap=, python=) exist, checked
+    before any arm starts: a typo must not cost a base arm's start first.
+    Relative paths are taken from `base_dir`, where servers are started."""
+    import shutil
+    from pathlib import Path
+
+    for o in overrides:
+        if o.kind not in ("wrap", "python"):
+            continue
+        prog = shlex.split(o.value)[0] if o.kind == "wrap" else o.value
+        if "/" in prog:
+            p = Path(prog) if Path(prog).is_absolute() else Path(base_dir) / prog
+            found = p.is_file() and os.access(p, os.X_OK)
+        else:
+            found = shutil.which(prog) is not None
+        if not found:
+            raise ABError(f"--perf-ab-head {o.text()!r}: program {prog!r} not found or not executable"
+                          + (f" (relative paths are taken from {base_dir})" if "/" in prog and
+                             not Path(prog).is_absolute() else " on PATH") + "; nothing was started")
 
 
 def head_config(base: ServerConfig, overrides: tuple[Override, ...]) -> ServerConfig:

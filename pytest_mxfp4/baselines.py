@@ -44,11 +44,31 @@ _TEMP = re.compile(r"^\..+\.(?:yaml|yml|jsonl|json|md)\.[A-Za-z0-9_]{6,12}(?:\.t
 
 
 def model_slug(model: str) -> str:
-    """'openai/gpt-oss-120b' -> 'openai--gpt-oss-120b'; a local path -> its last part."""
+    """'openai/gpt-oss-120b' -> 'openai--gpt-oss-120b'; a local path -> its last part.
+    Always one plain folder name: never '.', '..' or hidden (a name made of
+    path parts must not move the baseline out of its hardware folder)."""
     p = model.rstrip("/")
     if p.startswith(("/", ".")) or os.sep in p and Path(p).exists():
         p = Path(p).name
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", p).strip("-") or "model"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "--", p).strip("-")
+    slug = re.sub(r"^\.+", lambda m: "_" * len(m.group()), slug)  # '..' -> '__', '.x' -> '_x'
+    return slug or "model"
+
+
+def check_place(bf: BaselineFile, path: Path, hardware_key: str, model: str, server: str) -> None:
+    """A baseline judges only what its place says: its own hardware key, model
+    and server must be those of the folder and name it sits at (a file copied
+    from another machine or config is refused, as `compare` refuses results of
+    other hardware)."""
+    for field_name, theirs, ours, same in (
+            ("hardware_key", bf.hardware_key, hardware_key, bf.hardware_key == hardware_key),
+            ("model", bf.model, model, model_slug(bf.model) == model_slug(model)),
+            ("server", bf.server, server, bf.server == server)):
+        if not same:
+            raise BaselineError(
+                f"{path}: {field_name}: the file says {theirs!r}, but it sits where the baseline of "
+                f"{field_name} {ours!r} belongs (copied from another machine or config?); it judges nothing "
+                "here. Move it to its own place or delete it and rerun with --perf-update-baselines.")
 
 
 @dataclass
@@ -126,13 +146,21 @@ class BaselineStore:
             self._lock.release()
 
     def path(self, hardware_key: str, model: str, server: str) -> Path:
-        return self.root / hardware_key / model_slug(model) / f"{server}.yaml"
+        path = self.root / hardware_key / model_slug(model) / f"{server}.yaml"
+        # model_slug and the matrix's name rules keep every part one plain name;
+        # this is the last word: nothing is read or written outside <root>/<hardware>/
+        if path.parent.parent != self.root / hardware_key or path.parent.name in ("", ".", ".."):
+            raise BaselineError(f"{path}: the model name {model!r} would place its baseline outside "
+                                f"{self.root / hardware_key}; use a served_model_name without path parts")
+        return path
 
     def load(self, hardware_key: str, model: str, server: str) -> BaselineFile | None:
         path = self.path(hardware_key, model, server)
         if not path.exists():
             return None
-        return read_baseline(path)
+        bf = read_baseline(path)
+        check_place(bf, path, hardware_key, model, server)
+        return bf
 
     def save(self, bf: BaselineFile) -> Path:
         path = self.path(bf.hardware_key, bf.model, bf.server)
@@ -267,7 +295,16 @@ def read_baseline(path: Path) -> BaselineFile:
         if samples is not None:
             if not isinstance(samples, list) or not samples or not all(_finite(x) for x in samples):
                 raise bad(f"{where}.samples", "expected a non-empty list of finite numbers")
-            s = Summary.from_samples([float(x) for x in samples], metric=key)
+            # every metric is a rate or a time: a value <= 0 was never measured
+            for i, x in enumerate(samples):
+                if x <= 0:
+                    raise bad(f"{where}.samples[{i}]", f"must be > 0 (a throughput or a time), got {x!r}")
+            if "n" in m and m["n"] != len(samples):
+                raise bad(f"{where}.n", f"says {m['n']!r}, but {len(samples)} samples are given")
+            try:
+                s = Summary.from_samples([float(x) for x in samples], metric=key)
+            except StatsError as e:
+                raise bad(f"{where}.samples", str(e)) from None
             mean, stdev, n = s.mean, s.stdev, s.n
         else:
             for f in ("mean", "stdev", "n"):
@@ -276,16 +313,23 @@ def read_baseline(path: Path) -> BaselineFile:
             mean, stdev, n = m["mean"], m["stdev"], m["n"]
             if not _finite(mean) or not _finite(stdev) or stdev < 0:
                 raise bad(where, f"mean/stdev must be finite numbers, stdev >= 0 (got {mean!r}, {stdev!r})")
+            if mean <= 0:
+                raise bad(f"{where}.mean", f"must be > 0 (a throughput or a time), got {mean!r}")
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                 raise bad(f"{where}.n", f"expected a positive integer, got {n!r}")
         history = []
         for i, h in enumerate(m.get("history") or []):
+            hw = f"{where}.history[{i}]"
             try:
                 scv = h.get("start_cv")
-                history.append(HistoryEntry(str(h["date"]), float(h["mean"]), float(h["stdev"]), int(h["n"]),
-                                            int(h.get("starts", 1)), None if scv is None else float(scv)))
+                entry = HistoryEntry(str(h["date"]), float(h["mean"]), float(h["stdev"]), int(h["n"]),
+                                     int(h.get("starts", 1)), None if scv is None else float(scv))
             except (KeyError, TypeError, ValueError, AttributeError):
-                raise bad(f"{where}.history[{i}]", "expected {date, mean, stdev, n[, starts, start_cv]}") from None
+                raise bad(hw, "expected {date, mean, stdev, n[, starts, start_cv]}") from None
+            problem = _history_problem(entry)
+            if problem:
+                raise bad(f"{hw}.{problem[0]}", problem[1])
+            history.append(entry)
         starts = m.get("starts")
         if starts is not None and (not isinstance(starts, list) or not starts
                                    or not all(_finite(x) and x > 0 for x in starts)):
@@ -300,9 +344,24 @@ def read_baseline(path: Path) -> BaselineFile:
     )
 
 
+def _history_problem(h: HistoryEntry) -> tuple[str, str] | None:
+    """(field, what is wrong) for a history entry no run could have written."""
+    if not (math.isfinite(h.mean) and h.mean > 0):
+        return "mean", f"must be > 0 (a throughput or a time), got {h.mean!r}"
+    if not (math.isfinite(h.stdev) and h.stdev >= 0):
+        return "stdev", f"must be >= 0, got {h.stdev!r}"
+    if h.n < 1:
+        return "n", f"expected a positive integer, got {h.n!r}"
+    if h.starts < 1:
+        return "starts", f"expected a positive integer, got {h.starts!r}"
+    if h.start_cv is not None and not (math.isfinite(h.start_cv) and h.start_cv >= 0):
+        return "start_cv", f"a between-start CV must be >= 0, got {h.start_cv!r}"
+    return None
+
+
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 __all__ = ["BaselineStore", "BaselineFile", "MetricBaseline", "HistoryEntry", "read_baseline", "write_atomic",
-           "model_slug", "StatsError"]
+           "model_slug", "check_place", "StatsError"]

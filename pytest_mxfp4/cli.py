@@ -79,6 +79,11 @@ def _compare(reference: list[str], current: str, config: str | None) -> int:
     if failed:
         print(f"\nFAILED: {len(failed)} gated metric(s) regressed: " + ", ".join(f"{r.server} {r.key}" for r in failed))
         return 1
+    if session.interrupted:  # the run being compared was cut short: not a pass
+        from .results import interrupted_line
+
+        print(f"\n{current}: {interrupted_line(session)}")
+        return 1
     return 0
 
 

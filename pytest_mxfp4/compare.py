@@ -114,7 +114,8 @@ def compare_results(reference_paths: list[str], current_path: str, config_path: 
         raise PerfUserError(f"{current_path}: none of its {len(current.metrics)} results matches a reference "
                             f"(servers here: {', '.join(mine)}; in the references: {', '.join(theirs) or 'none'}); "
                             "nothing would be judged")
-    session = SessionResults(matrix=current.matrix, environment=current.environment, servers=current.servers)
+    session = SessionResults(matrix=current.matrix, environment=current.environment, servers=current.servers,
+                             interrupted=current.interrupted)
     cur_starts = start_means(current)
     st = current.environment.get("starts") or {}
     looks = 2 if (st.get("max_restarts") or 1) > (st.get("restarts") or 1) else 1

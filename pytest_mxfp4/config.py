@@ -439,7 +439,7 @@ def _server(r: _Reader, name: str, data: dict, defaults: dict) -> ServerConfig:
         startup_timeout_s=float(r.number(merged.get("startup_timeout_s", 600), f"{where}.startup_timeout_s", 1)),
         requires=_requirements(r, merged.get("requires"), f"{where}.requires"),
         api=r.string(merged.get("api", "completions"), f"{where}.api", APIS),
-        base_url=r.string(merged["base_url"], f"{where}.base_url").rstrip("/") if merged.get("base_url") else None,
+        base_url=_base_url(r, merged["base_url"], f"{where}.base_url") if merged.get("base_url") else None,
         pending=pending,
         expect=r.mapping(merged.get("expect"), f"{where}.expect"),
         docker=docker,
@@ -462,6 +462,29 @@ def _noise_prior(r: _Reader, value: Any, where: str) -> NoisePrior | None:
     return NoisePrior(cv_pct=cv, df=float(r.number(data.get("df", 2), f"{where}.df", 0)))
 
 
+def base_url_problem(url: str) -> str | None:
+    """Why `url` is not an http(s) base URL (None if it is); for the matrix's
+    base_url and --perf-base-url alike."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError as e:
+        return f"not a URL ({e}): expected e.g. http://127.0.0.1:8000"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} has no http:// or https:// scheme and host; expected e.g. http://{url.split('://')[-1]}"
+    return None
+
+
+def _base_url(r: _Reader, value: Any, where: str) -> str:
+    url = r.string(value, where).rstrip("/")
+    problem = base_url_problem(url)
+    if problem:
+        raise r.fail(where, problem)
+    return url
+
+
 def _workloads(r: _Reader, value: Any) -> Workloads:
     where = "workloads"
     data = r.mapping(value, where)
@@ -469,9 +492,16 @@ def _workloads(r: _Reader, value: Any) -> Workloads:
         raise r.fail(where, "required: at least `prefill: {pp: [...]}` or `decode: {tg: [...]}`")
     r.check_keys(data, _WORKLOAD_KEYS, where)
     depths = r.int_list(data.get("depth", 0), f"{where}.depth", minimum=0)
+    _no_repeats(r, depths, f"{where}.depth", lambda v: f"@d{v} of every case")
     cases = [c for kind in ("prefill", "decode") if kind in data for c in _sweep(r, data[kind], kind, depths)]
     if not cases:
         raise r.fail(where, "no cases: add `prefill: {pp: [...]}` or `decode: {tg: [...]}`")
+    restarts = int(r.number(data.get("restarts", 1), f"{where}.restarts", 1, integer=True))
+    if data.get("max_restarts") is not None and r.number(data["max_restarts"], f"{where}.max_restarts", 1,
+                                                         integer=True) < restarts:
+        # the command line refuses the same (--perf-max-restarts below the starts per config)
+        raise r.fail(f"{where}.max_restarts", f"must be >= workloads.restarts ({restarts}), got "
+                     f"{data['max_restarts']!r}: it is the most starts per config, the first look included")
     return Workloads(
         cases=tuple(cases),
         runs=int(r.number(data.get("runs", 5), f"{where}.runs", 1, integer=True)),
@@ -502,6 +532,15 @@ _SWEEPS = {
 }
 
 
+def _no_repeats(r: _Reader, values: tuple[int, ...], where: str, case_id) -> None:
+    """The same case twice would be measured twice and its baseline keep one of them."""
+    seen = set()
+    for i, v in enumerate(values):
+        if v in seen:
+            raise r.fail(f"{where}[{i}]", f"{v} is listed twice (case {case_id(v)}); list each value once")
+        seen.add(v)
+
+
 def _sweep(r: _Reader, value: Any, kind: str, depths: tuple[int, ...]) -> list[Case]:
     swept, fixed, default, minimum, what = _SWEEPS[kind]
     where = f"workloads.{kind}"
@@ -511,6 +550,7 @@ def _sweep(r: _Reader, value: Any, kind: str, depths: tuple[int, ...]) -> list[C
         raise r.fail(f"{where}.{swept}", f"required: {what}")
     fixed_value = int(r.number(block.get(fixed, default), f"{where}.{fixed}", 1, integer=True))
     values = r.int_list(block[swept], f"{where}.{swept}", minimum=minimum)
+    _no_repeats(r, values, f"{where}.{swept}", lambda v: f"{swept}{v}")
     return [Case(kind, depth=d, **{swept: v, fixed: fixed_value}) for d in depths for v in values]
 
 
@@ -591,6 +631,44 @@ def _targets(r: _Reader, value: Any, cases) -> tuple[Target, ...]:
     return tuple(out)
 
 
+def _extended_servers(r: _Reader, servers_raw: dict, defaults: dict) -> list[ServerConfig]:
+    """Every server, `extends` resolved through any number of levels (a cycle
+    is an error). A base is validated before the servers that extend it, so a
+    bad inherited field is reported at the server that wrote it."""
+    resolved: dict[str, dict] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> dict:
+        if name in resolved:
+            return resolved[name]
+        s = r.mapping(servers_raw[name], f"servers.{name}")
+        if "extends" in s:
+            base = r.string(s["extends"], f"servers.{name}.extends")
+            if base not in servers_raw or base == name:
+                raise r.fail(f"servers.{name}.extends", f"no other server named {base!r}")
+            if base in chain:
+                raise r.fail(f"servers.{name}.extends", f"a cycle: {' -> '.join((*chain, name, base))}")
+            s = {**resolve(base, (*chain, name)), **s}
+            s.pop("extends", None)
+            s.pop("pending", None) if "pending" not in servers_raw[name] else None
+        resolved[name] = s
+        return s
+
+    parsed: dict[str, ServerConfig] = {}
+
+    def parse(name: str) -> None:
+        if name in parsed:
+            return
+        s = resolve(name, ())
+        base = r.mapping(servers_raw[name], f"servers.{name}").get("extends")
+        if base is not None:
+            parse(str(base))
+        parsed[name] = _server(r, str(name), s, defaults)
+
+    for name in servers_raw:
+        parse(name)
+    return [parsed[name] for name in servers_raw]
+
+
 def parse_matrix(data: Any, path: Path) -> Matrix:
     r = _Reader(path)
     data = r.mapping(data, "(top level)")
@@ -600,19 +678,10 @@ def parse_matrix(data: Any, path: Path) -> Matrix:
     servers_raw = r.mapping(data.get("servers"), "servers")
     if not servers_raw:
         raise r.fail("servers", "required: at least one named server configuration")
-    servers = []
-    for name, s in servers_raw.items():
+    for name in servers_raw:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", str(name)):
             raise r.fail(f"servers.{name}", "names may use letters, digits, '_', '.', '+', '-' only")
-        s = r.mapping(s, f"servers.{name}")
-        if "extends" in s:
-            base = r.string(s["extends"], f"servers.{name}.extends")
-            if base not in servers_raw or base == name:
-                raise r.fail(f"servers.{name}.extends", f"no other server named {base!r}")
-            s = {**r.mapping(servers_raw[base], f"servers.{base}"), **s}
-            s.pop("extends", None)
-            s.pop("pending", None) if "pending" not in servers_raw[name] else None
-        servers.append(_server(r, str(name), s, defaults))
+    servers = _extended_servers(r, servers_raw, defaults)
     workloads = _workloads(r, data.get("workloads"))
     return Matrix(
         path=path,
@@ -669,6 +738,9 @@ def load_matrix(path: str | Path) -> Matrix:
         raise ConfigError(f"{path}: matrix file not found (pass --perf-config PATH, or set perf_config in the ini file)") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read matrix file: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "save the matrix file as UTF-8") from None
     try:
         data = load_yaml(text)
     except yaml.YAMLError as e:

@@ -44,6 +44,8 @@ def merge(paths: list[str | Path], expect_shards: int | None = None) -> Merged:
     shards: list[dict] = []
     for path, s in loaded:
         sh = s.environment.get("shard")
+        if s.interrupted:
+            problems.append(f"{path}: interrupted ({s.interrupted}); its configs' verdicts are incomplete")
         if not isinstance(sh, dict):
             problems.append(f"{path}: not a shard (no environment.shard; run with --perf-shard K/N)")
             sh = {}
@@ -93,7 +95,8 @@ def merge(paths: list[str | Path], expect_shards: int | None = None) -> Merged:
 
     env = {k: v for k, v in loaded[0][1].environment.items() if k != "shard"}
     env["shards"] = [{k: sh[k] for k in ("index", "count", "runner", "host", "servers", "file")} for sh in shards]
-    merged = SessionResults(matrix=first["matrix"], environment=env)
+    cut = [f"{path}: {s.interrupted}" for path, s in loaded if s.interrupted]
+    merged = SessionResults(matrix=first["matrix"], environment=env, interrupted="; ".join(cut) or None)
     seen: set[str] = set()
     for (path, s), sh in zip(loaded, shards):
         for name, rec in s.servers.items():
@@ -120,8 +123,19 @@ def shards_section(m: Merged) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _refuse_overwriting_inputs(paths: list[str], outputs: dict[str, str | None]) -> None:
+    """An output that is one of the input shards would overwrite it: refuse
+    before anything is read or written."""
+    inputs = {Path(p).resolve(): p for p in paths}
+    for flag, out in outputs.items():
+        if out and Path(out).resolve() in inputs:
+            raise PerfUserError(f"{flag} {out}: is one of the input shards ({inputs[Path(out).resolve()]}); "
+                                "merging would overwrite it. Write the merged result to another file")
+
+
 def merge_command(paths: list[str], out_json: str, report: str | None, baselines: str, config: str | None,
                   expect_shards: int | None, plots: str | None = None) -> int:
+    _refuse_overwriting_inputs(paths, {"--json": out_json, "--report": report})
     m = merge(paths, expect_shards)
     results_file.save(m.session, out_json)
     print(f"merged {len(paths)} shard file(s), {len(m.session.servers)} config(s): {out_json}")

@@ -152,6 +152,11 @@ def _perf_session(config: pytest.Config):
         if opts.config is None:
             raise PerfUserError("pytest -m perf needs a matrix file: pass --perf-config=PATH "
                                 "(or set `perf_config` in your pytest ini)")
+        if opts.base_url:
+            from .config import base_url_problem
+
+            if base_url_problem(opts.base_url):
+                raise PerfUserError(f"--perf-base-url: {base_url_problem(opts.base_url)}")
         matrix = _select(load_matrix(opts.config), opts.servers, opts.base_url)
         environment = capture(Path(config.rootpath))
         matrix, shard_info = _shard(matrix, opts, environment.hardware_key)
@@ -193,6 +198,9 @@ def _starts_options(opts: PerfOptions, matrix: Matrix) -> tuple[int, int, tuple]
         raise ABError(f"--perf-max-restarts {opts.max_restarts}: must be >= the starts per config ({restarts})")
     max_r = max(restarts, max_r or restarts)
     overrides = tuple(parse_override(s) for s in opts.ab_head)
+    from .abtest import check_programs
+
+    check_programs(overrides, opts.base_dir)
     if overrides and opts.base_url:
         raise ABError("--perf-ab-head needs servers this run starts (two arms); it cannot be combined with "
                       "--perf-base-url, a server started elsewhere")
@@ -297,6 +305,7 @@ def perf_server(request: pytest.FixtureRequest, perf_session):
     failure = None
     import time
 
+    _note_phase(perf_session, cfg, slot, "during")
     t_start = time.monotonic()
     try:
         running = perf_session.start(cfg)
@@ -313,29 +322,49 @@ def perf_server(request: pytest.FixtureRequest, perf_session):
         running.client.close()
         perf_session.stop(running.server)
         perf_session.start_seconds.append(time.monotonic() - t_start)
+        _note_phase(perf_session, cfg, slot, "after")
+
+
+def _note_phase(perf_session, cfg, slot, when: str) -> None:
+    """Where the run is, for the "interrupted" marker (between starts, or
+    during which start, an extension's included)."""
+    if slot is None:
+        what = f"server {cfg.name}"
+    else:
+        extra = (f", an extra start after an inconclusive first look of {perf_session.first_look}"
+                 if slot.start >= perf_session.first_look else "")
+        what = f"start {slot.start + 1} of {cfg.name}{extra}"
+    perf_session.phase = f"during {what}" if when == "during" else f"between starts (after {what})"
 
 
 def _preflight(perf_session, cfg, slot, say) -> None:
     """Before a start: on CPU, other processes busy; on NVIDIA, other compute
-    processes, a busy GPU, slowing clock-event reasons or SM clocks not back
-    to idle. Re-check once after a pause; still so -> the start is marked
-    disturbed (its config's verdict can then be at worst inconclusive, never
-    a failure)."""
+    processes, a busy GPU or slowing clock-event reasons. Polled for up to
+    15 s; still so -> recorded as a busy start (what is left out of the
+    verdict is decided by the measuring window itself, session.check_window)."""
     if cfg.runner == "external":
         return
-    from .abtest import preflight_cpu, preflight_nvidia
+    from .abtest import preflight_cpu
 
     sampler = perf_session.gpu_sampler
     if cfg.requires.accelerator == "nvidia" and sampler is not None:
-        def check():
-            return preflight_nvidia(sampler.nvml, sampler.handles)
+        # polls (returns at once on an idle GPU) instead of a fixed 15 s pause
+        from .telemetry import preflight_poll
+
+        tag = f"[{cfg.name} start {slot.start}] "
+        why, facts = preflight_poll(sampler.nvml, sampler.handles, say=lambda m: say(tag + m))
+        perf_session.preflight.append({"server": cfg.name, "start": slot.start, **facts, "disturbed": why})
+        if why:
+            say(f"{tag}disturbed: {why}")
+            perf_session.note_disturbed(cfg.name, why)
+        return
     elif cfg.requires.accelerator == "cpu":
         check = preflight_cpu
     else:
         return
     why, facts = check()
     if why:
-        # poll, not a fixed pause: an SM clock still high from the last start is idle again within a second or two
+        # poll, not a fixed pause: a box that quietens is used at once
         import time
 
         say(f"[{cfg.name} start {slot.start}] pre-flight: {why}; checking again for up to 15 s")
@@ -391,6 +420,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from .report.writer import write_all
 
     opts = config.stash[OPTIONS_KEY]
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        _mark_interrupted(config, perf)
     late_failures = _finish_starts(perf, opts)
     if late_failures and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -418,10 +449,28 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def _mark_interrupted(config: pytest.Config, perf) -> None:
+    """SIGINT/SIGTERM: every output says so (JSON, page, step summary, PR
+    comment, JUnit, terminal), and no look the run did not complete is judged."""
+    from .session import interrupted_by
+
+    where = getattr(perf, "phase", None) or "before the first server start"
+    perf.results.interrupted = f"stopped by {interrupted_by()} {where}"
+    try:  # --junitxml: a suite property (pytest's own record_testsuite_property does the same)
+        from _pytest.junitxml import xml_key
+    except ImportError:
+        return
+    xml = config.stash.get(xml_key, None)
+    if xml is not None:
+        xml.add_global_property("pytest_mxfp4.interrupted", perf.results.interrupted)
+
+
 def _finish_starts(perf, opts) -> list:
     """Judge configs whose last start failed; record the starts and A/B
-    entries in the results (JSON: environment.starts). Returns late failures."""
-    late = perf.finish_starts() if (perf.max_starts > 1 or perf.ab_overrides) else []
+    entries in the results (JSON: environment.starts). Returns late failures.
+    An interrupted run judges nothing here: its missing starts never ran."""
+    late = (perf.finish_starts() if (perf.max_starts > 1 or perf.ab_overrides) and not perf.results.interrupted
+            else [])
     st = perf.results.environment.get("starts")
     if st is not None:
         st["ab"] = perf.ab
@@ -449,7 +498,10 @@ def _write_starts_reports(perf, opts, written) -> None:
 
         try:
             opts.pr_comment.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(opts.pr_comment, abreport.pr_comment(perf.ab, st, perf.environment.hardware_key))
+            text = abreport.pr_comment(perf.ab, st, perf.environment.hardware_key)
+            if perf.results.interrupted:
+                text = abreport.mark_interrupted(text, perf.results.interrupted)
+            write_atomic(opts.pr_comment, text)
             written.lines.append(f"pytest-mxfp4: PR comment written to {opts.pr_comment}")
         except OSError as e:
             written.errors.append(f"{opts.pr_comment}: cannot write the PR comment ({e.strerror})")
@@ -462,6 +514,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr = terminalreporter
     tr.section("pytest-mxfp4 performance summary")
     tr.write_line(f"matrix {session.matrix.path}  hardware {session.environment.hardware_key}")
+    from .results import interrupted_line
+
+    if interrupted_line(session.results):
+        tr.write_line(f"pytest-mxfp4: {interrupted_line(session.results)}", red=True, bold=True)
     for line in terminal.render(session.results):
         tr.write_line(line)
     from .report import abreport

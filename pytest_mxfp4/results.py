@@ -103,6 +103,10 @@ class SessionResults:
     servers: dict[str, ServerRecord] = field(default_factory=dict)
     metrics: list[MetricResult] = field(default_factory=list)
     case_runs: list[CaseRun] = field(default_factory=list)  # every sample, flagged and failed ones too
+    # Why and where the run was cut short (SIGINT/SIGTERM), None for a run that
+    # finished. Every output shows it: an interrupted run is never a pass, and
+    # its verdicts are only those of looks it completed.
+    interrupted: str | None = None
 
     def for_server(self, name: str) -> list[MetricResult]:
         return [r for r in self.metrics if r.server == name]
@@ -124,6 +128,14 @@ class SessionResults:
     def hardware_key(self) -> str | None:
         hw = self.environment.get("hardware_key")
         return str(hw) if hw else None
+
+
+def interrupted_line(session: SessionResults) -> str | None:
+    """The one sentence every output carries for an interrupted run."""
+    if not session.interrupted:
+        return None
+    return (f"INTERRUPTED: {session.interrupted}; the run was cut short, so it is not a pass and carries "
+            "no verdict it did not reach")
 
 
 # --------------------------------------------------------------------------
@@ -202,6 +214,7 @@ def to_dict(session: SessionResults) -> dict[str, Any]:
         "schema": SCHEMA,
         "kind": KIND,
         "matrix": session.matrix,
+        "interrupted": session.interrupted,
         "environment": session.environment,
         "servers": {n: asdict(rec) for n, rec in session.servers.items()},
         "results": [metric_dict(r) for r in session.metrics],
@@ -310,7 +323,8 @@ def load(path: Path | str) -> SessionResults:
 def from_dict(data: dict, path: Path | str = "<results>") -> SessionResults:
     r = _Reader(path)
     env = r.get(data, "environment", "", dict, required=False, default={})
-    session = SessionResults(matrix=str(data.get("matrix") or ""), environment=env)
+    session = SessionResults(matrix=str(data.get("matrix") or ""), environment=env,
+                             interrupted=r.get(data, "interrupted", "", str, required=False))
     known = {f.name for f in fields(ServerRecord)}
     for name, rec in r.get(data, "servers", "", dict, required=False, default={}).items():
         where = f"servers.{name}"

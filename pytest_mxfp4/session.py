@@ -49,12 +49,22 @@ def stop_all_servers() -> None:
 atexit.register(stop_all_servers)
 
 
+# The signal that interrupted this process, for the "interrupted" marker of
+# every output (Ctrl-C when a KeyboardInterrupt came without our handler).
+_INTERRUPTED_BY: list[str] = []
+
+
+def interrupted_by() -> str:
+    return _INTERRUPTED_BY[-1] if _INTERRUPTED_BY else "SIGINT (Ctrl-C)"
+
+
 def install_sigterm_handler() -> None:
     """SIGTERM (CI cancelling a job) unwinds like Ctrl-C, so teardown runs."""
     if threading.current_thread() is not threading.main_thread():
         return
 
     def _raise(signum, frame):
+        _INTERRUPTED_BY.append(signal.Signals(signum).name)
         raise KeyboardInterrupt(f"signal {signum}")
 
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
@@ -93,6 +103,8 @@ class PerfSession:
         from .abtest import head_config, plan_starts
 
         self.results = SessionResults(matrix=self.matrix.name, environment=self.environment.to_dict())
+        # the run's own id: run-log records of two runs started in one second stay two
+        self.results.environment["run_id"] = self.session_id
         if self.base_url:
             self.restarts = 1  # a server started elsewhere cannot be restarted
         self.arms: dict[str, ServerConfig] = {s.name: s for s in self.matrix.servers}
@@ -330,7 +342,8 @@ class PerfSession:
         if slot is not None and (self.max_starts > 1 or self.ab_overrides):
             return self.run_case_on_start(running, case, slot, seed)
         self.check_identity(running, f"before {case.id}")
-        runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler)
+        runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler,
+                            progress=self.progress)
         record = self.results.servers[running.config.name]
         results = measure_and_judge(runner, self.matrix, running.baseline,
                                     incomparable_reason(running.baseline, record.observed))
@@ -363,7 +376,8 @@ class PerfSession:
         from .measure.disturbance import Window
 
         self.check_identity(running, f"before {case.id}")
-        runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler)
+        runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler,
+                            progress=self.progress)
         with Window(running.server.process_groups() or ()) as window:
             runner.measure(self.matrix.workloads.runs)
         run = runner.result

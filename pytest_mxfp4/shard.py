@@ -63,6 +63,8 @@ def read_costs(path: Path | str) -> dict[str, float]:
         data = yaml.safe_load(p.read_text())
     except OSError as e:
         raise PerfUserError(f"{p}: cannot read shard costs ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise PerfUserError(f"{p}: shard costs are not UTF-8 text") from None
     except yaml.YAMLError:
         raise PerfUserError(f"{p}: shard costs are not YAML/JSON") from None
     if isinstance(data, dict) and isinstance(data.get("servers"), dict) and "results" in data:
@@ -153,6 +155,11 @@ def select(matrix, spec: ShardSpec, base_dir: Path, known: Mapping[str, float] |
     full = tuple(s.name for s in matrix.servers)
     p = plan(matrix.servers, spec.count, base_dir, known, n_cases=len(matrix.workloads.cases))
     mine = set(p.shards[spec.index - 1])
+    if not mine:
+        # more shards than configs: say which shard and why, not "nothing ran"
+        raise PerfUserError(f"--perf-shard {spec}: shard {spec} of {matrix.path} gets no server config "
+                            f"({len(full)} config(s) split over {spec.count} shards: {'; '.join(p.describe())}); "
+                            f"use at most {max(len(full), 1)} shard(s)")
     return replace(matrix, servers=tuple(s for s in matrix.servers if s.name in mine)), p, full
 
 

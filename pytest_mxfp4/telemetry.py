@@ -189,3 +189,62 @@ class TelemetryWindow:
     @property
     def throttled(self) -> bool:
         return any(g.throttled for g in self.summary)
+
+
+# --------------------------------------------------------------------------
+# NVIDIA pre-flight (before a server start)
+
+PREFLIGHT_WAIT_S = 15.0  # the most a start waits for a busy GPU to quiet down
+PREFLIGHT_POLL_S = 0.5
+
+
+def gpu_busy(nvml, handles: dict, own_pids: set[int] | None = None, idle_util_pct: float = 5.0
+             ) -> tuple[list[str], dict]:
+    """(why the GPUs are busy, facts) from one reading: another compute
+    process, utilization above `idle_util_pct`, or power/thermal slowdown.
+    The SM clock is recorded but never judged: it stays high for a while
+    after the previous start stopped, which disturbs nothing."""
+    import os
+
+    own = own_pids or {os.getpid()}
+    why: list[str] = []
+    facts: dict = {"gpus": {}}
+
+    def field(fn, *a):
+        try:
+            return fn(*a) if fn is not None else None
+        except Exception:  # not supported on this GPU/driver: that field only
+            return None
+
+    for i, h in handles.items():
+        procs = field(getattr(nvml, "nvmlDeviceGetComputeRunningProcesses", None), h) or []
+        others = [getattr(p, "pid", None) for p in procs if getattr(p, "pid", None) not in own]
+        util = getattr(field(nvml.nvmlDeviceGetUtilizationRates, h), "gpu", None)
+        reasons = field(getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+                        or getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None), h)
+        sm = field(lambda x: nvml.nvmlDeviceGetClockInfo(x, nvml.NVML_CLOCK_SM), h)
+        facts["gpus"][i] = {"other_pids": others, "util_pct": util, "reasons": reasons, "sm_clock_mhz": sm}
+        if others:
+            why.append(f"GPU {i}: {len(others)} other compute process(es) (pid {', '.join(map(str, others[:3]))})")
+        if util is not None and util > idle_util_pct:
+            why.append(f"GPU {i}: {util}% busy before the start")
+        if reasons is not None and reasons & THROTTLE_MASK:
+            why.append(f"GPU {i}: {', '.join(decode_reasons(reasons & THROTTLE_MASK))}")
+    return why, facts
+
+
+def preflight_poll(nvml, handles: dict, own_pids: set[int] | None = None, idle_util_pct: float = 5.0,
+                   wait_s: float = PREFLIGHT_WAIT_S, poll_s: float = PREFLIGHT_POLL_S,
+                   sleep=time.sleep, clock=time.monotonic, say=None) -> tuple[str | None, dict]:
+    """Before a start on NVIDIA: poll `gpu_busy` every `poll_s` until the
+    GPUs are quiet (returns at once when they already are) or `wait_s` has
+    passed; (why it is still busy, or None; facts incl. `waited_s`)."""
+    t0 = clock()
+    why, facts = gpu_busy(nvml, handles, own_pids, idle_util_pct)
+    if why and say:
+        say(f"pre-flight: {'; '.join(why)}; waiting up to {wait_s:g} s for the GPU to be idle")
+    while why and clock() - t0 < wait_s:
+        sleep(poll_s)
+        why, facts = gpu_busy(nvml, handles, own_pids, idle_util_pct)
+    facts["waited_s"] = round(clock() - t0, 2)
+    return ("; ".join(why) or None), facts

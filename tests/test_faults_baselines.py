@@ -214,3 +214,88 @@ def test_two_runs_appending_to_the_run_log_at_once_keep_every_record(tmp_path):
         assert p.exitcode == 0
     records = read_run_log(tmp_path)
     assert len(records) == 40, "unlocked, about a third of them were lost here"
+
+
+# -- a baseline is what its place says (Step 16) ---------------------------------------
+
+
+@pytest.mark.parametrize("field,value", [("hardware_key", "nvidia-gb10-sm121"), ("model", "openai/gpt-oss-120b"),
+                                         ("server", "other-config")])
+def test_a_baseline_whose_own_identity_disagrees_with_its_place_is_refused(tmp_path, field, value):
+    text = GOOD.replace(f"{field}: {dict(hardware_key=KEY, model=MODEL, server=SERVER)[field]}\n",
+                        f"{field}: {value}\n")
+    path = _write(tmp_path, text)
+    with pytest.raises(BaselineError) as e:
+        BaselineStore(tmp_path).load(KEY, MODEL, SERVER)
+    msg = one_line(e.value)
+    assert msg.startswith(f"{path}: {field}: the file says {value!r}"), msg
+    assert path.read_text() == text
+
+
+@pytest.mark.parametrize("metric,field,words", [
+    ("{unit: tok/s, mean: -10.0, stdev: 0.5, n: 5}", "metrics.tg32/tg_tps.mean", "must be > 0"),
+    ("{unit: tok/s, samples: [10.0, -3.0, 11.0]}", "metrics.tg32/tg_tps.samples[1]", "must be > 0"),
+    ("{unit: tok/s, mean: 10.0, stdev: 0.5, n: 5, samples: [10.0, 11.0]}", "metrics.tg32/tg_tps.n",
+     "2 samples are given"),
+    ("{unit: tok/s, mean: 10.0, stdev: 0.5, n: 5, history: [{date: d, mean: 10.0, stdev: 0.5, n: 5, starts: 3, "
+     "start_cv: -0.02}]}", "metrics.tg32/tg_tps.history[0].start_cv", "must be >= 0"),
+    ("{unit: tok/s, mean: 10.0, stdev: 0.5, n: 5, history: [{date: d, mean: -1.0, stdev: 0.5, n: 5}]}",
+     "metrics.tg32/tg_tps.history[0].mean", "must be > 0"),
+], ids=["negative-mean", "negative-sample", "fewer-samples-than-n", "negative-start-cv", "negative-history-mean"])
+def test_impossible_baseline_content_is_refused_at_load_naming_file_and_field(tmp_path, metric, field, words):
+    text = GOOD.replace("{unit: tok/s, mean: 10.0, stdev: 0.5, n: 5}", metric)
+    path = _write(tmp_path, text)
+    with pytest.raises(BaselineError) as e:
+        BaselineStore(tmp_path).load(KEY, MODEL, SERVER)
+    msg = one_line(e.value)
+    assert msg.startswith(f"{path}: {field}: "), msg
+    assert words in msg, msg
+    assert path.read_bytes() == text.encode()
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../..", "./.."])
+def test_a_served_model_name_of_path_parts_stays_in_the_hardware_folder(tmp_path, name, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # './..' and '../..' exist from here, as a checkout's folders would
+    root = tmp_path / "b"
+    path = BaselineStore(root).update(KEY, name, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])},
+                                      engine={}, environment={})
+    assert path.parent.parent == root / KEY and path.parent.name not in (".", ".."), path
+    written = [p for p in tmp_path.rglob("*.yaml")]
+    assert written == [path] and path.resolve().is_relative_to((root / KEY).resolve())
+    assert BaselineStore(root).load(KEY, name, SERVER) is not None
+
+
+def test_a_run_refuses_a_baseline_copied_from_another_config(tmp_path):
+    from .test_faults_session import no_server_left, one_line as line_with, run, write_matrix
+
+    m = write_matrix(tmp_path)
+    r = run(tmp_path, m, "--perf-update-baselines")  # (on a busy box tg8 may be all client-behind: rc 1)
+    assert r.returncode in (0, 1), r.stdout[-3000:]
+    (stored,) = (tmp_path / "baselines").rglob("fake.yaml")
+    text = stored.read_text().replace("server: fake\n", "server: other\n")
+    stored.write_text(text)  # e.g. another config's file copied over this one
+    r = run(tmp_path, m)
+    assert r.returncode == 1, r.stdout[-3000:]
+    line = line_with(r.stdout, "the file says")
+    assert f"{stored}: server: the file says 'other'" in line
+    assert stored.read_text() == text
+    assert no_server_left(tmp_path)
+
+
+def test_two_runs_of_one_config_in_the_same_second_keep_both_run_log_records(tmp_path):
+    from pytest_mxfp4.config import load_matrix
+    from pytest_mxfp4.environment import capture
+    from pytest_mxfp4.report.history import read_run_log
+    from pytest_mxfp4.report.writer import _append_run_log_locked
+    from pytest_mxfp4.session import PerfSession
+
+    (tmp_path / "m.yaml").write_text("servers:\n  fake: {model: m, command: [x]}\nworkloads:\n  decode: {tg: [32]}\n")
+    matrix, env = load_matrix(tmp_path / "m.yaml"), capture()  # one captured_at: the same second
+    for _ in range(2):
+        perf = PerfSession(matrix=matrix, environment=env, store=BaselineStore(tmp_path / "b"),
+                           output_dir=tmp_path / "out", base_dir=tmp_path)
+        perf.results.metrics.clear()
+        _append_run_log_locked(tmp_path / "b", _one_metric_session(perf.results, "fake"))
+    records = read_run_log(tmp_path / "b")
+    assert len(records) == 2 and records[0]["date"] == records[1]["date"], records
+    assert records[0]["run_id"] != records[1]["run_id"]

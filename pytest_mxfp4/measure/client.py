@@ -273,7 +273,7 @@ class EngineClient:
                     "workloads.request_timeout_s" if e.which == "total" else
                     "not a byte arrived for that long (a stalled engine?); if its first token is only slow, "
                     "raise workloads.idle_timeout_s")
-            raise MeasurementError(f"server {self.name!r}: {e.which} timeout ({e.limit_s:g} s): {what}") from None
+            raise StreamTimeout(f"server {self.name!r}: {e.which} timeout ({e.limit_s:g} s): {what}") from None
         finally:
             sock.close()
         return self._timing(resp)
@@ -327,10 +327,22 @@ class EngineClient:
                                      default=0.0)
         timing.parse_s = time.perf_counter() - t0
         if timing.end is None:
+            ctype = resp.headers.get("content-type", "")
+            if not lines and "event-stream" not in ctype:
+                # not a broken stream: no stream at all (a server or proxy that ignores `stream`)
+                raise MeasurementError(
+                    f"server {self.name!r} answered a streamed request (stream: true) with a plain "
+                    f"{ctype.split(';')[0] or 'non-SSE'} body, not a text/event-stream; time-to-first-token "
+                    "and decode speed cannot be measured. Does this endpoint support streaming?")
             # a dying engine, a reset, or a close-delimited body that just stops
             why = resp.broken or "connection closed before [DONE]"
             raise MeasurementError(f"server {self.name!r}: stream broke after {timing.content_chunks} chunks ({why})")
         return timing
+
+
+class StreamTimeout(MeasurementError):
+    """A request hit request_timeout_s or idle_timeout_s: the engine stalled
+    (the runner stops the case rather than wait that long once per run)."""
 
 
 def _read_info(resp: rawstream.RawResponse, kernel: list, k: int, m: int) -> ReadInfo:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..config import Case, Workloads
 from ..errors import MeasurementError, PerfUserError
-from .client import EngineClient, RequestSpec
+from .client import EngineClient, RequestSpec, StreamTimeout
 from .fidelity import FLAG_SERVER_DISAGREES, SERVER_RATIO_BOUND, decode_ratio, disagrees, keep_timings
 from .lag import LagMonitor
 from .metrics import compute_metrics
@@ -25,8 +25,10 @@ class CaseRunner:
     more samples (sequential sampling, confirmation runs)."""
 
     def __init__(self, client: EngineClient, case: Case, workloads: Workloads, seed: int | None = None,
-                 gpu_sampler=None):
+                 gpu_sampler=None, progress=None):
         self.client = client
+        self.progress = progress  # a line writer: a stall is said when it happens
+        self.stalled: str | None = None  # the first request timeout: the case stops there
         self.gpu_sampler = gpu_sampler  # telemetry.GpuSampler or None (no NVIDIA GPU)
         self.case = case
         self.w = workloads
@@ -39,6 +41,8 @@ class CaseRunner:
     def warmup(self) -> None:
         for _ in range(self.w.warmup):
             self._one(run=-1)  # discarded
+            if self.stalled:
+                break
         self._warmed = True
 
     def measure(self, n: int, max_extra: int | None = None) -> list[Sample]:
@@ -48,7 +52,11 @@ class CaseRunner:
             self.warmup()
         max_extra = 2 * n if max_extra is None else max_extra
         taken, clean, attempts = [], 0, 0
-        while clean < n and attempts < n + max_extra:
+        if self.stalled:  # (in the warmup) one error sample says why nothing was measured
+            s = Sample(run=len(self.result.samples), error=self.stalled)
+            self.result.samples.append(s)
+            return [s]
+        while clean < n and attempts < n + max_extra and not self.stalled:
             s = self._one(run=len(self.result.samples))
             self.result.samples.append(s)
             taken.append(s)
@@ -104,6 +112,13 @@ class CaseRunner:
                 sample.flags.append(FLAG_CLIENT_BEHIND)
             elif burst_delivery(timing):  # the server held tokens back and flushed them
                 sample.flags.append(FLAG_BURST)
+        except StreamTimeout as e:
+            # a stalled engine stalls the next request too: stop the case now, not
+            # after runs x the timeout; say so at once (the case's line comes later)
+            self.stalled = sample.error = (f"{e}; the case was stopped at this first stall "
+                                           f"({'warmup' if run < 0 else f'run {run}'}), not retried")
+            if self.progress:
+                self.progress(f"[{self.client.name}] {self.case.id}: stalled: {e}; stopping this case")
         except MeasurementError as e:
             sample.error = str(e)
         except PerfUserError:

@@ -178,3 +178,12 @@ def pr_comment(entries: list[dict], starts: dict[str, Any] | None, hardware: str
                              + (f" ({so['delta_pct']:+.1f}%)" if so.get("delta_pct") is not None else ""))
             lines.append("\n</details>")
     return "\n".join(lines) + "\n"
+
+
+def mark_interrupted(comment: str, why: str) -> str:
+    """An interrupted run's PR comment: its headline verdict (a look the run
+    may not have completed) is replaced by the interruption; the table keeps
+    only what the completed looks decided."""
+    body = comment.split("\n", 1)[1] if "\n" in comment else ""
+    return (f"⏹️ **pytest-mxfp4 A/B: interrupted** — {why}. The run was cut short: no verdict, not a pass; "
+            "run it again.\n" + body)

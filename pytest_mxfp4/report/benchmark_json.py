@@ -137,13 +137,16 @@ def to_pytest_benchmark(session: SessionResults) -> dict[str, Any]:
         pb_version = "5.0.0"
     env = session.environment or {}
     benchmarks = [b for b in (_benchmark(r, session.matrix) for r in session.results) if b is not None]
-    return {
+    doc = {
         "machine_info": _machine_info(env),
         "commit_info": _commit_info(env, session.matrix),
         "benchmarks": benchmarks,
         "datetime": env.get("captured_at") or datetime.now(timezone.utc).isoformat(),
         "version": pb_version,
     }
+    if session.interrupted:  # additive: pytest-benchmark ignores keys it does not know
+        doc["interrupted"] = session.interrupted
+    return doc
 
 
 def write(session: SessionResults, path: str | Path) -> Path:

@@ -24,6 +24,10 @@ def compact_table(session: SessionResults) -> str:
     if env.get("hardware_key"):
         title += f" on `{env['hardware_key']}`"
     lines = [title, ""]
+    if session.interrupted:
+        from ..results import interrupted_line
+
+        lines += [f"**⏹️ {interrupted_line(session)}.**", ""]
     if session.results:
         lines += ["| Config | Metric | Mean ± SD | CV | n | Baseline | Δ | Verdict | Gate |",
                   "|---|---|---|---|---|---|---|---|---|"]

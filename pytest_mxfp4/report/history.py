@@ -4,7 +4,7 @@ updated, so the results page can list every run that moved a baseline.
 
 A record (JSON, one per line)::
 
-    {"schema": 1, "run_id": "20260109T162501Z-upstream-baseline", "date": "2026-01-09T16:25:01+00:00",
+    {"schema": 1, "run_id": "20260109T162501Z-upstream-baseline-3f9a0c2b1d4e", "date": "2026-01-09T16:25:01+00:00",
      "matrix": "gb10-gpt-oss-120b", "config": "upstream-baseline", "hardware_key": "nvidia-gb10-sm121",
      "git_sha": "71d3c5f0a1b2", "tg32": 31.58, "metrics": {"tg32/tg_tps": 31.58, "pp2048/pp_tps": 4340.7},
      "verdicts": {"pp512/pp_tps": "inconclusive"}, "notes": "TRITON_ATTN, MARLIN; pp512 inconclusive"}
@@ -71,6 +71,13 @@ def _compact_date(iso: str) -> str:
     return (digits + "Z") if digits else "undated"
 
 
+def run_id(date: str, config: str, session_id: object = None) -> str:
+    """'20260109T162501Z-tiny-3f9a0c2b1d4e': the date is for people, the
+    session's random id makes it unique (two runs in one second are two
+    records); result files older than the id keep the date-only form."""
+    return f"{_compact_date(date)}-{config}" + (f"-{session_id}" if session_id else "")
+
+
 def run_log_records(session: SessionResults) -> list[dict[str, Any]]:
     """One record per server config of `session` that measured something."""
     names = list(session.servers) + [r.server for r in session.results if r.server not in session.servers]
@@ -88,7 +95,7 @@ def run_log_records(session: SessionResults) -> list[dict[str, Any]]:
         notes = [s for s in (observed_summary(record.observed if record else None), verdict_summary(results)) if s]
         out.append({
             "schema": RECORD_SCHEMA,
-            "run_id": f"{_compact_date(date)}-{name}",
+            "run_id": run_id(date, name, env.get("run_id")),
             "date": date,
             "matrix": session.matrix,
             "config": name,

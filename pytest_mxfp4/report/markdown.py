@@ -566,6 +566,10 @@ def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, 
 
     out = [f"# {name} Benchmark Results", "", "Live tracking of benchmark results across configurations.", "",
            intro, "", "---", ""]
+    if session.interrupted:  # first thing a reader sees: this run is not a complete one
+        from ..results import interrupted_line
+
+        out[2:2] = [f"> **⏹️ {interrupted_line(session)}.**", ""]
     out += ["## Current Best Results", "", *_best_results(configs, matrix, ttft), "", "---", ""]
     out += ["## Comparison Matrix", "", *_comparison_matrix(configs, matrix, targets, ttft), ""]
     if ttft is not None:

@@ -30,7 +30,8 @@ def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
     if len(sessions) == 1:
         return sessions[0]
     last = sessions[-1]
-    merged = SessionResults(matrix=last.matrix, environment=dict(last.environment))
+    merged = SessionResults(matrix=last.matrix, environment=dict(last.environment),
+                            interrupted="; ".join(s.interrupted for s in sessions if s.interrupted) or None)
     owner: dict[str, SessionResults] = {}
     for s in sessions:
         for name in list(s.servers) + [r.server for r in s.metrics]:
@@ -49,8 +50,18 @@ def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
 def load_baselines(baselines_dir: Path, matrix: Matrix | None, hardware_key: str | None) -> dict[str, BaselineFile]:
     """Server name -> baseline file, for one machine. `baselines_dir` may be
     the root (baselines/) or one machine's folder (baselines/<key>/)."""
-    files = sorted(p for p in baselines_dir.rglob("*.yaml") if not p.name.startswith("."))
-    found: list[BaselineFile] = [read_baseline(p) for p in files]
+    from ..baselines import check_place
+    from ..shard import COST_FILE
+
+    files = sorted(p for p in baselines_dir.rglob("*.yaml") if not p.name.startswith(".") and p.name != COST_FILE)
+    found: list[BaselineFile] = []
+    for p in files:
+        b = read_baseline(p)
+        rel = p.relative_to(baselines_dir).parts  # <hardware>/<model>/<server>.yaml, or <model>/<server>.yaml
+        if len(rel) in (2, 3):  # a file judges only what its place says (as the store refuses otherwise)
+            hw = rel[0] if len(rel) == 3 else baselines_dir.name
+            check_place(b, p, hw, p.parent.name, p.stem)
+        found.append(b)
     if matrix is not None:
         wanted = {s.name: s.model_name for s in matrix.servers}
         found = [b for b in found if b.server in wanted and b.model == wanted[b.server]]

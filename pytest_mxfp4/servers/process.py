@@ -5,9 +5,11 @@ vLLM's engine-core children too, and a parent-death signal so that even a
 SIGKILLed pytest does not leave an engine running. The Popen handle is kept
 until the process is reaped and the group is SIGKILLed in a `finally`, so a
 second Ctrl-C during the graceful stop cannot skip teardown. Each started
-server is also recorded under the log directory (`.running/<pid>.json`);
-the next start sweeps the groups of records whose owner is gone (the
-parent-death signal does not reach grandchildren that changed parent).
+server is also recorded under the log directory (`.running/<pid>.json`)
+and in a per-user registry (`~/.local/state/pytest-mxfp4/running/`); the
+next start, whatever its --perf-output, sweeps the groups of records whose
+owner is gone (the parent-death signal does not reach grandchildren that
+changed parent).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class ProcessServer(Server):
         self.proc: subprocess.Popen | None = None
         self.returncode: int | None = None  # once reaped
         self._record: Path | None = None
+        self._user_record: Path | None = None
         self._log_file = None
         self.info: ServerInfo | None = None
 
@@ -102,12 +105,19 @@ class ProcessServer(Server):
     def records_dir(self) -> Path:
         return self.log_dir / ".running"
 
+    @property
+    def all_records_dirs(self) -> list[Path]:
+        """This output folder's records and the per-user registry: a later run
+        sweeps a SIGKILLed run's server whatever --perf-output either used."""
+        return [self.records_dir, user_records_dir()]
+
     def start(self) -> ServerInfo:
         c = self.config
         cmd = self.command()
         register_config_secrets(cmd, c.env)  # masked in log tails and errors from now on
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        sweep_leftovers(self.records_dir, self.progress)
+        for d in self.all_records_dirs:
+            sweep_leftovers(d, self.progress)
         log_path = self.log_dir / f"{c.name}.log"
         env = {**os.environ, **c.env}
         cores = engine_cores(c, os.sched_getaffinity(0))
@@ -135,6 +145,7 @@ class ProcessServer(Server):
                 hint += " llama.cpp's binaries are built by scripts/build_llama_server.sh (scripts/setup.sh runs it)."
             raise ServerError(f"server {c.name!r}: cannot run {cmd[0]!r}: {e}.{hint}") from None
         self._record = write_record(self.records_dir, self.proc.pid, c.name, self.port)
+        self._user_record = write_record(user_records_dir(), self.proc.pid, c.name, self.port)
         if self.progress:
             self.progress(f"[{c.name}] started pid {self.proc.pid} on port {self.port}; log: {log_path}")
         try:
@@ -215,9 +226,10 @@ class ProcessServer(Server):
                 if proc.returncode is not None:  # reaped: only now forget the handle
                     self.returncode = proc.returncode
                     self.proc = None
-                    if self._record is not None:
-                        self._record.unlink(missing_ok=True)
-                        self._record = None
+                    for rec in (self._record, self._user_record):
+                        if rec is not None:
+                            rec.unlink(missing_ok=True)
+                    self._record = self._user_record = None
             if self._log_file:
                 self._log_file.close()
                 self._log_file = None
@@ -247,6 +259,14 @@ def _proc_stat(pid: int) -> tuple[int, int] | None:
         return int(fields[2]), int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def user_records_dir() -> Path:
+    """The per-user registry of started servers (fixed, not under --perf-output;
+    PYTEST_MXFP4_STATE_DIR moves it, e.g. for tests)."""
+    base = os.environ.get("PYTEST_MXFP4_STATE_DIR") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "pytest-mxfp4")
+    return Path(base) / "running"
 
 
 def write_record(records_dir: Path, pid: int, name: str, port: int) -> Path | None:

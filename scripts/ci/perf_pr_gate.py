@@ -84,6 +84,9 @@ def gate_verdict(results_path: Path, pytest_rc: int) -> dict:
         session = results_file.load(results_path)
     except PerfUserError as e:
         return {"verdict": "error", "reason": str(e)}
+    if session.interrupted:  # cut short: an error of the gate, never a regression or a pass
+        return {"verdict": "error", "interrupted": True,
+                "reason": f"the A/B was interrupted ({session.interrupted}); no verdict, run it again"}
     gated = [r for r in session.metrics if r.gate == "fail"]
     head = [r for r in gated if r.server.endswith(HEAD_SUFFIX)] or gated
     errors = [f"{name}: {rec.error}" for name, rec in session.servers.items() if rec.error]

@@ -43,6 +43,8 @@ def decide(gate_result: str, verdict: dict | None, labels: list[str]) -> Decisio
                                         f"(see its log)")
     v = str(verdict.get("verdict", ""))
     why = verdict.get("reason") or ""
+    if verdict.get("interrupted"):  # whatever verdict it carries, the run did not reach it
+        return Decision(False, "error", f"perf gate error: interrupted: {why or 'the run was cut short'}")
     what = " ".join(str(x) for x in (verdict.get("metric"), _pct(verdict.get("delta_pct"))) if x)
     if v == "regressed" and verdict.get("confirmed", True):
         if ACCEPT_LABEL in labels:

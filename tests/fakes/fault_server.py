@@ -35,6 +35,7 @@ MODES = (
     "no_usage",           # no usage block at all
     "ctx_small",          # /v1/models says max_model_len 600
     "die_after_first",    # process exits after the first completion request
+    "plain_json",         # stream: true answered with one plain JSON completion (no SSE)
 )
 
 
@@ -96,6 +97,10 @@ def make_handler(state: FaultState):
             if prompt is None:
                 prompt = (body.get("messages") or [{}])[-1].get("content", "")
             n = int(body.get("max_tokens") or state.tokens_default)
+            if mode == "plain_json":  # as a server that ignores `stream` would answer
+                return self._json({"object": "text_completion", "choices": [
+                    {"index": 0, "text": " t" * n, "finish_reason": "length"}],
+                    "usage": {"prompt_tokens": count_words(prompt), "completion_tokens": n}})
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Connection", "close")
