@@ -95,6 +95,16 @@ class MetricBaseline:
     history: list[HistoryEntry] = field(default_factory=list)
     starts: list[float] | None = None  # the mean of each server start of the stored run (Step 6)
 
+    def start_evidence(self) -> tuple[list[float], tuple[tuple[float, int], ...]]:
+        """(the stored run's start means, (between-start CV, df) of the runs
+        before it): the baseline's evidence about between-start noise. The
+        last history entry is the stored run itself: where its starts are
+        used, counting its CV again would count them twice."""
+        stored = list(self.starts or [])
+        past = self.history[:-1] if stored and self.history else self.history
+        hist = tuple((h.start_cv, h.starts - 1) for h in past if h.start_cv is not None and h.starts > 1)
+        return (stored or [self.mean]), hist
+
     def stats(self) -> BaselineStats:
         cvs = tuple(h.cv for h in self.history)
         if self.samples:

@@ -21,11 +21,18 @@ from .stats import BaselineStats, Summary
 
 def start_means(res: SessionResults) -> dict[tuple[str, str], list[float]]:
     """(server, 'case/metric') -> the mean of each server start, from the
-    samples' `start` index (trusted samples only), in start order."""
+    samples' `start` index (trusted samples only), in start order; a start
+    the run left out as disturbed while it measured is left out here too."""
     acc: dict[tuple[str, str], dict[int, list[float]]] = {}
+    windows = (res.environment.get("starts") or {}).get("windows") or []
+    left_out = {(w.get("server"), w.get("start"), w.get("case")) for w in windows
+                if isinstance(w, dict) and w.get("disturbed")}
+    leave_out = not any(isinstance(w, dict) and w.get("kept") for w in windows)
     for run in res.case_runs:
         for metric in run.case.metrics:
             for smp in run.samples:
+                if leave_out and (run.server, smp.start, run.case.id) in left_out:
+                    continue
                 v = smp.metrics.get(metric) if smp.clean else None
                 if v is not None:
                     acc.setdefault((run.server, f"{run.case.id}/{metric}"), {}).setdefault(smp.start, []).append(v)
@@ -40,8 +47,7 @@ def load_reference_starts(paths: list[str]) -> dict[tuple[str, str], tuple[list[
         if p.suffix in (".yaml", ".yml"):
             bf = read_baseline(p)
             for key, m in bf.metrics.items():
-                hist = tuple((h.start_cv, h.starts - 1) for h in m.history if h.start_cv is not None and h.starts > 1)
-                out[(bf.server, key)] = (list(m.starts or [m.mean]), hist)
+                out[(bf.server, key)] = m.start_evidence()
         else:
             for key, means in start_means(results_file.load(p)).items():
                 old, hist = out.get(key, ([], ()))
@@ -101,7 +107,8 @@ def check_same_hardware(reference_paths: list[str], current_path: str, current_k
 def compare_results(reference_paths: list[str], current_path: str, config_path: str | None) -> SessionResults:
     """Re-judge every metric of `current_path` against the references with
     the gates of `config_path` (default: tg32 fails, others warn)."""
-    gates = load_matrix(config_path).gates if config_path else Gates()
+    matrix = load_matrix(config_path) if config_path else None
+    gates = matrix.gates if matrix else Gates()
     refs = load_references(reference_paths)
     current = results_file.load(current_path)
     if not current.metrics:
@@ -130,12 +137,18 @@ def compare_results(reference_paths: list[str], current_path: str, config_path: 
             from .abtest import judge_starts
             from .stats import DEFAULT_FLOOR_PCT, StatsError
 
+            from . import startstats
+
             floor = gates.floor_pct(r.case, r.metric)
+            np_ = matrix.noise_prior(r.server) if matrix else None
             try:
                 mr.comparison, _ = judge_starts(
                     theirs, mine, higher_is_better=mr.higher_is_better,
                     floor_pct=floor if floor is not None else DEFAULT_FLOOR_PCT.get(r.metric, 5.0),
-                    history_cvs=hist, label=r.key, what_base="reference", looks=looks)
+                    history_cvs=hist, label=r.key, what_base="reference", looks=looks,
+                    prior=startstats.Prior(np_.cv_pct / 100, np_.df) if np_ else startstats.DEFAULT_PRIOR,
+                    max_regression_pct=gates.max_regression_pct(r.case, r.metric),
+                    arms_label="baseline and this run's starts")
             except StatsError as e:
                 mr.error = str(e)
         session.metrics.append(mr)

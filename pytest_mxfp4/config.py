@@ -257,6 +257,11 @@ class Matrix:
     targets: tuple[Target, ...] = ()
     name: str = ""
 
+    def noise_prior(self, server: str) -> NoisePrior | None:
+        """The stated fallback noise of a config: its own, else the workloads' (None: the default)."""
+        cfg = next((c for c in self.servers if c.name == server), None)
+        return (cfg.noise_prior if cfg else None) or self.workloads.noise_prior
+
     def server(self, name: str) -> ServerConfig:
         for s in self.servers:
             if s.name == name:

@@ -441,7 +441,9 @@ class PerfSession:
                          gpu_other_pids=gpu_others)
         slot = getattr(running, "slot", None)
         self.windows.append({"server": running.config.name, "start": slot.start if slot else 0, "case": case.id,
-                             **d.facts, "disturbed": d.text() or None})
+                             **d.facts, "disturbed": d.text() or None,
+                             **({"kept": True} if d.disturbed and not self.matrix.workloads.leave_out_disturbed
+                                else {})})
         return d.text() or None
 
     def _gpu_other_pids(self, running: RunningServer) -> list[int]:
@@ -495,7 +497,18 @@ class PerfSession:
         base = self.base_of.get(arm, arm)
         n = self.look_size(base)
         if self._needs(arm, n):
-            return None
+            if slot.start < n or not self.budget.max_minutes or not self.start_seconds:
+                return None
+            # a replacement start costs time like any other: the minutes budget holds
+            used = sum(self.start_seconds) / 60.0
+            if used + used / len(self.start_seconds) <= self.budget.max_minutes:
+                return None
+            note = (f"{base}: a replacement start (~{used / len(self.start_seconds):.1f} min) would pass the "
+                    f"{self.budget.max_minutes:g}-minute budget")
+            if note not in self.budget_notes:
+                self.budget_notes.append(note)
+            self.skipped_starts.add((arm, slot.start))
+            return note
         looked = all(self.judged.get((base, c.id), 0) >= n for c in self.matrix.workloads.cases
                      if any(self.start_values.get((x, c.id)) for x in self._arms(base)))
         if looked and self.next_action(base) == "more":
@@ -571,8 +584,7 @@ class PerfSession:
         """The stated fallback noise of a config (its own, the workloads', else the default)."""
         from . import startstats
 
-        cfg = self.arms.get(self.base_of.get(name, name))
-        np_ = (cfg.noise_prior if cfg is not None else None) or self.matrix.workloads.noise_prior
+        np_ = self.matrix.noise_prior(self.base_of.get(name, name))
         return startstats.Prior(np_.cv_pct / 100.0, np_.df) if np_ else startstats.DEFAULT_PRIOR
 
     def _clean_means(self, arm: str, case_id: str, metric: str) -> dict[int, float]:
@@ -600,15 +612,7 @@ class PerfSession:
         """(the baseline's start means, (between-start CV, df) of its history)."""
         if bf is None or key not in bf.metrics:
             return [], ()
-        m = bf.metrics[key]
-        stored = list(getattr(m, "starts", None) or [])
-        means = stored or [m.mean]
-        # the last history entry is the stored baseline itself: where its starts
-        # are used as evidence, counting its CV again would count them twice
-        past = m.history[:-1] if stored and m.history else m.history
-        hist = tuple((h.start_cv, h.starts - 1) for h in past
-                     if getattr(h, "start_cv", None) is not None and getattr(h, "starts", 0) > 1)
-        return means, hist
+        return bf.metrics[key].start_evidence()
 
     def judge_group(self, base: str, case: Case) -> list[MetricResult]:
         """The verdict of one case of one config from its start means: against
@@ -697,12 +701,17 @@ class PerfSession:
             rh.comparison = None
             rh.gate = self.matrix.gates.policy(case, metric)
             if not mb or not mh:
-                failed = self.start_errors.get(base if not mb else head, [])
+                name_ = base if not mb else head
+                failed = self.start_errors.get(name_, [])
                 arm = "base" if not mb else "head"
-                rh.error = (f"A/B: the {arm} arm measured no start" + (f" ({failed[0]})" if failed else "")
-                            + "; the other arm's results are kept")
+                left_out = self._left_out_words([name_], case.id)
+                why = (f"every start of the {arm} arm was left out as disturbed ({left_out})"
+                       if left_out and self.start_means.get((name_, case.id, metric)) else
+                       f"the {arm} arm measured no start" + (f" ({failed[0]})" if failed else ""))
+                rh.error = f"A/B: {why}; the other arm's results are kept"
                 entry["verdict"] = "error"
                 entry["error"] = rh.error
+                entry["disturbed"] = self._left_out_words([base, head], case.id)
             else:
                 from . import startstats
 

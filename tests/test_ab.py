@@ -25,9 +25,11 @@ def test_workload(perf_measure):
 """
 
 
-def matrix(restarts: int = 2, tps: int = 2000, extra_env: str = "", leave_out: str = "false") -> str:
-    # leave_out_disturbed false: these tests count starts, and the box they run
-    # on may be busy; test_disturbed_start_is_left_out_and_replaced turns it on
+def matrix(restarts: int = 2, tps: int = 2000, extra_env: str = "", leave_out: str = "false",
+           spares: int = 0) -> str:
+    # leave_out_disturbed false, no spare starts: these tests count starts, and
+    # the box they run on may be busy; test_disturbed_start_is_left_out_and_replaced
+    # turns both on
     return textwrap.dedent(f"""
         name: ab
         defaults:
@@ -45,6 +47,7 @@ def matrix(restarts: int = 2, tps: int = 2000, extra_env: str = "", leave_out: s
           restarts: {restarts}
           reset_prefix_cache: false
           leave_out_disturbed: {leave_out}
+          max_replacements: {spares}
         gates: {{tg16: fail}}
         """)
 
@@ -308,7 +311,7 @@ def test_disturbed_start_is_left_out_and_replaced(pytester):
     # that start is reported disturbed, left out of the verdict, and a spare
     # start of the base arm replaces it, so the verdict still has 3 + 3 starts
     pytester.makepyfile(test_perf=PERF_TEST)
-    m = matrix(restarts=3, extra_env=", FAKE_NEIGHBOUR_START: '3'", leave_out="true")
+    m = matrix(restarts=3, extra_env=", FAKE_NEIGHBOUR_START: '3'", leave_out="true", spares=2)
     pytester.makefile(".yaml", matrix=m)
     r = run(pytester, "--perf-ab-head", "env.FAKE_ARM=head", "--perf-json=out/r.json",
             "--perf-pr-comment=out/pr.md", "--perf-report=out/page.md")
