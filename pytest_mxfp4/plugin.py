@@ -483,16 +483,10 @@ def _finish_starts(perf, opts) -> list:
 
 
 def _write_starts_reports(perf, opts, written) -> None:
-    """The A/B section of the Markdown page and the PR comment."""
+    """The PR comment (the page's A/B section is rendered with the page)."""
     from .report import abreport
 
     st = perf.results.environment.get("starts")
-    if opts.reports.page and st is not None and opts.reports.page.exists() and not written.errors:
-        try:
-            with open(opts.reports.page, "a", encoding="utf-8") as f:
-                f.write(abreport.page_section(perf.ab, st))
-        except OSError as e:
-            written.errors.append(f"{opts.reports.page}: cannot add the A/B section ({e.strerror})")
     if opts.pr_comment:
         from .fileio import write_atomic
 

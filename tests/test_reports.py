@@ -584,3 +584,29 @@ def test_incomparable_result_shows_why_and_survives_the_json(tmp_path):
     results_file.save(session, path)
     back = results_file.load(path)
     assert back.results[0].verdict.value == "incomparable" and back.results[0].incomparable
+
+
+def test_the_ab_section_is_part_of_the_page_and_survives_report_from_the_json(tmp_path):
+    # rendered with the page (never appended after it), so `pytest-mxfp4 report`
+    # on the results JSON reproduces it
+    entry = {"server": "s", "head": "s@head", "case": "tg32", "metric": "tg_tps", "base_starts": [100.0, 101.0, 99.0],
+             "head_starts": [90.0, 91.0, 89.0], "overrides": ["env.X=1"], "verdict": "regressed", "gate": "fail",
+             "delta_pct": -10.0, "ci_low_pct": -12.0, "ci_high_pct": -8.0, "between_start_cv_pct": 1.0,
+             "noise": "between-start CV 1.00% learned from this run's arms 4 df", "disturbed": "s start 1 (busy)"}
+    starts = {"restarts": 3, "max_restarts": 6, "order": ["s#0", "s@head#0"], "ab": [entry],
+              "windows": [{"server": "s", "start": 1, "case": "tg32", "disturbed": "busy"}]}
+    session = SessionResults(matrix="m", environment={"hardware_key": "hw", "starts": starts})
+    from pytest_mxfp4.config import Case
+    from pytest_mxfp4.results import MetricResult
+
+    session.metrics.append(MetricResult(server="s", case=Case("decode", pp=512, tg=32), metric="tg_tps", gate="fail",
+                                        samples=[100.0, 101.0, 99.0]))
+    page = markdown.render(session, None)
+    assert "## Server starts and A/B" in page and "| s | tg32 | tg_tps |" in page
+    assert page.index("## Server starts and A/B") < page.index("## How to Run Benchmarks")
+    assert "Disturbed while measuring" in page and "s start 1 tg32: busy" in page
+    results_file.save(session, tmp_path / "r.json")
+    (tmp_path / "bl").mkdir()
+    report_command([str(tmp_path / "r.json")], str(tmp_path / "bl"), None, str(tmp_path / "page.md"), None)
+    again = (tmp_path / "page.md").read_text()
+    assert "## Server starts and A/B" in again and "| s | tg32 | tg_tps |" in again
