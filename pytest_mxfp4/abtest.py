@@ -322,52 +322,9 @@ def preflight_cpu(window_s: float = 2.0, max_other_cores: float = 0.5) -> tuple[
     return None, facts
 
 
-def preflight_nvidia(nvml, handles: dict, own_pids: set[int] | None = None, idle_util_pct: float = 5.0,
-                     settle_s: float = 1.0) -> tuple[str | None, dict]:
-    """Before a start on NVIDIA: another compute process on a GPU, a GPU
-    still busy, or clock-event reasons that slow it (power/thermal/hw) mark
-    the start disturbed; SM clocks are recorded (and, with the GPU idle and
-    the clock still at its maximum, called "not back to idle"). ``nvml`` is
-    pynvml (or a stand-in), ``handles`` index -> device handle."""
-    from .telemetry import THROTTLE_MASK, decode_reasons
-
-    own = own_pids or {os.getpid()}
-    why: list[str] = []
-    facts: dict = {"gpus": {}}
-    if settle_s:
-        time.sleep(settle_s)
-
-    def field(fn, *a):
-        try:
-            return fn(*a) if fn is not None else None
-        except Exception:  # not supported on this GPU/driver: that field only
-            return None
-
-    for i, h in handles.items():
-        procs = field(getattr(nvml, "nvmlDeviceGetComputeRunningProcesses", None), h) or []
-        others = [getattr(p, "pid", None) for p in procs if getattr(p, "pid", None) not in own]
-        util = field(nvml.nvmlDeviceGetUtilizationRates, h)
-        util_gpu = getattr(util, "gpu", None)
-        reasons = field(getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
-                        or getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None), h)
-        sm = field(lambda x: nvml.nvmlDeviceGetClockInfo(x, nvml.NVML_CLOCK_SM), h)
-        smax = field(lambda x: nvml.nvmlDeviceGetMaxClockInfo(x, nvml.NVML_CLOCK_SM), h)
-        facts["gpus"][i] = {"other_pids": others, "util_pct": util_gpu, "reasons": reasons, "sm_clock_mhz": sm}
-        if others:
-            why.append(f"GPU {i}: {len(others)} other compute process(es) (pid {', '.join(map(str, others[:3]))})")
-        if util_gpu is not None and util_gpu > idle_util_pct:
-            why.append(f"GPU {i}: {util_gpu}% busy before the start")
-        if reasons is not None and reasons & THROTTLE_MASK:
-            why.append(f"GPU {i}: {', '.join(decode_reasons(reasons & THROTTLE_MASK))}")
-        if (util_gpu is not None and util_gpu <= idle_util_pct and sm and smax and sm >= smax
-                and not (reasons or 0) & 0x1):
-            why.append(f"GPU {i}: SM clock {sm} MHz not back to idle")
-    return ("; ".join(why) or None), facts
-
-
 def finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 __all__ = ["ABError", "Override", "parse_override", "head_config", "Slot", "plan_starts", "judge_starts",
-           "start_cv", "preflight_cpu", "preflight_nvidia", "BASE", "HEAD", "HEAD_SUFFIX", "StatsError"]
+           "start_cv", "preflight_cpu", "BASE", "HEAD", "HEAD_SUFFIX", "StatsError"]

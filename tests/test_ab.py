@@ -258,7 +258,7 @@ def test_inconclusive_first_look_adds_starts_up_to_the_budget(pytester):
 def test_nvidia_preflight_on_a_fake_nvml():
     from types import SimpleNamespace
 
-    from pytest_mxfp4.abtest import preflight_nvidia
+    from pytest_mxfp4.telemetry import gpu_busy
 
     from .fakes.fake_nvml import FakeNvml
 
@@ -272,15 +272,15 @@ def test_nvidia_preflight_on_a_fake_nvml():
     n = Quiet(reasons=(0x1,), sm_clock=345)
     n.pids = []
     h = {0: n.nvmlDeviceGetHandleByIndex(0)}
-    assert preflight_nvidia(n, h, settle_s=0)[0] is None  # idle, idle clocks, nobody else
+    assert gpu_busy(n, h)[0] == []  # idle, idle clocks, nobody else
     n.pids = [4242]
-    assert "1 other compute process(es) (pid 4242)" in preflight_nvidia(n, h, settle_s=0)[0]
+    assert "1 other compute process(es) (pid 4242)" in gpu_busy(n, h)[0][0]
     n.pids, n.reasons, n.reads = [], [0x4], 0
-    assert "sw_power_cap" in preflight_nvidia(n, h, settle_s=0)[0]
+    assert "sw_power_cap" in gpu_busy(n, h)[0][0]
     n.reasons, n.reads, n.sm_clock = [0x0], 0, 1980
-    assert "not back to idle" in preflight_nvidia(n, h, settle_s=0)[0]
+    assert gpu_busy(n, h)[0] == []  # an SM clock still high after the last start disturbs nothing
     busy = FakeNvml()  # 97% utilisation
-    assert "97% busy" in preflight_nvidia(busy, {0: busy.nvmlDeviceGetHandleByIndex(0)}, settle_s=0)[0]
+    assert "97% busy" in gpu_busy(busy, {0: busy.nvmlDeviceGetHandleByIndex(0)})[0][0]
 
 
 def test_the_minutes_budget_stops_extra_starts(pytester):

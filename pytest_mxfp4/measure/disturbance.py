@@ -35,20 +35,22 @@ MAX_FLAGGED_SHARE = 0.5
 SUSPECT_FLAGS = (FLAG_CLIENT_BEHIND, FLAG_SERVER_DISAGREES, "gpu-throttled")
 
 
-def _ticks(pid: int) -> float | None:
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (None: gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return float(fields[11]) + float(fields[12])  # utime + stime
-    except (OSError, IndexError, ValueError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
+
+
+def _ticks(pid: int) -> float | None:
+    f = _stat(pid)
+    return float(f[11]) + float(f[12]) if f and len(f) > 12 else None  # utime + stime
 
 
 def _pgid_ppid(pid: int) -> tuple[int, int] | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[2]), int(fields[1])
-    except (OSError, IndexError, ValueError):
-        return None
+    f = _stat(pid)
+    return (int(f[2]), int(f[1])) if f and len(f) > 2 else None
 
 
 def cpu_snapshot() -> dict[int, float]:
