@@ -281,6 +281,50 @@ def test_nightly_merge_appends_history_and_reports_a_missing_shard(tmp_path):
     assert len((tmp_path / "hist/nightly.jsonl").read_text().splitlines()) == 2
 
 
+def test_a_night_that_measured_nothing_is_a_failed_night(tmp_path):
+    # every shard skipped its configs (the runners lost their GPUs): the merge
+    # is complete, yet nothing was judged, so the night fails and says why
+    tool = str(Path(sys.executable).parent / "pytest-mxfp4")
+    (tmp_path / "m.yaml").write_text("servers: {a: {model: tiny, command: [x]}, b: {model: tiny, command: [x]}}\n"
+                                     "workloads: {decode: {tg: [32]}}\n")
+    ins = tmp_path / "shards"
+    for k, srv in ((1, "a"), (2, "b")):
+        _shard_file(ins, k, [srv], 100.0)
+        f = ins / f"perf-nightly-shard-{k}" / f"results-{k}.json"
+        s = results_file.load(f)
+        s.metrics = []
+        s.servers[srv].skipped = "requires gpu: no GPU found"
+        results_file.save(s, f)
+    env = {"PYTEST_MXFP4": tool, "GITHUB_STEP_SUMMARY": str(tmp_path / "step.md")}
+    args = ["--shards", "2", "--in", str(ins), "--history", str(tmp_path / "hist"), "--config", str(tmp_path / "m.yaml"),
+            "--out", str(tmp_path / "out")]
+    r = run("nightly-merge", *args, env=env)
+    assert r.returncode != 0, r.stdout + r.stderr
+    summary = (tmp_path / "out/summary.md").read_text()
+    assert summary.startswith("## Nightly perf: FAILED: nothing was measured"), summary
+    assert "2 config(s) skipped (a: requires gpu" in summary and "passed" not in summary
+    assert not (tmp_path / "hist/nightly.jsonl").exists()  # an empty night is no point of the trend
+    # no shard wrote anything at all: the same wording
+    r = run("nightly-merge", *args[:2], "--in", str(tmp_path / "none"), *args[4:], env=env)
+    assert r.returncode != 0
+    assert (tmp_path / "out/summary.md").read_text().startswith("## Nightly perf: FAILED: nothing was measured")
+
+
+def test_the_tracking_issue_never_says_passed(tmp_path):
+    # the issue is opened only on a failed run: a shard job failed while the
+    # merge of the other shards passed reads FAILED, not "passed"
+    d = tmp_path / "n"
+    d.mkdir()
+    (d / "summary.md").write_text("## Nightly perf: passed\n\n1 series\n")
+    with FakeGitHub() as gh:
+        env = {"GH_TOKEN": "t", "REPO": "o/r", "GITHUB_API_URL": gh.url, "RUN_URL": "https://run/9"}
+        r = run("nightly.py", "tracking-issue", "--dir", str(d), env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        body = gh.issues[0]["body"]
+        assert body.startswith("## Nightly perf: FAILED") and "passed" not in body.split("\n")[0]
+        assert "1 series" in body
+
+
 # ---------------------------------------------------------------- the PR gate's own logic (no engine)
 
 import perf_pr_gate  # noqa: E402

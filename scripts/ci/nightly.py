@@ -54,6 +54,19 @@ def fetch_history(gh: GitHub, out: Path) -> str:
     return f"history from artifact {newest.get('id')} ({newest.get('created_at')})"
 
 
+def failed_summary(text: str) -> str:
+    """The issue's text: this step runs only when the night failed, so it
+    never says "passed" (e.g. a shard job failed while the merge of what the
+    other shards wrote passed)."""
+    if not text.strip():
+        return "## Nightly perf: FAILED\n\nThe nightly failed before writing a summary: see the run's log."
+    if text.lstrip().startswith("## Nightly perf: FAILED"):
+        return text
+    rest = text.split("\n", 1)[1] if text.lstrip().startswith("## Nightly perf:") else text
+    return ("## Nightly perf: FAILED\n\nA job of the nightly failed (see the run's log); "
+            "the merge of what the shards wrote said:\n" + rest)
+
+
 def tracking_issue(gh: GitHub, summary: str, run_url: str) -> str:
     body = f"{summary.strip()}\n\nRun: {run_url}\n"
     issues = gh.request("GET", f"/repos/{gh.repo}/issues?state=open&labels={ISSUE_LABEL}&per_page=100") or []
@@ -86,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             print(fetch_history(gh, Path(args.out)))
             return 0
         s = Path(args.dir) / "summary.md"
-        text = s.read_text() if s.exists() else "The nightly failed before writing a summary: see the run's log."
-        print(tracking_issue(gh, text, os.environ.get("RUN_URL", "")))
+        text = s.read_text() if s.exists() else ""
+        print(tracking_issue(gh, failed_summary(text), os.environ.get("RUN_URL", "")))
         return 0
     except GitHubError as e:
         print(f"::error::{args.cmd}: {e}")
