@@ -325,6 +325,44 @@ def test_the_tracking_issue_never_says_passed(tmp_path):
         assert "1 series" in body
 
 
+def test_baseline_pr_needs_no_gh_and_opens_a_labelled_pr(tmp_path):
+    # the hosted job has git and python3 (+ PyYAML, which it installs): no gh
+    import shutil
+
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "scripts", repo / "scripts")
+    (repo / "baselines/cpu-x/tiny").mkdir(parents=True)
+    (repo / "baselines/cpu-x/tiny/a.json").write_text("{}\n")
+    g = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@e"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*g, "add", "-A"], check=True)
+    subprocess.run([*g, "commit", "-qm", "base"], check=True)
+    subprocess.run([*g, "remote", "add", "origin", str(bare)], check=True)
+    shards = tmp_path / "shards"
+    (shards / "perf-nightly-shard-1/baselines/cpu-x/tiny").mkdir(parents=True)
+    (shards / "perf-nightly-shard-1/baselines/cpu-x/tiny/a.json").write_text('{"new": 1}\n')
+    (shards / "perf-nightly-shard-1/results-1.json").write_text(json.dumps(
+        {"environment": {"hardware_key": "cpu-x"}, "servers": {"a": {"info": {"startup_s": 12.34}}}}))
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").symlink_to(sys.executable)
+    path = f"{shim}:/usr/bin:/bin"
+    assert shutil.which("gh", path=path) is None
+    with FakeGitHub() as gh:
+        env = {"PATH": path, "GH_TOKEN": "app-token-xyz", "REPO": "o/r", "RUN_ID": "77", "GITHUB_API_URL": gh.url}
+        r = subprocess.run(["bash", str(repo / "scripts/ci/baseline-pr"), "--shards-dir", str(shards)],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "opened PR #200 from bot/baselines-77" in r.stdout
+        assert gh.created_pulls[0]["head"] == "bot/baselines-77" and gh.created_pulls[0]["labels"] == ["baseline-update"]
+        assert "app-token-xyz" not in r.stdout + r.stderr
+    pushed = subprocess.run(["git", "-C", str(bare), "show", "bot/baselines-77:baselines/cpu-x/shard-costs.yaml"],
+                            capture_output=True, text=True)
+    assert "a: 12.3" in pushed.stdout, pushed.stderr
+
+
 # ---------------------------------------------------------------- the PR gate's own logic (no engine)
 
 import perf_pr_gate  # noqa: E402
