@@ -15,7 +15,7 @@ CPU engine (llama.cpp) - not a canned verdict:
 The runner labels, matrices and budgets come from repository variables (GB10
 values by default in the YAML); here they name CPU labels mapped to this host
 and the CPU matrices of tests/act/project.py. How: tests/act/world.py.
-About 8-10 minutes on 2 cores; `scripts/act-rehearse` runs just this file.
+About 7 minutes on 2 cores; `scripts/act-rehearse` runs just this file.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def test_pr_with_a_planted_slowdown_fails_and_the_comment_shows_it(scene):
     assert r.result("perf-pr/gate") == "failure", r.explain()
     assert r.result("perf-pr/perf-verdict") == "failure", r.explain()
     errors = r.annotations("error", "perf-pr/perf-verdict")
-    assert errors and errors[0].startswith("perf regression (confirmed): llamacpp-tiny tg32/tg_tps -"), r.explain()
+    assert errors and errors[0].startswith("perf regression (confirmed): llamacpp-small tg32/tg_tps -"), r.explain()
     v = json.loads((scene.artifact(102, "perf-pr") / "verdict.json").read_text())
     assert v["verdict"] == "regressed" and v["delta_pct"] < -10, v
     assert "regress" in r.summary("perf-pr/gate").lower()  # the job summary carries the comment
@@ -160,7 +160,7 @@ def test_pr_with_a_planted_slowdown_fails_and_the_comment_shows_it(scene):
     comments = scene.w.fake.comments.get(7, [])
     assert len(comments) == 1 and comments[0]["body"].startswith(MARKER)
     body = comments[0]["body"]
-    assert "regression" in body and "| llamacpp-tiny | tg32 | tg_tps |" in body and "/actions/runs/102" in body
+    assert "regression" in body and "| llamacpp-small | tg32 | tg_tps |" in body and "/actions/runs/102" in body
 
 
 def test_accepted_regression_passes_with_a_warning_and_updates_the_comment(scene):
@@ -168,7 +168,7 @@ def test_accepted_regression_passes_with_a_warning_and_updates_the_comment(scene
     assert r.result("perf-pr/gate") == "failure", r.explain()  # the A/B still finds it ...
     assert r.result("perf-pr/perf-verdict") == "success", r.explain()  # ... and the label lets it pass
     warnings = r.annotations("warning", "perf-pr/perf-verdict")
-    assert any(w.startswith("perf regression accepted by the `perf-regression-accepted` label: llamacpp-tiny tg32")
+    assert any(w.startswith("perf regression accepted by the `perf-regression-accepted` label: llamacpp-small tg32")
                for w in warnings), r.explain()
     c = _comment(scene, 104, "success", 105)
     assert "updated comment" in c.output(), c.explain()
@@ -217,7 +217,7 @@ def _store_baselines(w: World) -> None:
                         "--perf-update-baselines", f"--perf-output={w.tmp}/baseline-logs"],
                        cwd=w.repo, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    assert list((w.repo / "baselines").glob("*/*/tiny-a.yaml")), "no baseline written"
+    assert list((w.repo / "baselines").glob("*/*/small-a.yaml")), "no baseline written"
     (w.repo / "baselines/.pytest-mxfp4.lock").unlink(missing_ok=True)
     w.commit("baselines of the CPU nightly")
 

@@ -45,7 +45,7 @@ def _server(launcher: str, requires: str = "any") -> dict:
     cmd = [launcher, "-c", EXEC, str(LLAMA), "-m", "{model}", "-a", "{served_model_name}", "--host", "{host}",
            "--port", "{port}", "-c", "2048", "-np", "1", "-t", "1", "--metrics", "--no-webui",
            "--cache-ram", "0", "-lv", "4"]
-    return {"engine": "llama.cpp", "model": str(GGUF), "served_model_name": "tiny", "cpu_cores": 1,
+    return {"engine": "llama.cpp", "model": str(GGUF), "served_model_name": "small", "cpu_cores": 1,
             "command": cmd, "requires": {"accelerator": requires}, "startup_timeout_s": 60}
 
 
@@ -62,13 +62,13 @@ def matrix(name: str, servers: dict, restarts: int) -> str:
 
 
 # PR gate: one config; the head arm runs the head's engine/python
-PR_MATRIX = matrix("act-pr", {"llamacpp-tiny": _server("{python}")}, restarts=2)
+PR_MATRIX = matrix("act-pr", {"llamacpp-small": _server("{python}")}, restarts=2)
 # nightly: two configs (one per shard), started through the checkout's engine/python
-NIGHTLY_MATRIX = matrix("act-nightly", {"tiny-a": _server("engine/python"), "tiny-b": _server("engine/python")},
+NIGHTLY_MATRIX = matrix("act-nightly", {"small-a": _server("engine/python"), "small-b": _server("engine/python")},
                         restarts=2)
 # a night on runners that lost their GPU: every config skipped
-NOTHING_MATRIX = matrix("act-nothing", {"tiny-a": _server("engine/python", "nvidia"),
-                                        "tiny-b": _server("engine/python", "nvidia")}, restarts=2)
+NOTHING_MATRIX = matrix("act-nothing", {"small-a": _server("engine/python", "nvidia"),
+                                        "small-b": _server("engine/python", "nvidia")}, restarts=2)
 
 ENGINE = f"""#!/usr/bin/env bash
 # the engine launcher this project ships
