@@ -15,7 +15,7 @@ CPU engine (llama.cpp) - not a canned verdict:
 The runner labels, matrices and budgets come from repository variables (GB10
 values by default in the YAML); here they name CPU labels mapped to this host
 and the CPU matrices of tests/act/project.py. How: tests/act/world.py.
-About 7 minutes on 2 cores; `scripts/act-rehearse` runs just this file.
+About 7-9 minutes on 2 cores; `scripts/act-rehearse` runs just this file.
 """
 
 from __future__ import annotations
