@@ -8,7 +8,10 @@ another split, other hardware).
 
 Reads and writes through `results` (the one home of the result format).
 Exit 0: complete and no fail-gated metric failed; 1: a fail-gated metric
-failed, or a shard problem (each printed on its own line); 2: bad input.
+failed, a shard problem (each printed on its own line), or nothing was
+judged (no fail-gated metric measured: every config skipped or errored; the
+same rule as a session: a run that measured nothing is not a pass); 2: bad
+input.
 The merged results are written even when a shard is missing, so the shards
 that did run are never lost. No pytest, no network.
 """
@@ -107,7 +110,37 @@ def merge(paths: list[str | Path], expect_shards: int | None = None) -> Merged:
             merged.servers[name] = rec
             merged.metrics += s.for_server(name)
             merged.case_runs += [r for r in s.case_runs if getattr(r, "server", None) == name]
+    nothing = nothing_judged(merged)
+    if nothing:
+        problems.append(nothing)
     return Merged(session=merged, problems=problems, shards=shards)
+
+
+NOTHING_JUDGED = "nothing was judged"
+
+
+def nothing_judged(s: SessionResults) -> str | None:
+    """Why the merged run judged nothing (no fail-gated metric has samples
+    without an error), or None. The session's rule (`gate_problems`), for
+    the whole sharded run: every shard skipping its configs (a runner that
+    lost its GPU) or failing must not read as a passed night."""
+    gated = [m for m in s.metrics if m.gate == "fail"]
+    if any(m.samples and not m.error for m in gated):
+        return None
+    recs = list(s.servers.values())
+    skipped = [r for r in recs if r.skipped]
+    failed = [r for r in recs if r.error]
+    why = []
+    if skipped:
+        why.append(f"{len(skipped)} config(s) skipped ({skipped[0].name}: {skipped[0].skipped})")
+    if failed:
+        why.append(f"{len(failed)} failed ({failed[0].name}: {failed[0].error})")
+    if gated:
+        why.append(f"every fail-gated metric errored ({gated[0].server} {gated[0].key}: "
+                   f"{gated[0].error or 'no samples'})")
+    elif recs and not skipped and not failed:
+        why.append("no fail-gated metric in the results")
+    return f"{NOTHING_JUDGED}: no fail-gated metric was measured ({'; '.join(why) or 'no config ran'})"
 
 
 def shards_section(m: Merged) -> str:

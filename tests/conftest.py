@@ -1,6 +1,6 @@
 """Test-suite policy: in CI (PYTEST_MXFP4_REQUIRE_DOCKER=1, set by
 scripts/test after it started dockerd and built the images) a skipped
-docker or engine test is a failure: a green run must have exercised them."""
+docker, engine or act test is a failure: a green run must have exercised them."""
 
 import os
 
@@ -8,7 +8,12 @@ import pytest
 
 REQUIRED_MARKERS = {"docker"} if os.environ.get("PYTEST_MXFP4_REQUIRE_DOCKER") == "1" else set()
 if os.environ.get("CI"):
-    REQUIRED_MARKERS.add("engine")
+    REQUIRED_MARKERS |= {"engine", "act"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "act: runs the workflow files under nektos/act on the host (minutes; "
+                                       "tests/test_act_workflows.py, scripts/act-rehearse)")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -281,6 +281,88 @@ def test_nightly_merge_appends_history_and_reports_a_missing_shard(tmp_path):
     assert len((tmp_path / "hist/nightly.jsonl").read_text().splitlines()) == 2
 
 
+def test_a_night_that_measured_nothing_is_a_failed_night(tmp_path):
+    # every shard skipped its configs (the runners lost their GPUs): the merge
+    # is complete, yet nothing was judged, so the night fails and says why
+    tool = str(Path(sys.executable).parent / "pytest-mxfp4")
+    (tmp_path / "m.yaml").write_text("servers: {a: {model: tiny, command: [x]}, b: {model: tiny, command: [x]}}\n"
+                                     "workloads: {decode: {tg: [32]}}\n")
+    ins = tmp_path / "shards"
+    for k, srv in ((1, "a"), (2, "b")):
+        _shard_file(ins, k, [srv], 100.0)
+        f = ins / f"perf-nightly-shard-{k}" / f"results-{k}.json"
+        s = results_file.load(f)
+        s.metrics = []
+        s.servers[srv].skipped = "requires gpu: no GPU found"
+        results_file.save(s, f)
+    env = {"PYTEST_MXFP4": tool, "GITHUB_STEP_SUMMARY": str(tmp_path / "step.md")}
+    args = ["--shards", "2", "--in", str(ins), "--history", str(tmp_path / "hist"), "--config", str(tmp_path / "m.yaml"),
+            "--out", str(tmp_path / "out")]
+    r = run("nightly-merge", *args, env=env)
+    assert r.returncode != 0, r.stdout + r.stderr
+    summary = (tmp_path / "out/summary.md").read_text()
+    assert summary.startswith("## Nightly perf: FAILED: nothing was measured"), summary
+    assert "2 config(s) skipped (a: requires gpu" in summary and "passed" not in summary
+    assert not (tmp_path / "hist/nightly.jsonl").exists()  # an empty night is no point of the trend
+    # no shard wrote anything at all: the same wording
+    r = run("nightly-merge", *args[:2], "--in", str(tmp_path / "none"), *args[4:], env=env)
+    assert r.returncode != 0
+    assert (tmp_path / "out/summary.md").read_text().startswith("## Nightly perf: FAILED: nothing was measured")
+
+
+def test_the_tracking_issue_never_says_passed(tmp_path):
+    # the issue is opened only on a failed run: a shard job failed while the
+    # merge of the other shards passed reads FAILED, not "passed"
+    d = tmp_path / "n"
+    d.mkdir()
+    (d / "summary.md").write_text("## Nightly perf: passed\n\n1 series\n")
+    with FakeGitHub() as gh:
+        env = {"GH_TOKEN": "t", "REPO": "o/r", "GITHUB_API_URL": gh.url, "RUN_URL": "https://run/9"}
+        r = run("nightly.py", "tracking-issue", "--dir", str(d), env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        body = gh.issues[0]["body"]
+        assert body.startswith("## Nightly perf: FAILED") and "passed" not in body.split("\n")[0]
+        assert "1 series" in body
+
+
+def test_baseline_pr_needs_no_gh_and_opens_a_labelled_pr(tmp_path):
+    # the hosted job has git and python3 (+ PyYAML, which it installs): no gh
+    import shutil
+
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "scripts", repo / "scripts")
+    (repo / "baselines/cpu-x/tiny").mkdir(parents=True)
+    (repo / "baselines/cpu-x/tiny/a.json").write_text("{}\n")
+    g = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@e"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*g, "add", "-A"], check=True)
+    subprocess.run([*g, "commit", "-qm", "base"], check=True)
+    subprocess.run([*g, "remote", "add", "origin", str(bare)], check=True)
+    shards = tmp_path / "shards"
+    (shards / "perf-nightly-shard-1/baselines/cpu-x/tiny").mkdir(parents=True)
+    (shards / "perf-nightly-shard-1/baselines/cpu-x/tiny/a.json").write_text('{"new": 1}\n')
+    (shards / "perf-nightly-shard-1/results-1.json").write_text(json.dumps(
+        {"environment": {"hardware_key": "cpu-x"}, "servers": {"a": {"info": {"startup_s": 12.34}}}}))
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python3").symlink_to(sys.executable)
+    path = f"{shim}:/usr/bin:/bin"
+    assert shutil.which("gh", path=path) is None
+    with FakeGitHub() as gh:
+        env = {"PATH": path, "GH_TOKEN": "app-token-xyz", "REPO": "o/r", "RUN_ID": "77", "GITHUB_API_URL": gh.url}
+        r = subprocess.run(["bash", str(repo / "scripts/ci/baseline-pr"), "--shards-dir", str(shards)],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "opened PR #200 from bot/baselines-77" in r.stdout
+        assert gh.created_pulls[0]["head"] == "bot/baselines-77" and gh.created_pulls[0]["labels"] == ["baseline-update"]
+        assert "app-token-xyz" not in r.stdout + r.stderr
+    pushed = subprocess.run(["git", "-C", str(bare), "show", "bot/baselines-77:baselines/cpu-x/shard-costs.yaml"],
+                            capture_output=True, text=True)
+    assert "a: 12.3" in pushed.stdout, pushed.stderr
+
+
 # ---------------------------------------------------------------- the PR gate's own logic (no engine)
 
 import perf_pr_gate  # noqa: E402

@@ -124,3 +124,21 @@ def test_merge_imports_no_network_stack():
             "bad = [m for m in ('openai', 'httpx', 'docker', 'pytest') if m in sys.modules]; print(bad)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_a_run_that_judged_nothing_fails_the_merge(tmp_path, capsys):
+    # every config skipped on both shards (a runner that lost its GPU): complete, but nothing judged
+    paths = []
+    for k, servers in ((1, ["a"]), (2, ["b", "c"])):
+        s = results_file.load(_shard(tmp_path, k, servers))
+        s.metrics = []
+        for rec in s.servers.values():
+            rec.skipped, rec.info = "requires gpu: no GPU found", {}
+        results_file.save(s, tmp_path / f"skipped-{k}.json")
+        paths.append(str(tmp_path / f"skipped-{k}.json"))
+    assert cli_main(["merge", *paths, "--json", str(tmp_path / "m.json")]) == 1
+    err = capsys.readouterr().err
+    assert "nothing was judged: no fail-gated metric was measured (3 config(s) skipped (a: requires gpu" in err
+    # one config measured: judged, so the same merge passes
+    s1 = _shard(tmp_path, 1, ["a"])
+    assert cli_main(["merge", str(s1), paths[1], "--json", str(tmp_path / "m2.json")]) == 0

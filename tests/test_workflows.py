@@ -199,6 +199,15 @@ BREACHES = {
                               None),  # completed below with a secret
     "self-hosted not first": (("    runs-on: ubuntu-latest\n", "    runs-on: [linux, self-hosted]\n"), "must come first"),
     "paths filter": (("    branches: [main]\n", "    branches: [main]\n    paths: ['src/**']\n"), "paths"),
+    # labels from a repository variable (the act rehearsal's CPU runner): the
+    # default must be a visible JSON list, and it obeys the self-hosted rules
+    "runs-on variable without default": (("    runs-on: ubuntu-latest\n", "    runs-on: ${{ fromJSON(vars.R) }}\n"),
+                                         "JSON list literal"),
+    "runs-on variable, self-hosted not first": (
+        ("    runs-on: ubuntu-latest\n", "    runs-on: ${{ fromJSON(vars.R || '[\"gb10\", \"self-hosted\"]') }}\n"),
+        "must come first"),
+    "secret on variable runs-on": (("    runs-on: ubuntu-latest\n", "    runs-on: ${{ fromJSON(vars.R || '[\"ubuntu-latest\"]') }}\n"),
+                                   None),  # completed below with a secret
 }
 
 
@@ -206,7 +215,7 @@ BREACHES = {
 def test_policy_rule_fails_on_a_planted_breach(tmp_path, breach):
     (old, new), expect = BREACHES[breach]
     text = _plant(old, new)
-    if breach == "secret on self-hosted":
+    if breach in ("secret on self-hosted", "secret on variable runs-on"):
         text = text.replace("TITLE: ${{ github.event.pull_request.title }}",
                             "TITLE: ${{ github.event.pull_request.title }}\n          HF: ${{ secrets.HF_TOKEN }}")
         expect = "no secrets"

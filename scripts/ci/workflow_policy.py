@@ -19,7 +19,11 @@ the ones only we know:
                  is shared between workflows (a PR must never cancel a nightly)
   timeout        every job has `timeout-minutes`
   secrets        no job on a self-hosted runner reads `secrets.*` or the token
-  self-hosted    `self-hosted` comes first in such a job's `runs-on`
+  self-hosted    `self-hosted` comes first in such a job's `runs-on`; a
+                 `runs-on` from an expression (a repository variable) carries
+                 its default labels as a JSON list literal, which obeys the
+                 same rule, and counts as self-hosted for `secrets` (a
+                 variable can point it at any runner)
   paths          no `paths`/`paths-ignore` filter on pull_request (a skipped
                  required check blocks merging)
   workflow_run   a workflow_run workflow checks out only the default branch
@@ -32,6 +36,7 @@ Pure: reads YAML, runs nothing. Imported by tests/test_workflows.py.
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -42,6 +47,7 @@ SHA_RE = re.compile(r"^[^@]+@[0-9a-f]{40}$")
 COMMENT_TRIGGERS = {"pull_request_target", "issue_comment", "pull_request_review_comment",
                     "pull_request_review", "discussion_comment"}
 PR_NUMBER_EXPR = ("github.event.pull_request.number", "inputs.pr", "github.event.number")
+DEFAULT_LABELS_RE = re.compile(r"'(\[[^']*\])'")
 SECRET_RE = re.compile(r"\$\{\{[^}]*\b(secrets\.|github\.token)")
 
 
@@ -139,8 +145,19 @@ def check_workflow(path: Path) -> list[str]:
         runs_on = job.get("runs-on")
         labels = runs_on if isinstance(runs_on, list) else [runs_on]
         self_hosted = "self-hosted" in labels
+        if isinstance(runs_on, str) and "${{" in runs_on:
+            m = DEFAULT_LABELS_RE.search(runs_on)
+            try:
+                labels = json.loads(m.group(1)) if m else None
+            except ValueError:
+                labels = None
+            if not isinstance(labels, list) or not labels:
+                bad(f"{jw}.runs-on", "a `runs-on` expression needs its default labels as a JSON list literal, "
+                                     "e.g. fromJSON(vars.X || '[\"self-hosted\", \"gb10\"]')")
+                labels = ["self-hosted"]
+            self_hosted = True
         if self_hosted:
-            if labels[0] != "self-hosted":
+            if "self-hosted" in labels and labels[0] != "self-hosted":
                 bad(f"{jw}.runs-on", "`self-hosted` must come first")
             if any(SECRET_RE.search(s) for s in _walk_strings(job)) or job.get("secrets") == "inherit":
                 bad(jw, "no secrets (nor the token) in a job on a self-hosted runner")
