@@ -24,7 +24,7 @@ defaults: {{engine: openai, runner: process}}
 servers:
   fake-a: {{model: fake, startup_timeout_s: 30, command: {cmd}}}
   fake-b: {{model: fake, startup_timeout_s: 30, command: {cmd}}}
-workloads: {{decode: {{tg: [8, 16], pp: 32}}, runs: 2, restarts: 1}}
+workloads: {{prefill: {{pp: [16, 32]}}, runs: 2, warmup: 0, restarts: 1}}
 gates: {{default: warn}}
 """)
     r = pytester.runpytest_subprocess("-m", "perf", "--perf-config", "matrix.yaml", "--perf-output", "out",
@@ -37,7 +37,7 @@ gates: {{default: warn}}
     assert [l.split("]")[0] for l in starts] == ["[fake-a", "[fake-b"]
     assert all("s: pid " in l for l in starts)  # the wall time of the start, then where it runs
     cases = [l for l in live[1:] if l not in starts]
-    assert [c.split("  ")[0] for c in cases] == ["[fake-a] tg8", "[fake-a] tg16", "[fake-b] tg8", "[fake-b] tg16"]
+    assert [c.split("  ")[0] for c in cases] == ["[fake-a] pp16", "[fake-a] pp32", "[fake-b] pp16", "[fake-b] pp32"]
     assert not any("test_perf.py" in l or l.strip(". ") == "" for l in live[1:]), live
 
 
@@ -48,10 +48,10 @@ def test_with_v_pytests_own_lines_stay(pytester, tmp_path):
 defaults: {{engine: openai, runner: process}}
 servers:
   fake-a: {{model: fake, startup_timeout_s: 30, command: {cmd}}}
-workloads: {{decode: {{tg: [8]}}, runs: 2, restarts: 1}}
+workloads: {{prefill: {{pp: [16]}}, runs: 2, warmup: 0, restarts: 1}}
 gates: {{default: warn}}
 """)
     r = pytester.runpytest_subprocess("-v", "-m", "perf", "--perf-config", "matrix.yaml", "--perf-output", "out",
                                       "--perf-lock", str(tmp_path / "lock"), "-p", "no:cacheprovider")
     out = r.stdout.str()
-    assert "test_workload[fake-a-tg8] PASSED" in out and "[fake-a] tg8  tg_tps" in out
+    assert "test_workload[fake-a-pp16] PASSED" in out and "[fake-a] pp16  pp_tps" in out
