@@ -105,6 +105,8 @@ def test_docker_exit_codes_128_plus_n_name_the_signal(code, name):
         assert "docker/build.sh" in detail
     # without the convention (a local process), 139 is just an exit code
     assert exit_parts(code) == (f"exited with code {code}", "")
+    # docker's -1 (state unknown, container gone) is not a signal
+    assert exit_parts(-1, shell_convention=True) == ("exited with code -1", "")
 
 
 def test_the_plugin_reports_a_sigill_at_startup_in_one_line(pytester, tmp_path):

@@ -37,11 +37,9 @@ def exit_signal(code: int | None, shell_convention: bool = False) -> int | None:
     and shells report 128+N (`shell_convention`)."""
     if code is None:
         return None
-    if code < 0:
-        return -code
-    if shell_convention and 128 < code <= 128 + 64:
-        return code - 128
-    return None
+    if shell_convention:  # docker's -1 means "state unknown / gone", not a signal
+        return code - 128 if 128 < code <= 128 + 64 else None
+    return -code if code < 0 else None
 
 
 def signal_name(signo: int) -> str:
