@@ -89,6 +89,9 @@ def make_hf_moe(out: Path, tokenizer_dir: Path, p: dict) -> int:
         for prm in model.parameters():
             if prm.dim() >= 2:
                 prm.normal_(0.0, 0.02)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars: noise in set-up's log
     model.save_pretrained(out, safe_serialization=True)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / f, out / f)

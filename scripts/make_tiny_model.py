@@ -44,6 +44,7 @@ def build_tokenizer(vocab: int):
         vocab_size=vocab,
         special_tokens=["<s>", "</s>", "<unk>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # set-up shows its own steps; bars only add blank lines to a log
     )
     tok.train(corpus_files(), trainer)
     # BOS on every prompt, as Llama tokenizers do: prompt_tokens counts it.
@@ -92,6 +93,9 @@ def make_model(out: Path, vocab: int, hidden: int, layers: int, heads: int, kv_h
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars: noise in set-up's log
     model.save_pretrained(out, safe_serialization=True)
     return sum(p.numel() for p in model.parameters())
 
