@@ -85,7 +85,7 @@ fetch_source() {
         # answered by scikit-build-core (pure Python, small) instead of building an
         # isolated build environment. It goes to a scratch folder, not into $PY's
         # environment: any python3 with pip will do (a fresh clone has no .venv).
-        "$PY" -m pip install -q --disable-pip-version-check --target "$DIR/dl/tools" scikit-build-core 2>&1 \
+        "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore --target "$DIR/dl/tools" scikit-build-core 2>&1 \
             | grep -v "^WARNING: Location" || true
         PYTHONPATH="$DIR/dl/tools${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m pip download -q --disable-pip-version-check \
             --no-deps --no-binary :all: --no-build-isolation "llama-cpp-python==$VERSION" -d "$DIR/dl" 2>&1 \

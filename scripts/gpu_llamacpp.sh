@@ -66,7 +66,7 @@ bundle() {  # needs only python3 with pip and PyPI: no .venv, no models, no comp
     else  # a fresh clone: train it here with `tokenizers` alone (in a scratch folder), no torch
         local tools="$ROOT/.cache/gpu-bundle-tools"
         PYTHONPATH="$tools" "$PY" -c "import tokenizers" 2>/dev/null || \
-            "$PY" -m pip install -q --disable-pip-version-check --no-deps --target "$tools" tokenizers==0.23.3 2>&1 \
+            "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --target "$tools" tokenizers==0.23.3 2>&1 \
                 | grep -v "^WARNING: Location" || true
         PYTHONPATH="$tools" "$PY" scripts/make_tiny_model.py "$BUNDLE/tok" --tokenizer-only
     fi

@@ -127,3 +127,21 @@ def test_an_unknown_feature_set_is_one_clear_error(fake_build):
     r = run(LLAMA_CPU_FEATURES="turbo")
     assert r.returncode == 2 and "LLAMA_CPU_FEATURES=turbo: expected auto, safe, avx512 or native" in r.stderr
     assert not calls.exists()
+
+
+def test_the_gpu_bundle_tokenizer_needs_only_tokenizers(tmp_path):
+    """scripts/gpu_llamacpp.sh bundle on a fresh clone (no models/tiny, no torch):
+    make_tiny_model.py --tokenizer-only writes what make_moe_gguf.py reads."""
+    import json
+
+    pytest.importorskip("tokenizers")
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_tiny_model.py"), str(tmp_path / "tok"),
+                        "--tokenizer-only", "--vocab", "512"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "tok" / "config.json").read_text()) == {"vocab_size": 512}
+    assert json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())["bos_token"] == "<s>"
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json"))
+    assert tok.get_vocab_size() == 512 and tok.encode("the licence").ids[0] == tok.token_to_id("<s>")
+    assert not (tmp_path / "tok" / "model.safetensors").exists()
