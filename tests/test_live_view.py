@@ -55,3 +55,14 @@ gates: {{default: warn}}
                                       "--perf-lock", str(tmp_path / "lock"), "-p", "no:cacheprovider")
     out = r.stdout.str()
     assert "test_workload[fake-a-pp16] PASSED" in out and "[fake-a] pp16  pp_tps" in out
+
+
+def test_a_case_with_nothing_measured_says_why_on_its_line():
+    from pytest_mxfp4.config import Case
+    from pytest_mxfp4.report.terminal import case_lines
+    from pytest_mxfp4.results import MetricResult
+
+    r = MetricResult(server="tiny", case=Case("decode", pp=512, tg=32), metric="tg_tps", gate="fail",
+                     error="every sample was flagged (client-behind)")
+    (line,) = case_lines([r])
+    assert line == "[tiny] tg32  tg_tps error: every sample was flagged (client-behind)"
