@@ -5,6 +5,7 @@
     pytest-mxfp4 report [RESULTS.json...] --config M --out PAGE.md   the results page from stored data
     pytest-mxfp4 merge SHARD.json... --json MERGED.json [--report PAGE.md]   one run from its shards
     pytest-mxfp4 trend HISTORY.jsonl [--append MERGED.json --ref R]   change points over the nightlies
+    pytest-mxfp4 doctor [--config M]   this box, its engines (llama.cpp smoke-tested), which rows will run
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--out", default="BENCHMARK_RESULTS.md", help="Markdown page to write")
     rp.add_argument("--plots", help="directory for trend plots (needs matplotlib)")
     rp.add_argument("--force", action="store_true", help="replace --out even if pytest-mxfp4 did not write it")
+    dr = sub.add_parser("doctor", help="this box, the engines here (llama.cpp smoke-tested), and which rows of "
+                                       "the matrix will run, be skipped or fail (a few seconds)")
+    dr.add_argument("--config", help="matrix file (default: configs/cpu.yaml where it exists)")
+    dr.add_argument("--no-smoke", action="store_true", help="do not start llama-server for its smoke test")
     from .merge import add_parser as add_merge
 
     add_merge(sub)
@@ -50,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             from .observe.cli import observe_command
 
             return observe_command(args.logfile, engine=args.engine)
+        if args.command == "doctor":
+            from .doctor import doctor_command
+
+            return doctor_command(args.config, smoke=not args.no_smoke)
         if args.command == "compare":
             return _compare(args.reference, args.current, args.config)
         if args.command == "merge":

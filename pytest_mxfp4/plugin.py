@@ -125,7 +125,14 @@ def _perf_selected(config: pytest.Config) -> bool:
 
 def progress_writer(config: pytest.Config):
     """A line writer that reaches the terminal while pytest captures output
-    (fixture set-up included): the capture manager is paused for the write."""
+    (fixture set-up included): the capture manager is paused for the write.
+
+    Without -v, the line is written as a line of its own without telling the
+    terminal reporter that its file-name line ended (`ensure_newline` would):
+    so pytest does not echo `tests/perf/test_perf.py` again before the next
+    test, and with the passed perf tests' `.` suppressed (pytest_report_teststatus)
+    the live view is one line per start and per case. With -v, pytest's own
+    per-test lines are the view, and ours go between them."""
 
     def write(msg: str) -> None:
         tr = config.pluginmanager.get_plugin("terminalreporter")
@@ -133,10 +140,24 @@ def progress_writer(config: pytest.Config):
             return
         capman = config.pluginmanager.get_plugin("capturemanager")
         with capman.global_and_fixture_disabled() if capman is not None else nullcontext():
-            tr.ensure_newline()
-            tr.write_line(msg)
+            if tr.verbosity > 0:
+                tr.ensure_newline()
+                tr.write_line(msg)
+                return
+            if tr._tw.width_of_current_line:  # after the file name or a skip letter
+                tr.write("\n")
+            tr.write(msg + "\n", flush=True)
 
     return write
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
+    """A passed perf test has printed its case line already: no `.` after it."""
+    if (report.when == "call" and report.passed and "perf" in report.keywords
+            and config.getoption("verbose", 0) <= 0 and SESSION_KEY in config.stash):
+        return "passed", "", "PASSED"
+    return None
 
 
 def _perf_session(config: pytest.Config):

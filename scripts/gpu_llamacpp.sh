@@ -42,25 +42,36 @@ site() {  # the carried wheels, installed into a scratch site (no registry there
     export PYTHONPATH="/tmp/gpu-llamacpp-site:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 }
 
-bundle() {
-    local venv_py="$ROOT/.venv/bin/python"
+bundle() {  # needs only python3 with pip and PyPI: no .venv, no models, no compiler
+    local t0; t0=$(date +%s)
     mkdir -p "$BUNDLE/whl" "$BUNDLE/tok"
-    "$venv_py" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    say "bundle [1/3] wheels for the CUDA box (python 3.12)"
+    "$PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
         --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$BUNDLE/whl" \
         openai==3.60.0 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 \
         typing-inspection==0.4.5 jiter==0.19.0 sniffio==1.3.1 httpx2==2.16.2 httpcore2==2.16.2 \
         truststore==0.10.5 anyio==4.16.0 typing_extensions==4.16.0 docker==7.2.0 h11==0.16.0 \
         httpx==0.29.0 idna==3.20 2>&1 | grep -v "^WARNING: Location" || true
-    bash scripts/build_llama_server.sh >/dev/null  # makes sure .cache/llama.cpp/src exists
+    say "bundle [2/3] llama.cpp source (the sdist only, no build; $(( $(date +%s) - t0 )) s so far)"
+    PYTHON="$PY" bash scripts/build_llama_server.sh source
     local ex=()
     for d in models docs media tests examples benches pocs tools/server/tests tools/ui/tests \
              ggml/src/ggml-{cann,et,hexagon,metal,musa,opencl,openvino,sycl,virtgpu,vulkan,webgpu,zdnn,zendnn,hip,blas}; do
         ex+=("--exclude=src/$d")
     done
     tar -C "$LLAMA_CPP_DIR" --anchored "${ex[@]}" -czf "$BUNDLE/llama.cpp-src.tar.gz" src
-    cp models/tiny/config.json models/tiny/tokenizer.json models/tiny/tokenizer_config.json "$BUNDLE/tok/"
-    du -sh "$BUNDLE"
+    say "bundle [3/3] tokenizer ($(( $(date +%s) - t0 )) s so far)"
+    if [ -f models/tiny/tokenizer.json ]; then
+        cp models/tiny/config.json models/tiny/tokenizer.json models/tiny/tokenizer_config.json "$BUNDLE/tok/"
+    else  # a fresh clone: train it here with `tokenizers` alone (in a scratch folder), no torch
+        local tools="$ROOT/.cache/gpu-bundle-tools"
+        PYTHONPATH="$tools" "$PY" -c "import tokenizers" 2>/dev/null || \
+            "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --target "$tools" tokenizers==0.23.3 2>&1 \
+                | grep -v "^WARNING: Location" || true
+        PYTHONPATH="$tools" "$PY" scripts/make_tiny_model.py "$BUNDLE/tok" --tokenizer-only
+    fi
+    say "bundle ready in $(( $(date +%s) - t0 )) s: $(du -sh "$BUNDLE" | cut -f1) in $BUNDLE"
 }
 
 build() {
@@ -78,6 +89,10 @@ model() {
     local tok="$BUNDLE/tok"; [ -f "$tok/tokenizer.json" ] || tok=models/tiny
     LLAMA_QUANTIZE="$LLAMA_BIN_DIR/llama-quantize" "$PY" scripts/make_moe_gguf.py \
         --preset gpu --tokenizer "$tok" --moe "$MODEL"
+    # the build's own smoke test needs a model, which needs the build: so it runs here, once
+    # both exist; a crash is named by its signal (SIGILL: rebuild with LLAMA_CPU_FEATURES=safe)
+    say "smoke test: a real short generation on $MODEL"
+    "$PY" scripts/smoke_llama_server.py "$LLAMA_BIN_DIR/llama-server" "$MODEL"
 }
 
 run_pytest() {  # NAME [pytest args...]: one plugin run, its JSON/page/log under $WORK

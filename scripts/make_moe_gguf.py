@@ -89,6 +89,9 @@ def make_hf_moe(out: Path, tokenizer_dir: Path, p: dict) -> int:
         for prm in model.parameters():
             if prm.dim() >= 2:
                 prm.normal_(0.0, 0.02)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars: noise in set-up's log
     model.save_pretrained(out, safe_serialization=True)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / f, out / f)
@@ -121,6 +124,13 @@ def convert(hf_dir: Path, out: Path, outtype: str = "f16") -> None:
 
 def quantize(src: Path, out: Path, qtype: str) -> None:
     r = subprocess.run([find_quantize(), str(src), str(out), qtype], capture_output=True, text=True)
+    if r.returncode < 0:  # died by a signal: a build/CPU mismatch; exit 3 lets the build script rebuild
+        sys.path.insert(0, str(ROOT))
+        from pytest_mxfp4.servers.exits import describe_exit
+
+        sys.stderr.write(r.stdout[-1000:] + r.stderr[-1000:])
+        print(f"make_moe_gguf: llama-quantize {describe_exit(r.returncode)}", file=sys.stderr)
+        sys.exit(3)
     if r.returncode != 0 or not out.is_file():
         sys.stderr.write(r.stdout[-3000:] + r.stderr[-3000:])
         sys.exit(f"make_moe_gguf: llama-quantize {qtype} failed (exit {r.returncode})")

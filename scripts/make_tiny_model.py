@@ -33,9 +33,9 @@ def corpus_files(limit_bytes: int = 8_000_000) -> list[str]:
     return files
 
 
-def train_tokenizer(out: Path, vocab: int) -> None:
+def build_tokenizer(vocab: int):
+    """The byte-level BPE, trained on local text (needs only `tokenizers`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -44,14 +44,34 @@ def train_tokenizer(out: Path, vocab: int) -> None:
         vocab_size=vocab,
         special_tokens=["<s>", "</s>", "<unk>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # set-up shows its own steps; bars only add blank lines to a log
     )
     tok.train(corpus_files(), trainer)
     # BOS on every prompt, as Llama tokenizers do: prompt_tokens counts it.
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
     )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    return tok
+
+
+def train_tokenizer(out: Path, vocab: int) -> None:
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(tokenizer_object=build_tokenizer(vocab), bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
     fast.save_pretrained(out)
+
+
+def write_tokenizer_only(out: Path, vocab: int) -> None:
+    """What scripts/make_moe_gguf.py reads from a tokenizer folder, without
+    transformers or torch (scripts/gpu_llamacpp.sh bundle on a fresh clone):
+    tokenizer.json, the tokenizer_config.json transformers would write, and a
+    config.json with the vocabulary size."""
+    build_tokenizer(vocab).save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(json.dumps(
+        {"backend": "tokenizers", "bos_token": "<s>", "eos_token": "</s>", "model_max_length": 1000000000000000019884624838656,
+         "tokenizer_class": "TokenizersBackend", "unk_token": "<unk>"}, indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps({"vocab_size": vocab}) + "\n")
 
 
 def make_model(out: Path, vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, positions: int) -> int:
@@ -73,6 +93,9 @@ def make_model(out: Path, vocab: int, hidden: int, layers: int, heads: int, kv_h
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars: noise in set-up's log
     model.save_pretrained(out, safe_serialization=True)
     return sum(p.numel() for p in model.parameters())
 
@@ -86,7 +109,14 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--positions", type=int, default=8192)
+    ap.add_argument("--tokenizer-only", action="store_true",
+                    help="only the tokenizer (+ config.json with vocab_size): needs `tokenizers`, not torch")
     a = ap.parse_args()
+    if a.tokenizer_only:
+        a.out.mkdir(parents=True, exist_ok=True)
+        write_tokenizer_only(a.out, a.vocab)
+        print(f"{a.out}: tokenizer only, vocab {a.vocab}")
+        return
     if (a.out / "config.json").exists() and (a.out / "tokenizer.json").exists():
         print(f"{a.out}: already there")
         return

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-OFFLINE = ["pytest_mxfp4.cli", "pytest_mxfp4.compare", "pytest_mxfp4.report.regenerate",
+OFFLINE = ["pytest_mxfp4.cli", "pytest_mxfp4.doctor", "pytest_mxfp4.compare", "pytest_mxfp4.report.regenerate",
            "pytest_mxfp4.observe.cli", "pytest_mxfp4.results", "pytest_mxfp4.report.writer"]
 NETWORK = ("openai", "httpx", "docker")
 

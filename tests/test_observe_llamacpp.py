@@ -225,19 +225,25 @@ MOE = ROOT / "models" / "gguf" / "moe-mxfp4.gguf"
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
     if not (SERVER.is_file() and MOE.is_file()):
         pytest.skip("llama-server or the MoE GGUF not built (scripts/setup.sh builds both)")
+    from pytest_mxfp4.servers.exits import describe_exit
+    from pytest_mxfp4.servers.health import log_tail
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(SERVER), "-m", str(MOE), "-a", "moe", "--host", "127.0.0.1", "--port", str(port), "-c", "2048",
-         "-np", "1", "-t", "1", "--metrics", "--no-webui", "--cache-ram", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tmp_path_factory.mktemp("llama") / "llama-server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(SERVER), "-m", str(MOE), "-a", "moe", "--host", "127.0.0.1", "--port", str(port), "-c", "2048",
+             "-np", "1", "-t", "1", "--metrics", "--no-webui", "--cache-ram", "0"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     import httpx
 
     url = f"http://127.0.0.1:{port}"
+    failure = None
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -246,15 +252,24 @@ def llama_server():
                     break
             except httpx.HTTPError:
                 pass
-            if proc.poll() is not None:
-                pytest.fail(f"llama-server exited with {proc.returncode}")
+            if proc.poll() is not None:  # a dead server is reported as such, with the signal named
+                failure = f"llama-server {describe_exit(proc.returncode)}. Last log lines:\n{log_tail(log, 8)}"
+                break
             time.sleep(0.1)
         else:
-            pytest.fail("llama-server did not become healthy in 30 s")
-        yield url
+            failure = "llama-server did not become healthy in 30 s"
+        if failure is None:
+            yield url
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=10)
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
 
 
 @pytest.mark.engine

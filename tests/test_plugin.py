@@ -85,7 +85,7 @@ def test_server_that_crashes_fails_its_tests_without_traceback(pytester):
     assert "Traceback" not in out
 
 
-def test_start_progress_reaches_the_terminal_without_dash_s(pytester):
+def test_start_progress_reaches_the_terminal_without_dash_s(pytester, monkeypatch):
     # No -s: pytest captures output during fixture set-up, where the server
     # loads; the progress lines must get past that capture.
     pytester.makepyfile(test_perf=PERF_TEST)
@@ -95,6 +95,8 @@ def test_start_progress_reaches_the_terminal_without_dash_s(pytester):
                  command: [python3, -u, -c, "import time,sys; print('loading weights 42%'); time.sleep(6.5); sys.exit(3)"]}
         workloads: {decode: {tg: [32]}, runs: 2}
     """))
+    # a line every PYTEST_MXFP4_PROGRESS_S (default 15 s; 5 here to keep the test short)
+    monkeypatch.setenv("PYTEST_MXFP4_PROGRESS_S", "5")
     r = pytester.runpytest_subprocess("-m", "perf", "--perf-config", "matrix.yaml", "--perf-output", "out")
     out = r.stdout.str()
     assert "[slow] starting… 5s  loading weights 42%" in out

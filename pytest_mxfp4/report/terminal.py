@@ -64,8 +64,8 @@ def case_lines(results: list[MetricResult]) -> list[str]:
         return []
     parts = []
     for r in results:
-        if r.summary is None:
-            parts.append(f"{r.metric} {r.verdict.value}")
+        if r.summary is None:  # nothing measured: say why on the same line
+            parts.append(f"{r.metric} {r.verdict.value}" + (f": {r.error}" if r.error else ""))
             continue
         s = r.summary
         text = f"{r.metric} {num(s.mean)}"

@@ -54,7 +54,8 @@ from typing import Any
 from ..config import ServerConfig
 from ..errors import ServerError
 from .base import Server, ServerInfo
-from .health import Progress, log_tail, wait_until_healthy
+from .exits import IMAGE_REBUILD, exit_parts
+from .health import Progress, died_message, log_tail, wait_until_healthy
 from .process import expand, free_port
 from ..redact import is_secret_name, looks_secret, redact_argv, redact_env, register_config_secrets
 
@@ -418,13 +419,10 @@ class DockerServer(Server):
         self._log_thread = threading.Thread(target=self._stream_log, args=(self.container, log_path),
                                             name=f"docker-log-{c.name}", daemon=True)
         self._log_thread.start()
-        if self.progress:
-            self.progress(f"[{c.name}] container {kw['name']} started from {spec.image} "
-                          f"({_describe_cpus(kw)}, gpus {spec.gpus or 'none'}) on port {self.port}; log: {log_path}")
         try:
             self.info.startup_s = wait_until_healthy(
                 c.name, base_url + c.health_path, c.startup_timeout_s,
-                exited=self._exit_code, log_path=log_path, progress=self.progress,
+                exited=self._exit_code, log_path=log_path, progress=self.progress, exit_words=self._exit_words,
             )
             if self._exit_code() is not None:  # healthy, but someone else answered on our port
                 raise ServerError(f"server {c.name!r}: container exited right after /health answered "
@@ -432,16 +430,17 @@ class DockerServer(Server):
             problem = self._port_owner_problem()  # healthy, but is it our container that answered?
             if problem:
                 raise ServerError(problem)
-        except ServerError as e:
-            msg = str(e)
-            if self._last_state.get("OOMKilled"):
-                msg += "\n(the container was killed for using too much memory: OOMKilled)"
+        except ServerError as e:  # OOMKilled is in the first line already (_exit_words)
             self.stop()
-            raise ServerError(msg) from None
+            raise ServerError(str(e)) from None
         except BaseException:
             self.stop()
             raise
         self.info.details.update(self._details(image, kw, run_line, time.monotonic() - t0))
+        if self.progress:  # the one line of this start
+            self.progress(f"[{c.name}] healthy after {self.info.startup_s:.1f}s: container {kw['name']} from "
+                          f"{spec.image} ({_describe_cpus(kw)}, gpus {spec.gpus or 'none'}), port {self.port}, "
+                          f"log {log_path}")
         return self.info
 
     def _local_image(self, name: str):
@@ -467,6 +466,14 @@ class DockerServer(Server):
             self.client.containers.get(name).remove(force=True, v=True)
         except sdk.errors.NotFound:
             pass
+
+    def _exit_words(self, code: int) -> tuple[str, str]:
+        """A container's exit: docker reports a death by signal N as 128+N;
+        OOMKilled is docker's own word for SIGKILL by the OOM killer."""
+        head, detail = exit_parts(code, rebuild=IMAGE_REBUILD, shell_convention=True)
+        if self._last_state.get("OOMKilled"):
+            head += " (OOMKilled: the container used too much memory)"
+        return head, detail
 
     def _exit_code(self) -> int | None:
         """The exit code once the container has stopped; None while it runs."""
@@ -617,10 +624,8 @@ class DockerServer(Server):
         if code is None:
             return self._port_owner_problem()
         log = self.info.log_path if self.info else None
-        msg = f"server {self.config.name!r}: container exited with code {code}"
-        if self._last_state.get("OOMKilled"):
-            msg += " (OOMKilled)"
-        return f"{msg}. Last log lines:\n{log_tail(log)}"
+        return died_message(self.config.name, code, f"(container {self.container.name}) while running", log,
+                            self._exit_words)
 
 
 # --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ and log tail instead of sitting out the timeout.
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.error
 import urllib.request
@@ -15,8 +16,10 @@ from typing import Callable
 
 from ..errors import ServerError
 from ..redact import redact_text
+from .exits import TAIL_LINES, TAIL_LINES_AFTER_SIGNAL, exit_parts
 
 Progress = Callable[[str], None]
+ExitWords = Callable[[int], "tuple[str, str]"]  # exit code -> (head, detail), see exits.exit_parts
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -53,6 +56,16 @@ def log_tail(path: Path | None, n: int = 25) -> str:
     return redact_text("\n".join(lines[-n:]))
 
 
+def progress_interval_s() -> float:
+    """Seconds between `[name] starting… 35s <last log line>` lines while a
+    server loads: a quick start shows only its one `healthy after` line.
+    PYTEST_MXFP4_PROGRESS_S overrides (default 15)."""
+    try:
+        return max(0.5, float(os.environ.get("PYTEST_MXFP4_PROGRESS_S", "15")))
+    except ValueError:
+        return 15.0
+
+
 def wait_until_healthy(
     name: str,
     url: str,
@@ -61,23 +74,23 @@ def wait_until_healthy(
     log_path: Path | None,
     progress: Progress | None = None,
     poll_s: float = 0.5,
-    report_every_s: float = 5.0,
+    report_every_s: float | None = None,
+    exit_words: ExitWords = exit_parts,
 ) -> float:
     """Poll `url` until 2xx. `exited()` returns an exit code once the server
-    has died. Returns seconds to healthy; raises ServerError otherwise."""
+    has died; `exit_words` puts it into words (a signal is named with the
+    next step). Returns seconds to healthy; raises ServerError otherwise.
+    The caller says when the server is up (one line per start)."""
     start = time.monotonic()
+    if report_every_s is None:
+        report_every_s = progress_interval_s()
     next_report = start + report_every_s
     while True:
         elapsed = time.monotonic() - start
         code = exited()
         if code is not None:
-            raise ServerError(
-                f"server {name!r} exited with code {code} after {elapsed:.1f}s during startup "
-                f"(log: {log_path}). Last log lines:\n{log_tail(log_path)}"
-            )
+            raise ServerError(died_message(name, code, f"after {elapsed:.1f}s during startup", log_path, exit_words))
         if http_ok(url):
-            if progress:
-                progress(f"[{name}] healthy after {elapsed:.1f}s")
             return elapsed
         if elapsed > timeout_s:
             raise ServerError(
@@ -89,3 +102,12 @@ def wait_until_healthy(
             progress(f"[{name}] starting… {elapsed:.0f}s  {last_log_line(log_path)}")
             next_report += report_every_s
         time.sleep(poll_s)
+
+
+def died_message(name: str, code: int, when: str, log_path: Path | None, exit_words: ExitWords = exit_parts) -> str:
+    """First line: the server, how it ended (a signal named, with the next
+    step), when, and its log; then the last log lines."""
+    head, detail = exit_words(code)
+    n = TAIL_LINES_AFTER_SIGNAL if detail else TAIL_LINES
+    return (f"server {name!r} {head} {when}{detail} (log: {log_path}). "
+            f"Last log lines:\n{log_tail(log_path, n)}")

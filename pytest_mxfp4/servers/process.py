@@ -27,7 +27,8 @@ from ..config import ServerConfig
 from ..errors import ServerError
 from .base import Server, ServerInfo
 from ..redact import redact_argv, redact_env, redact_text, register_config_secrets
-from .health import Progress, log_tail, wait_until_healthy
+from .exits import exit_parts, rebuild_step
+from .health import Progress, died_message, log_tail, wait_until_healthy
 
 _PR_SET_PDEATHSIG = 1
 
@@ -146,13 +147,11 @@ class ProcessServer(Server):
             raise ServerError(f"server {c.name!r}: cannot run {cmd[0]!r}: {e}.{hint}") from None
         self._record = write_record(self.records_dir, self.proc.pid, c.name, self.port)
         self._user_record = write_record(user_records_dir(), self.proc.pid, c.name, self.port)
-        if self.progress:
-            self.progress(f"[{c.name}] started pid {self.proc.pid} on port {self.port}; log: {log_path}")
         try:
             self.info.startup_s = wait_until_healthy(
                 c.name, base_url + c.health_path, c.startup_timeout_s,
                 exited=lambda: self.proc.poll() if self.proc else 0,
-                log_path=log_path, progress=self.progress,
+                log_path=log_path, progress=self.progress, exit_words=self.exit_words,
             )
             problem = self.identity_problem()  # healthy, but is it ours that answered?
             if problem:
@@ -161,6 +160,9 @@ class ProcessServer(Server):
             self.stop()
             raise
         self.info.details["pid"] = self.proc.pid
+        if self.progress:  # the one line of this start
+            self.progress(f"[{c.name}] healthy after {self.info.startup_s:.1f}s: pid {self.proc.pid}, "
+                          f"port {self.port}, log {log_path}")
         if c.command and c.command[0] == "{python}":
             from ..environment import probe_python
 
@@ -182,6 +184,12 @@ class ProcessServer(Server):
             return self.proc.poll()
         return self.returncode
 
+    def exit_words(self, code: int) -> tuple[str, str]:
+        """How this server's exit reads: a signal named, with the step that
+        fits its program (rebuild llama.cpp, reinstall the engine ...)."""
+        program = self.config.command[0] if self.config.command else ""
+        return exit_parts(code, rebuild=rebuild_step(program))
+
     def identity_problem(self) -> str | None:
         """None while our process is alive and the listener on our port belongs
         to its process group; otherwise what is wrong, with the log tail."""
@@ -189,8 +197,8 @@ class ProcessServer(Server):
         log = self.info.log_path if self.info else None
         if proc is None or proc.poll() is not None:
             code = proc.poll() if proc is not None else self.returncode
-            return (f"server {self.config.name!r} (pid {proc.pid if proc else '?'}) exited with code {code}. "
-                    f"Last log lines:\n{log_tail(log)}")
+            return died_message(self.config.name, code, f"(pid {proc.pid if proc else '?'}) while running",
+                                log, self.exit_words)
         owners = port_listener_pids(self.port)
         if owners is None:
             return None  # /proc not readable here: cannot tell, do not guess
