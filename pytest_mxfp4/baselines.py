@@ -77,7 +77,7 @@ class HistoryEntry:
     mean: float
     stdev: float
     n: int
-    starts: int = 1  # server starts of that run (Step 6)
+    starts: int = 1  # server starts of that run
     start_cv: float | None = None  # between-start CV of their start means (log scale), when starts > 1
 
     @property
@@ -93,7 +93,7 @@ class MetricBaseline:
     n: int
     samples: list[float] | None = None
     history: list[HistoryEntry] = field(default_factory=list)
-    starts: list[float] | None = None  # the mean of each server start of the stored run (Step 6)
+    starts: list[float] | None = None  # the mean of each server start of the stored run
 
     def start_evidence(self) -> tuple[list[float], tuple[tuple[float, int], ...]]:
         """(the stored run's start means, (between-start CV, df) of the runs

@@ -131,7 +131,7 @@ def compare_results(reference_paths: list[str], current_path: str, config_path: 
         mr = judge_metric(r.server, r.case, r.metric, r.samples, refs.get((r.server, r.key)), gates, r.targets)
         if not r.samples and r.error:
             mr.error = r.error
-        # several server starts on either side: the plugin judged start means (Step 6); so does compare
+        # several server starts on either side: the plugin judged start means; so does compare
         mine, (theirs, hist) = cur_starts.get((r.server, r.key), []), ref_starts.get((r.server, r.key), ([], ()))
         if mr.comparison is not None and mine and theirs and (len(mine) > 1 or len(theirs) > 1):
             from .abtest import judge_starts

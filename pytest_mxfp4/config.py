@@ -78,7 +78,7 @@ class Requirements:
 
 @dataclass(frozen=True)
 class DockerSpec:
-    """How to run a server config as a container (step 2)."""
+    """How to run a server config as a container."""
 
     image: str
     gpus: str | int | None = None  # "all", a count, or None (CPU)

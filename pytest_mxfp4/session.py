@@ -91,7 +91,7 @@ class PerfSession:
     base_url: str | None = None
     progress: Progress | None = None
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    # Server starts (Step 6, abtest.py): every config started `restarts`
+    # Server starts (abtest.py): every config started `restarts`
     # times; with `ab_overrides` each config is an A/B pair of arms.
     restarts: int = 1
     ab_overrides: tuple = ()
@@ -358,7 +358,7 @@ class PerfSession:
         self.check_identity(running, f"after {case.id}")
         return results
 
-    # -- several starts per config (Step 6) ---------------------------------------
+    # -- several starts per config --------------------------------------------------
 
     def note_disturbed(self, server: str, reason: str) -> None:
         self.disturbed.setdefault(server, []).append(reason)
