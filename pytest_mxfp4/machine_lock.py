@@ -109,6 +109,11 @@ class MachineLock:
 
     def _wait(self) -> None:
         h = self.holder()
+        for _ in range(10):  # the holder takes the lock first and writes who it is just after
+            if h is not None:
+                break
+            time.sleep(0.05)
+            h = self.holder()
         who = h.describe() if h else "another run"
         limit = "until it is free" if self.timeout_s is None else f"up to {self.timeout_s:g}s (--perf-lock-timeout)"
         self.say(f"pytest-mxfp4: machine lock {self.path} is held by {who}; waiting {limit}")
