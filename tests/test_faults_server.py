@@ -250,8 +250,9 @@ def test_a_live_sessions_server_is_not_swept(tmp_path):
 
 
 @pytest.mark.docker
-def test_another_server_on_a_containers_port_is_not_measured(tmp_path):
+def test_another_server_on_a_containers_port_is_not_measured(tmp_path, monkeypatch):
     """Host networking: /health answers, but the listener is not in our container."""
+    monkeypatch.setenv("PYTEST_MXFP4_PROGRESS_S", "0.5")  # the "starting…" line comes while the container waits
     import uuid
     from dataclasses import replace
 
@@ -273,9 +274,9 @@ def test_another_server_on_a_containers_port_is_not_measured(tmp_path):
     port = free_port()
     thief = None
 
-    def steal(msg: str) -> None:  # the moment our container has started, another server takes the port
+    def steal(msg: str) -> None:  # once our container is up and waiting, another server takes the port
         nonlocal thief
-        if "started from" in msg and thief is None:
+        if "starting…" in msg and thief is None:
             thief = FaultServer("ok", port=port)
             thief.__enter__()
 
