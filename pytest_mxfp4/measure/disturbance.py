@@ -53,19 +53,16 @@ def _pgid_ppid(pid: int) -> tuple[int, int] | None:
     return (int(f[2]), int(f[1])) if f and len(f) > 2 else None
 
 
+def _pids() -> list[int]:
+    try:
+        return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return []
+
+
 def cpu_snapshot() -> dict[int, float]:
     """pid -> CPU ticks so far, for every process visible now."""
-    out: dict[int, float] = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return out
-    for name in names:
-        if name.isdigit():
-            t = _ticks(int(name))
-            if t is not None:
-                out[int(name)] = t
-    return out
+    return {pid: t for pid in _pids() if (t := _ticks(pid)) is not None}
 
 
 def own_pids(server_pgids: Iterable[int] = ()) -> set[int]:
@@ -73,17 +70,7 @@ def own_pids(server_pgids: Iterable[int] = ()) -> set[int]:
     of the server's process groups: the processes whose CPU is ours."""
     me = os.getpid()
     groups = set(server_pgids)
-    out = {me}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return out
-    for name in names:
-        if name.isdigit():
-            pp = _pgid_ppid(int(name))
-            if pp and (pp[1] == me or pp[0] in groups):
-                out.add(int(name))
-    return out
+    return {me} | {pid for pid in _pids() if (pp := _pgid_ppid(pid)) and (pp[1] == me or pp[0] in groups)}
 
 
 def other_cores(before: dict[int, float], after: dict[int, float], ours: set[int], seconds: float,
