@@ -20,6 +20,7 @@ RUNNERS = ("process", "docker", "external")
 APIS = ("completions", "chat")
 GATE_POLICIES = ("fail", "warn", "off")
 LATENCY_MODES = ("api", "generation", "none")
+PROMPT_SOURCES = ("random", "text")  # measure/prompts.py: random words | natural text (the shipped corpus)
 ACCELERATORS = ("cpu", "nvidia", "any")
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("ttfr_ms", "ms", False, ("prefill",)),
     Metric("est_ppt_ms", "ms", False, ("prefill",)),
     Metric("e2e_ttft_ms", "ms", False, ("prefill", "decode")),
+    # speculative decoding only (a server that drafts nothing reports neither)
+    Metric("accept_pct", "%", True, ("decode",)),
+    Metric("accept_len", "tok", True, ("decode",)),
 )}
 
 
@@ -128,6 +132,9 @@ class Case:
     pp: int
     tg: int
     depth: int = 0
+    # where the prompt's words come from (measure/prompts.py PROMPT_SOURCES):
+    # "random" words, or "text", natural text from the corpus the package ships
+    prompt: str = "random"
 
     @property
     def id(self) -> str:
@@ -364,7 +371,7 @@ _DOCKER_KEYS = {"image", "gpus", "shm_size", "ipc_mode", "cpus", "volumes", "net
 _WORKLOAD_KEYS = {"prefill", "decode", "depth", "runs", "warmup", "latency_mode",
                   "max_client_lag_ms", "reset_prefix_cache", "request_timeout_s", "idle_timeout_s",
                   "restarts", "max_restarts", "max_restart_minutes", "noise_prior", "max_replacements",
-                  "leave_out_disturbed"}
+                  "leave_out_disturbed", "prompt"}
 _TOP_KEYS = {"name", "defaults", "servers", "workloads", "gates", "targets"}
 
 
@@ -498,7 +505,9 @@ def _workloads(r: _Reader, value: Any) -> Workloads:
     r.check_keys(data, _WORKLOAD_KEYS, where)
     depths = r.int_list(data.get("depth", 0), f"{where}.depth", minimum=0)
     _no_repeats(r, depths, f"{where}.depth", lambda v: f"@d{v} of every case")
-    cases = [c for kind in ("prefill", "decode") if kind in data for c in _sweep(r, data[kind], kind, depths)]
+    prompt = r.string(data.get("prompt", "random"), f"{where}.prompt", PROMPT_SOURCES)
+    cases = [c for kind in ("prefill", "decode") if kind in data
+             for c in _sweep(r, data[kind], kind, depths, prompt)]
     if not cases:
         raise r.fail(where, "no cases: add `prefill: {pp: [...]}` or `decode: {tg: [...]}`")
     restarts = int(r.number(data.get("restarts", 1), f"{where}.restarts", 1, integer=True))
@@ -546,17 +555,18 @@ def _no_repeats(r: _Reader, values: tuple[int, ...], where: str, case_id) -> Non
         seen.add(v)
 
 
-def _sweep(r: _Reader, value: Any, kind: str, depths: tuple[int, ...]) -> list[Case]:
+def _sweep(r: _Reader, value: Any, kind: str, depths: tuple[int, ...], prompt: str = "random") -> list[Case]:
     swept, fixed, default, minimum, what = _SWEEPS[kind]
     where = f"workloads.{kind}"
     block = r.mapping(value, where)
-    r.check_keys(block, {"pp", "tg"}, where)
+    r.check_keys(block, {"pp", "tg", "prompt"}, where)
+    prompt = r.string(block.get("prompt", prompt), f"{where}.prompt", PROMPT_SOURCES)
     if swept not in block:
         raise r.fail(f"{where}.{swept}", f"required: {what}")
     fixed_value = int(r.number(block.get(fixed, default), f"{where}.{fixed}", 1, integer=True))
     values = r.int_list(block[swept], f"{where}.{swept}", minimum=minimum)
     _no_repeats(r, values, f"{where}.{swept}", lambda v: f"{swept}{v}")
-    return [Case(kind, depth=d, **{swept: v, fixed: fixed_value}) for d in depths for v in values]
+    return [Case(kind, depth=d, prompt=prompt, **{swept: v, fixed: fixed_value}) for d in depths for v in values]
 
 
 def _gates(r: _Reader, value: Any, cases: tuple[Case, ...]) -> Gates:

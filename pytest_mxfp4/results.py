@@ -29,6 +29,8 @@ from .stats import BaselineStats, Comparison, StatsError, Summary, Verdict, Why
 
 SCHEMA = 2
 KIND = "pytest-mxfp4-results"
+# per-sample metrics added after schema 2 (additive): absent in older files
+OPTIONAL_METRICS = frozenset({"accept_pct", "accept_len"})
 
 
 @dataclass
@@ -143,7 +145,7 @@ def interrupted_line(session: SessionResults) -> str | None:
 
 
 def _case_dict(case: Case) -> dict[str, Any]:
-    return {"kind": case.kind, "pp": case.pp, "tg": case.tg, "depth": case.depth}
+    return {"kind": case.kind, "pp": case.pp, "tg": case.tg, "depth": case.depth, "prompt": case.prompt}
 
 
 def _comparison_dict(c: Comparison) -> dict[str, Any]:
@@ -193,6 +195,7 @@ def sample_dict(s: Sample) -> dict[str, Any]:
         # llama.cpp: the server's own timings and client tg / server tg (measure/fidelity.py)
         **({"server_timings": s.server_timings, "server_decode_ratio": s.server_decode_ratio}
            if s.server_timings is not None else {}),
+        **({"spec": s.spec} if s.spec is not None else {}),
         "flags": s.flags,
         "error": s.error,
     }
@@ -274,7 +277,8 @@ class _Reader:
         if kind not in ("prefill", "decode"):
             raise self.fail(f"{where}.case.kind", f"expected prefill or decode, got {kind!r}")
         return Case(kind, self.get(c, "pp", f"{where}.case", int), self.get(c, "tg", f"{where}.case", int),
-                    self.get(c, "depth", f"{where}.case", int, required=False, default=0))
+                    self.get(c, "depth", f"{where}.case", int, required=False, default=0),
+                    self.get(c, "prompt", f"{where}.case", str, required=False, default="random"))
 
 
 def migrate(data: dict, path: Path | str) -> dict:
@@ -431,7 +435,7 @@ def _case_run(r: _Reader, d: Any, where: str) -> CaseRun:
         m = r.get(s, "metrics", sw, dict, required=False)
         metrics = None
         if m is not None:
-            missing = metric_names - set(m)
+            missing = metric_names - set(m) - OPTIONAL_METRICS
             if missing:
                 raise r.fail(f"{sw}.metrics", f"missing {', '.join(sorted(missing))}")
             metrics = RequestMetrics(**{k: r.get(m, k, f"{sw}.metrics", float, required=False)
@@ -446,5 +450,6 @@ def _case_run(r: _Reader, d: Any, where: str) -> CaseRun:
             telemetry=list(s.get("telemetry") or []), flags=[str(f) for f in s.get("flags") or []],
             server_timings=s["server_timings"] if isinstance(s.get("server_timings"), dict) else None,
             server_decode_ratio=r.get(s, "server_decode_ratio", sw, float, required=False),
+            spec=r.get(s, "spec", sw, dict, required=False),
             error=r.get(s, "error", sw, str, required=False)))
     return run

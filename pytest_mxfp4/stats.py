@@ -322,6 +322,10 @@ DEFAULT_FLOOR_PCT: dict[str, float] = {
     "ttfr_ms": 5.0,
     "est_ppt_ms": 5.0,
     "e2e_ttft_ms": 5.0,
+    # speculative decoding: acceptance moves with the prompt text sample to
+    # sample; 2 % keeps one odd prompt from reading as a drafter change
+    "accept_pct": 2.0,
+    "accept_len": 2.0,
 }
 
 MIN_RUNS = 3  # samples of the first look

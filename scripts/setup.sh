@@ -71,5 +71,10 @@ if [ "${PYTEST_MXFP4_SKIP_LLAMACPP:-0}" != "1" ]; then
     bash scripts/build_llama_server.sh
     "$VENV/bin/python" scripts/make_moe_gguf.py --tokenizer models/tiny --moe models/gguf/moe-mxfp4.gguf \
         --dense-from models/tiny --dense models/gguf/tiny-f16.gguf
+    # speculative decoding (llamacpp-tiny-spec): a draft cut from tiny-f16 itself, and a
+    # worse one of the same size (noise on its weights) for a planted drafter change
+    "$VENV/bin/python" scripts/make_draft_gguf.py models/gguf/tiny-f16.gguf models/gguf/tiny-draft.gguf --layers 1
+    "$VENV/bin/python" scripts/make_draft_gguf.py models/gguf/tiny-f16.gguf models/gguf/tiny-draft-worse.gguf \
+        --layers 1 --noise 3
 fi
 echo "setup: done in $(( $(date +%s) - T0 )) s"

@@ -24,6 +24,8 @@ import openai
 
 from ..errors import MeasurementError, ServerError
 from . import rawstream
+from .spec import SpecCounts
+from .spec import parse_counters as parse_spec_counters
 from .timing import ReadInfo, StreamTiming
 
 # Busy-poll the socket for the first 250 ms of each request: a short, fast
@@ -144,15 +146,20 @@ class EngineClient:
         """Cumulative prefix-cache hit tokens from /metrics (None if not exposed).
         vLLM: `vllm:prefix_cache_hits_total`; llama.cpp (with --metrics):
         `llamacpp:prompt_tokens_cached_total`, the prompt tokens it reused."""
+        return self.counters()[0]
+
+    def counters(self) -> tuple[float | None, SpecCounts | None]:
+        """One /metrics reading: (prefix-cache hit tokens, speculative-decoding
+        counts; measure/spec.py), each None where the server does not expose it."""
         try:
             r = self.http.get("/metrics")
         except httpx.HTTPError:
-            return None
+            return None, None
         if r.status_code != 200:
-            return None
-        if self.engine == "llama.cpp":
-            return parse_llamacpp_cached_tokens(r.text)
-        return parse_prefix_cache_hits(r.text)
+            return None, None
+        hits = (parse_llamacpp_cached_tokens(r.text) if self.engine == "llama.cpp"
+                else parse_prefix_cache_hits(r.text))
+        return hits, parse_spec_counters(r.text)
 
     def server_version(self) -> str | None:
         """The engine's own version where it tells (vLLM: GET /version;

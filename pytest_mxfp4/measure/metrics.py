@@ -26,6 +26,9 @@ class RequestMetrics:
     est_ppt_ms: float
     pp_tps: float | None
     tg_tps: float | None
+    # speculative decoding (measure/spec.py): None where the server drafted nothing
+    accept_pct: float | None = None  # accepted / drafted tokens, %
+    accept_len: float | None = None  # mean acceptance length: tokens per target step
 
     def get(self, name: str) -> float | None:
         return getattr(self, name)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import random
 import secrets
+from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 from ..errors import MeasurementError, ServerError
@@ -33,6 +35,29 @@ _WORDS = (
 ).split()
 
 FILLERS = (" a", " the", " and", " of", ".", ",", " x")
+
+# Where a case's prompt words come from (config.PROMPT_SOURCES): random words
+# from the list above, or natural text: consecutive words of the corpus the
+# package ships (corpus.txt, this project's own prose, made offline by
+# scripts/make_corpus.py), from a random point, wrapping around at its end.
+# Speculative-decoding acceptance needs the latter: nothing in random words
+# is predictable.
+CORPUS = Path(__file__).with_name("corpus.txt")
+PROMPT_WORDS = {"random": "random words", "text": "natural text (the shipped corpus, measure/corpus.txt)"}
+
+
+@lru_cache(maxsize=1)
+def corpus_words() -> tuple[str, ...]:
+    try:
+        text = CORPUS.read_text(encoding="utf-8")
+    except OSError as e:
+        raise MeasurementError(f"prompt source 'text': the corpus {CORPUS} cannot be read ({e}); "
+                               "reinstall the package or run scripts/make_corpus.py") from None
+    words = tuple(w for line in text.splitlines() if not line.startswith("#") for w in line.split())
+    if len(words) < 100:
+        raise MeasurementError(f"prompt source 'text': the corpus {CORPUS} holds only {len(words)} words; "
+                               "run scripts/make_corpus.py")
+    return words
 
 MAX_CALLS = 120  # binary search over ~2n words needs log2(2n)+~10; 1M tokens is ~21
 MAX_WORDS_PER_TOKEN = 8  # no tokenizer needs more than 8 words per token
@@ -81,7 +106,11 @@ class PromptFactory:
     """Builds prompts of an exact token count using `count_tokens(text) -> int`."""
 
     def __init__(self, count_tokens: Callable[[str], int], seed: int | None = None, server: str = "server",
-                 max_calls: int = MAX_CALLS):
+                 max_calls: int = MAX_CALLS, source: str = "random"):
+        if source not in PROMPT_WORDS:
+            raise ValueError(f"unknown prompt source {source!r} (known: {', '.join(PROMPT_WORDS)})")
+        self.source = source
+        self._pos = 0  # "text": the next corpus word
         self._count_fn = count_tokens
         self.rng = random.Random(seed)
         self.server = server
@@ -99,6 +128,11 @@ class PromptFactory:
         return n
 
     def _words(self, n: int) -> list[str]:
+        if self.source == "text":  # the next n words of the corpus, in order
+            words = corpus_words()
+            out = [words[(self._pos + i) % len(words)] for i in range(n)]
+            self._pos = (self._pos + n) % len(words)
+            return out
         return [self.rng.choice(_WORDS) for _ in range(n)]
 
     def exact(self, n_tokens: int, prefix: str | None = None) -> str:
@@ -108,6 +142,8 @@ class PromptFactory:
             raise ServerError(f"{self.server}: a {n_tokens}-token prompt is beyond any context length; "
                               "check pp/depth in the matrix (extra zeros?)")
         self.calls = 0
+        if self.source == "text":  # each prompt starts at its own point of the corpus
+            self._pos = self.rng.randrange(len(corpus_words()))
         head = prefix if prefix is not None else f"[{nonce()}]"
         base = self.count(head)
         if base == 0:

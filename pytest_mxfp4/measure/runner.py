@@ -3,6 +3,8 @@ runs, every sample kept with the reasons it can't be trusted, if any."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..config import Case, Workloads
 from ..errors import MeasurementError, PerfUserError
 from .client import EngineClient, RequestSpec, StreamTimeout
@@ -10,6 +12,7 @@ from .fidelity import FLAG_SERVER_DISAGREES, SERVER_RATIO_BOUND, decode_ratio, d
 from .lag import LagMonitor
 from .metrics import compute_metrics
 from .prompts import PromptFactory
+from .spec import request_counts
 from .samples import (  # noqa: F401  (re-exported: Sample/CaseRun used to live here)
     FLAG_BURST,
     FLAG_CLIENT_LAG,
@@ -32,7 +35,8 @@ class CaseRunner:
         self.gpu_sampler = gpu_sampler  # telemetry.GpuSampler or None (no NVIDIA GPU)
         self.case = case
         self.w = workloads
-        self.prompts = PromptFactory(client.count_tokens, seed, server=f"server {client.name!r}")
+        self.prompts = PromptFactory(client.count_tokens, seed, server=f"server {client.name!r}",
+                                     source=case.prompt)
         self.latency_s = client.latency_s(workloads.latency_mode)
         self.result = CaseRun(server=client.name, case=case, latency_ms=self.latency_s * 1000.0)
         self._warmed = False
@@ -83,7 +87,7 @@ class CaseRunner:
                 prefix = self.prompts.exact(c.depth)
                 client.stream(RequestSpec(prefix, 1), exact=False)
             prompt = self.prompts.exact(c.depth + c.pp, prefix=prefix)
-            hits_before = client.prefix_cache_hits()
+            hits_before, spec_before = client.counters()
             with LagMonitor() as lag, _telemetry(self.gpu_sampler) as gpu:
                 timing = client.stream(RequestSpec(prompt, c.tg))
                 sample.client_lag_ms = lag.max_lag_ms()
@@ -91,7 +95,7 @@ class CaseRunner:
                 sample.telemetry = [g.to_dict() for g in gpu.summary]
                 if gpu.throttled:
                     sample.flags.append(FLAG_GPU_THROTTLED)
-            hits_after = client.prefix_cache_hits()
+            hits_after, spec_after = client.counters()
             self.result.system_fingerprint = timing.system_fingerprint or self.result.system_fingerprint
             sample.prompt_tokens = timing.prompt_tokens
             sample.completion_tokens = timing.completion_tokens
@@ -106,6 +110,10 @@ class CaseRunner:
             if sample.client_lag_ms > self.w.max_client_lag_ms:
                 sample.flags.append(FLAG_CLIENT_LAG)
             self._server_check(sample, timing)
+            spec = request_counts(spec_before, spec_after, getattr(timing, "server_timings", None))
+            if spec is not None:  # speculative decoding: the engine's own counts for this request
+                sample.spec = spec.to_dict()
+                sample.metrics = replace(sample.metrics, accept_pct=spec.rate_pct, accept_len=spec.mean_length)
             from .metrics import CLIENT_BEHIND_BOUND, FLAG_CLIENT_BEHIND, burst_delivery, client_behind
             behind = client_behind(timing)  # the client was the limit: its own stamps say so
             if behind is not None and behind > CLIENT_BEHIND_BOUND:

@@ -31,6 +31,7 @@ class Sample:
     telemetry: list[dict] = field(default_factory=list)  # per GPU, see telemetry.GpuTelemetry
     server_timings: dict | None = None  # llama.cpp: the server's own `timings` of this request
     server_decode_ratio: float | None = None  # client tg / server tg (measure/fidelity.py)
+    spec: dict | None = None  # speculative decoding: {drafted, accepted, drafts, source} (measure/spec.py)
     flags: list[str] = field(default_factory=list)
     error: str | None = None
 

@@ -88,6 +88,7 @@ class ObservedFacts:
     context_size: int | None = None  # n_ctx
     threads: int | None = None
     llamacpp_build: str | None = None  # "b<number>-<commit>", as /props build_info says
+    draft_model: str | None = None  # llama.cpp `-md`: the draft model's file name
     # Not facts: the log line that showed each fact, and how strong that line was.
     evidence: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     _strength: dict[str, int] = field(default_factory=dict, repr=False, compare=False)

@@ -61,6 +61,7 @@ class _State:
 
     def __init__(self) -> None:
         self.devices: list[tuple[str, str, str]] = []  # (name, description, line) from device_info
+        self.in_draft = False  # between "loading draft model" and the speculative set-up: the draft's lines
 
 
 Rule = tuple[re.Pattern[str], Callable[[re.Match[str], "ObservedFacts", str, _State], None]]
@@ -175,6 +176,31 @@ RULES: list[Rule] = [
 ]
 
 
+def _draft_start(m, f, line, st):
+    st.in_draft = True
+    f.set("draft_model", m["v"].replace("\\", "/").rsplit("/", 1)[-1], line)
+
+
+def _spec_impl(m, f, line, st):
+    st.in_draft = False
+    f.set("spec_decode", m["v"].lower() if m["v"] else "none", line)
+
+
+# Speculative decoding (`-md`, `--spec-type`). The draft model is loaded with
+# the same print_info/loader lines as the target: those lines describe the
+# draft, not the model served, so no target fact is taken from them.
+SPEC_RULES: list[Rule] = [
+    # common_speculative_init_result: loading draft model '/path/tiny-draft.gguf'
+    (re.compile(r"loading draft model '(?P<v>[^']+)'"), _draft_start),
+    # common_specu: adding speculative implementation 'draft-simple'   (one line per --spec-type)
+    (re.compile(r"adding speculative implementation '(?P<v>[\w-]+)'"), _spec_impl),
+    # common_specu: no implementations specified for speculative decoding   (-md without --spec-type)
+    (re.compile(r"no implementations specified for speculative decoding(?P<v>)"), _spec_impl),
+    # load_model: speculative decoding context initialized
+    (re.compile(r"speculative decoding context initialized"), lambda m, f, line, st: setattr(st, "in_draft", False)),
+]
+
+
 def observe(text: str, facts: "ObservedFacts") -> "ObservedFacts":
     """Apply every rule to every line of `text`, in log order."""
     st = _State()
@@ -183,7 +209,10 @@ def observe(text: str, facts: "ObservedFacts") -> "ObservedFacts":
         message = _PREFIX.sub("", line, count=1)
         if not message.strip():
             continue
-        for pattern, apply in RULES:
+        for pattern, apply in SPEC_RULES if st.in_draft else SPEC_RULES + RULES:
             if m := pattern.search(message):
+                if apply is _spec_impl and facts.spec_decode not in (None, "none") and m["v"]:
+                    facts.set("spec_decode", f"{facts.spec_decode},{m['v'].lower()}", line.strip())
+                    continue  # several --spec-type values: all of them
                 apply(m, facts, line.strip(), st)
     return facts
