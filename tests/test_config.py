@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_mxfp4.config import Case, load_matrix, parse_matrix
+from pytest_mxfp4.formats.config import Case, load_matrix, parse_matrix
 from pytest_mxfp4.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

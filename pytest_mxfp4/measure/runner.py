@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..config import Case, Workloads
-from ..errors import MeasurementError, PerfUserError
-from .client import EngineClient, RequestSpec, StreamTimeout
-from .fidelity import FLAG_SERVER_DISAGREES, SERVER_RATIO_BOUND, decode_ratio, disagrees, keep_timings
-from .lag import LagMonitor
-from .metrics import compute_metrics
-from .prompts import PromptFactory
-from .spec import request_counts
-from .samples import (  # noqa: F401  (re-exported: Sample/CaseRun used to live here)
+from pytest_mxfp4.formats.config import Case, Workloads
+from pytest_mxfp4.errors import MeasurementError, PerfUserError
+from pytest_mxfp4.measure.client import EngineClient, RequestSpec, StreamTimeout
+from pytest_mxfp4.measure.fidelity import FLAG_SERVER_DISAGREES, SERVER_RATIO_BOUND, decode_ratio, disagrees, keep_timings
+from pytest_mxfp4.measure.lag import LagMonitor
+from pytest_mxfp4.measure.metrics import compute_metrics
+from pytest_mxfp4.measure.prompts import PromptFactory
+from pytest_mxfp4.measure.spec import request_counts
+from pytest_mxfp4.formats.samples import (  # noqa: F401  (re-exported: Sample/CaseRun used to live here)
     FLAG_BURST,
     FLAG_CLIENT_LAG,
     FLAG_GPU_THROTTLED,
@@ -114,7 +114,7 @@ class CaseRunner:
             if spec is not None:  # speculative decoding: the engine's own counts for this request
                 sample.spec = spec.to_dict()
                 sample.metrics = replace(sample.metrics, accept_pct=spec.rate_pct, accept_len=spec.mean_length)
-            from .metrics import CLIENT_BEHIND_BOUND, FLAG_CLIENT_BEHIND, burst_delivery, client_behind
+            from pytest_mxfp4.measure.metrics import CLIENT_BEHIND_BOUND, FLAG_CLIENT_BEHIND, burst_delivery, client_behind
             behind = client_behind(timing)  # the client was the limit: its own stamps say so
             if behind is not None and behind > CLIENT_BEHIND_BOUND:
                 sample.flags.append(FLAG_CLIENT_BEHIND)

@@ -7,13 +7,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import Case
-from .metrics import FLAG_CLIENT_BEHIND, RequestMetrics  # noqa: F401  (FLAG_CLIENT_BEHIND: a flag like the ones below)
+from pytest_mxfp4.formats.config import Case
 
+FLAG_CLIENT_BEHIND = "client-behind"  # measure/metrics.py says when
 FLAG_PREFIX_CACHE_HIT = "prefix-cache-hit"
 FLAG_CLIENT_LAG = "client-lag"
 FLAG_GPU_THROTTLED = "gpu-throttled"
 FLAG_BURST = "burst-delivery"
+
+
+@dataclass(frozen=True)
+class RequestMetrics:
+    ttfr_ms: float
+    e2e_ttft_ms: float
+    est_ppt_ms: float
+    pp_tps: float | None
+    tg_tps: float | None
+    # speculative decoding (measure/spec.py): None where the server drafted nothing
+    accept_pct: float | None = None  # accepted / drafted tokens, %
+    accept_len: float | None = None  # mean acceptance length: tokens per target step
+
+    def get(self, name: str) -> float | None:
+        return getattr(self, name)
 
 
 @dataclass
