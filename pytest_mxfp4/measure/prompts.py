@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from pytest_mxfp4.errors import MeasurementError, ServerError
+from pytest_mxfp4.formats.config import PROMPT_SOURCES
 
 # Plain English words: realistic-ish text for a BPE tokenizer, no corpus file needed.
 _WORDS = (
@@ -43,7 +44,6 @@ FILLERS = (" a", " the", " and", " of", ".", ",", " x")
 # Speculative-decoding acceptance needs the latter: nothing in random words
 # is predictable.
 CORPUS = Path(__file__).with_name("corpus.txt")
-PROMPT_WORDS = {"random": "random words", "text": "natural text (the shipped corpus, measure/corpus.txt)"}
 
 
 @lru_cache(maxsize=1)
@@ -107,8 +107,8 @@ class PromptFactory:
 
     def __init__(self, count_tokens: Callable[[str], int], seed: int | None = None, server: str = "server",
                  max_calls: int = MAX_CALLS, source: str = "random"):
-        if source not in PROMPT_WORDS:
-            raise ValueError(f"unknown prompt source {source!r} (known: {', '.join(PROMPT_WORDS)})")
+        if source not in PROMPT_SOURCES:
+            raise ValueError(f"unknown prompt source {source!r} (known: {', '.join(PROMPT_SOURCES)})")
         self.source = source
         self._pos = 0  # "text": the next corpus word
         self._count_fn = count_tokens

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pytest_mxfp4.report import acceptance
+
 ICON = {"pass": "✅", "improved": "🚀", "regressed": "❌", "inconclusive": "❔", "error": "💥",
         "no-baseline": "➖", "incomparable": "≠"}
 
@@ -43,7 +45,7 @@ def terminal_lines(entries: list[dict]) -> list[str]:
         if e.get("error"):
             out.append(f"    {e['error']}")
         else:
-            out += [f"    {x}" for x in evidence_lines(e)]
+            out += [f"    {x}" for x in evidence_lines(e, entries)]
         so = e.get("baseline_second_opinion")
         if so:
             out.append(f"    stored baseline (second opinion, warn only): {so['verdict']}"
@@ -57,10 +59,16 @@ def _pct(x: float | None, signed: bool = False) -> str:
     return f"{x:+.2f}%" if signed else f"{x:.2f}%"
 
 
-def evidence_lines(e: dict) -> list[str]:
+def evidence_lines(e: dict, entries: list[dict] | None = None) -> list[str]:
     """What the verdict rests on: the noise and where it came from, what the
-    interval still admits, what would decide it, what was left out."""
+    interval still admits, what would decide it, what was left out; for tg
+    of a speculative-decoding case (`entries`: all of the A/B), whether
+    acceptance moved with it."""
     out = []
+    if entries and e.get("metric") == acceptance.TG_METRIC:
+        words = acceptance.sentence(e.get("verdict"), acceptance.from_ab(entries, e["server"], e["case"]))
+        if words:
+            out.append(words)
     if e.get("noise"):
         out.append(f"noise: {e['noise']}")
     v = e.get("verdict")
@@ -126,8 +134,8 @@ def page_section(entries: list[dict], starts: dict[str, Any] | None) -> str:
         lines += ["", "Head = base + " + ", ".join(f"`{o}`" for o in entries[0].get("overrides", [])) + "; "
                   f"{starts_used(entries)} start(s) per arm used.", ""]
         lines += _table(entries)
-        notes = [f"- {e['server']} {e['case']}/{e['metric']}: " + "; ".join(evidence_lines(e))
-                 for e in entries if evidence_lines(e)]
+        notes = [f"- {e['server']} {e['case']}/{e['metric']}: " + "; ".join(evidence_lines(e, entries))
+                 for e in entries if evidence_lines(e, entries)]
         if notes:
             lines += [""] + notes
     return "\n".join(lines) + "\n"
@@ -152,8 +160,8 @@ def pr_comment(entries: list[dict], starts: dict[str, Any] | None, hardware: str
     if entries:
         lines += _table(entries)
         lines.append("")
-        notes = [f"- {e['server']} {e['case']}/{e['metric']}: " + "; ".join(evidence_lines(e))
-                 for e in entries if e.get("gate") == "fail" and evidence_lines(e)]
+        notes = [f"- {e['server']} {e['case']}/{e['metric']}: " + "; ".join(evidence_lines(e, entries))
+                 for e in entries if e.get("gate") == "fail" and evidence_lines(e, entries)]
         if notes:
             lines += notes + [""]
         lines.append(f"Base and head ran on the same machine ({hardware or 'unknown hardware'}) in one session, "

@@ -24,6 +24,7 @@ from pytest_mxfp4.formats.baselines import BaselineFile
 from pytest_mxfp4.formats.config import HIGHER_IS_BETTER, METRIC_UNITS, Case, Matrix, Target
 from pytest_mxfp4.formats.results import SessionResults
 from pytest_mxfp4.stats.samples import NoiseState, Verdict, noise_state
+from pytest_mxfp4.report.acceptance import ACCEPT_METRIC, LENGTH_METRIC, from_results, sentence
 from pytest_mxfp4.report.format import num
 from pytest_mxfp4.report.terminal import flags_note
 from pytest_mxfp4.report.format import when as _when
@@ -207,10 +208,30 @@ def _ttft_cell(s: StatView | None) -> str:
     return f"{num(s.median)} ms" if s.median is not None else f"~{num(s.mean)} ms"
 
 
+def _acceptance_case(configs: list[ConfigView], cols: list[Case]) -> Case | None:
+    """The decode case whose acceptance the matrix shows (the first column that has it)."""
+    for case in cols:
+        if case.kind == "decode" and any(f"{case.id}/{ACCEPT_METRIC}" in c.stats for c in configs):
+            return case
+    return None
+
+
+def _acceptance_cell(c: ConfigView, case: Case) -> str:
+    """'100% · 3.88': accepted / drafted tokens, and the mean acceptance length."""
+    a, n = c.stats.get(f"{case.id}/{ACCEPT_METRIC}"), c.stats.get(f"{case.id}/{LENGTH_METRIC}")
+    if a is None:
+        return "-"
+    return f"{a.mean:.1f}%" + (f" · {n.mean:.2f}" if n is not None else "")
+
+
 def _comparison_matrix(configs: list[ConfigView], matrix: Matrix | None, targets: list[Target],
                        ttft: Case | None) -> list[str]:
     cols = _matrix_columns(configs, matrix, targets)
+    acc_case = _acceptance_case(configs, cols)
+    acc_at = 1 + max((i for i, c in enumerate(cols) if c.kind == "decode"), default=-1)
     headers = ["Config", *(c.id for c in cols), "TTFT p50", "Notes"]
+    if acc_case is not None:  # speculative decoding: acceptance beside tg
+        headers.insert(1 + acc_at, f"accept {acc_case.id}")
     best: dict[str, float] = {}  # bold marks the best of two or more configs
     for case in cols:
         vals = [c.stats[_primary_key(case)].mean for c in configs if _primary_key(case) in c.stats]
@@ -226,6 +247,8 @@ def _comparison_matrix(configs: list[ConfigView], matrix: Matrix | None, targets
             else:
                 text = num(s.mean)
                 cells.append(f"**{text}**" if s.mean == best.get(case.id) else text)
+        if acc_case is not None:
+            cells.insert(acc_at, _acceptance_cell(c, acc_case))
         tt = c.stats.get(f"{ttft.id}/{TTFT_METRIC}") if ttft is not None else None
         name = f"**{c.name}**" if c.stats else c.name
         rows.append([name, *cells, _ttft_cell(tt), _config_notes(c)])
@@ -241,6 +264,8 @@ def _comparison_matrix(configs: list[ConfigView], matrix: Matrix | None, targets
                 hit = [t for t in ts if t.metric in (case.id, _primary_key(case))]
                 cells.append(_exact(hit[0].value) if hit else "-")
                 used |= {id(t) for t in hit[:1]}
+            if acc_case is not None:
+                cells.insert(acc_at, "-")
             tt = [t for t in ts if ttft is not None and t.metric == f"{ttft.id}/{TTFT_METRIC}"]
             used |= {id(t) for t in tt[:1]}
             extra = [f"{t.metric} {_exact(t.value)}{(' ' + t.unit) if t.unit else ''}" for t in ts if id(t) not in used]
@@ -326,6 +351,11 @@ def _variance(configs: list[ConfigView], matrix: Matrix | None) -> list[str]:
     return out or ["_No measurements yet._", ""]
 
 
+# config.PROMPT_SOURCES in words: where a case's prompt text came from
+PROMPT_WORDS = {"random": "random words",
+                "text": "natural text (the package's corpus, this project's own prose: measure/corpus.txt)"}
+
+
 def _workload_section(matrix: Matrix) -> list[str]:
     w = matrix.workloads
     pre = sorted({c.pp for c in w.cases if c.kind == "prefill"})
@@ -339,6 +369,8 @@ def _workload_section(matrix: Matrix) -> list[str]:
         data["output_lengths"] = dec
         data["decode_prompt_length"] = dec_pp[0] if len(dec_pp) == 1 else dec_pp
     data["depth"] = depths
+    sources = {kind: sorted({c.prompt for c in w.cases if c.kind == kind}) for kind in ("prefill", "decode")}
+    data["prompt_text"] = {kind: ", ".join(PROMPT_WORDS.get(s, s) for s in v) for kind, v in sources.items() if v}
     data.update({"runs": w.runs, "warmup": w.warmup, "latency_mode": w.latency_mode,
                  "max_client_lag_ms": w.max_client_lag_ms, "reset_prefix_cache": w.reset_prefix_cache,
                  "batch_size": 1, "concurrency": 1, "tool": f"pytest-mxfp4 {__version__}"})
@@ -398,6 +430,22 @@ def _result_line(key: str, s: StatView, comment: str = "") -> str:
     return line + (f"   # {'; '.join(notes)}" if notes else "")
 
 
+def _acceptance_lines(c: ConfigView, case: Case) -> list[str]:
+    """Speculative decoding, beside its tg line: acceptance and mean acceptance
+    length, and whether acceptance moved with tg."""
+    out = []
+    for metric in (ACCEPT_METRIC, LENGTH_METRIC):
+        s = c.stats.get(f"{case.id}/{metric}")
+        if s is not None:
+            out.append(_result_line(f"{case.id}/{metric}", s))
+    tg = c.stats.get(_primary_key(case))
+    if out and tg is not None and tg.result is not None and c.results:
+        words = sentence(tg.result.verdict.value, from_results(c.results, tg.result.server, case.id))
+        if words:
+            out.append(f"# {words}")
+    return out
+
+
 def _results(c: ConfigView, matrix: Matrix | None) -> list[str]:
     cases: dict[str, Case] = {}
     for k in c.stats:
@@ -419,11 +467,14 @@ def _results(c: ConfigView, matrix: Matrix | None) -> list[str]:
         pps = sorted({x.pp for x in dec if x.pp})
         head = f" (pp={pps[0]}, varying output length)" if len(pps) == 1 else " (varying output length)"
         out += [f"#### Decode Throughput{head}", "```yaml"]
-        out += [_result_line(_primary_key(case), c.stats[_primary_key(case)])
-                for case in dec if _primary_key(case) in c.stats]
+        for case in dec:
+            if _primary_key(case) in c.stats:
+                out.append(_result_line(_primary_key(case), c.stats[_primary_key(case)]))
+                out += _acceptance_lines(c, case)
         out += ["```", ""]
     for case in pre + dec:
-        lat = sorted((k for k in c.stats if k.partition("/")[0] == case.id and k != _primary_key(case)),
+        lat = sorted((k for k in c.stats if k.partition("/")[0] == case.id and k != _primary_key(case)
+                      and k.partition("/")[2] not in (ACCEPT_METRIC, LENGTH_METRIC)),
                      key=lambda k: case.metrics.index(k.partition("/")[2]) if k.partition("/")[2] in case.metrics else 99)
         if not lat:
             continue

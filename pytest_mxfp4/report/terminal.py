@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pytest_mxfp4.formats.results import MetricResult, SessionResults
 from pytest_mxfp4.stats.samples import Verdict
+from pytest_mxfp4.report import acceptance
 from pytest_mxfp4.report.format import num, pct
 
 HEADERS = ("server", "metric", "mean ± sd", "CV", "n", "baseline", "Δ", "verdict", "gate", "target")
@@ -41,6 +42,10 @@ def render(session: SessionResults) -> list[str]:
             lines.append(f"incomparable {r.server} {r.key}: {r.incomparable}")
         elif r.comparison and r.verdict in (Verdict.REGRESSED, Verdict.INCONCLUSIVE):
             lines.append(f"{r.verdict.value:<8} {r.server} {r.key}: {r.comparison.reason}")
+        if r.metric == acceptance.TG_METRIC and r.comparison is not None:
+            words = acceptance.sentence(r.verdict.value, acceptance.from_results(session.results, r.server, r.case.id))
+            if words:
+                lines.append(f"{'':<8} {r.server} {r.key}: {words}")
         if r.flagged_samples:
             lines.append(f"note    {r.server} {r.key}: {r.flagged_samples} flagged sample(s) replaced"
                          + flags_note(r.flags))
