@@ -353,7 +353,7 @@ def _variance(configs: list[ConfigView], matrix: Matrix | None) -> list[str]:
 
 # config.PROMPT_SOURCES in words: where a case's prompt text came from
 PROMPT_WORDS = {"random": "random words",
-                "text": "natural text (the package's corpus, this project's own prose: measure/corpus.txt)"}
+                "text": "natural text from measure/corpus.txt, the project README prose"}
 
 
 def _workload_section(matrix: Matrix) -> list[str]:
