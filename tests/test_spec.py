@@ -298,3 +298,20 @@ def test_real_llama_server_drafts_and_the_counts_agree(tmp_path):
     samples, facts = run([], "md-only")
     assert facts.spec_decode == "none"  # the draft was loaded, no method: the log says so
     assert all(smp.spec is None and smp.metrics.accept_pct is None for smp in samples if smp.error is None)
+
+
+def test_gb10_eagle3_rows_are_recipes_whose_expected_method_is_the_one_requested():
+    m = load_matrix(ROOT / "configs" / "gb10-gpt-oss-120b.yaml")
+    rows = {s.name: s for s in m.servers if s.name.startswith("eagle3-")}
+    assert set(rows) == {"eagle3-short", "eagle3-long", "eagle3-throughput"}
+    drafts = {}
+    for name, s in rows.items():
+        assert s.pending is None and s.requires.sm == "12.1"  # still needs the GB10 image to run
+        conf = json.loads(s.args[s.args.index("--speculative-config") + 1])
+        assert conf["method"] == s.expect["spec_decode"] == "eagle3"  # observed facts check what was asked
+        assert conf["model"] == f"nvidia/gpt-oss-120b-Eagle3-{name.split('-', 1)[1].replace('short', 'short-context').replace('long', 'long-context')}"
+        drafts[name] = conf["num_speculative_tokens"]
+    assert drafts["eagle3-throughput"] < drafts["eagle3-short"]  # fewer drafts when many sequences share a step
+    tput = rows["eagle3-throughput"].args
+    assert int(tput[tput.index("--max-num-seqs") + 1]) >= 8
+    assert all(c.prompt == "text" for c in m.workloads.cases if c.kind == "decode")
