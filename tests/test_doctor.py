@@ -53,6 +53,7 @@ servers:
   gb10: {{model: good.gguf, requires: {{accelerator: nvidia, sm: "12.1"}}, command: [{good}, {args}]}}
   unbuilt: {{model: good.gguf, command: [nowhere/llama-server, {args}]}}
   no-model: {{model: models/missing.gguf, command: [{good}, {args}]}}
+  no-draft: {{model: good.gguf, command: [{good}, {args}], args: [-md, models/no-draft.gguf]}}
   good: {{model: good.gguf, command: [{good}, {args}]}}
   crashy: {{model: crash.gguf, command: [{crash}, {args}]}}
 workloads: {{decode: {{tg: [8]}}}}
@@ -66,6 +67,7 @@ workloads: {{decode: {{tg: [8]}}}}
     assert "skipped" in rows["gb10"] and "needs NVIDIA GPU SM 12.1" in rows["gb10"]
     assert "will FAIL" in rows["unbuilt"] and "scripts/build_llama_server.sh builds it" in rows["unbuilt"]
     assert "will FAIL" in rows["no-model"] and "models/missing.gguf not found" in rows["no-model"]
+    assert "will FAIL" in rows["no-draft"] and "draft model models/no-draft.gguf not found" in rows["no-draft"]
     assert "will run" in rows["good"]
     assert "will FAIL" in rows["crashy"] and "failed its smoke test" in rows["crashy"]
     assert "smoke test good.gguf: ok (" in out

@@ -167,6 +167,12 @@ def row_problem(cfg: ServerConfig, base_dir: Path, python: str, gpus: list, llam
     looks_local = cfg.model.startswith(("models/", "./", "/")) or cfg.model.endswith(".gguf")
     if looks_local and not Path(model).exists():
         return "fail", f"model {cfg.model} not found (scripts/setup.sh makes the local models)"
+    argv = [*cfg.command, *cfg.args]
+    for flag in ("-md", "--model-draft", "--spec-draft-model"):  # llama.cpp speculative decoding: the draft too
+        if flag in argv[:-1]:
+            draft = argv[argv.index(flag) + 1]
+            if not (Path(draft) if Path(draft).is_absolute() else base_dir / draft).exists():
+                return "fail", f"draft model {draft} not found (scripts/setup.sh makes it: scripts/make_draft_gguf.py)"
     if Path(program).name.startswith("llama-server") and llama_ok.get(str(Path(program).resolve())) is False:
         return "fail", f"{program} failed its smoke test (above): {LLAMA_BUILD}"
     return "run", None
