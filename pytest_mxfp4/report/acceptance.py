@@ -54,7 +54,7 @@ def sentence(tg_verdict: str | None, acc: Acceptance | None) -> str | None:
     """What acceptance did beside a tg verdict; None where the case drafted nothing."""
     if acc is None or acc.after is None:
         return None
-    if acc.before is None or acc.verdict not in _USABLE:
+    if acc.verdict not in _USABLE:
         return f"acceptance {_pct(acc.after)}{_len(acc)} (not compared)"
     moved = (f"acceptance {_pct(acc.before)} → {_pct(acc.after)}{_len(acc)}"
              + (f" (Δ {acc.delta_pct:+.1f}% {'length' if acc.judged == LENGTH_METRIC else 'rate'}, {acc.verdict})"
@@ -108,6 +108,11 @@ def from_results(results, server: str, case_id: str) -> Acceptance | None:
         return (x.comparison.delta_pct if x.comparison else None), x.verdict.value, name
 
     delta, verdict, judged = _pick(side(r, ACCEPT_METRIC), side(rl, LENGTH_METRIC))
-    return Acceptance(r.baseline.mean if r.baseline else None, r.summary.mean, delta, verdict,
+    before = r.baseline.mean if r.baseline else None
+    if before is None and "@" in server:  # an A/B head arm whose rate was not judged: the base arm's rate
+        base = next((x for x in results if x.server == server.split("@")[0] and x.case.id == case_id
+                     and x.metric == ACCEPT_METRIC and x.summary is not None), None)
+        before = base.summary.mean if base else None
+    return Acceptance(before, r.summary.mean, delta, verdict,
                       rl.baseline.mean if rl is not None and rl.baseline else None,
                       rl.summary.mean if rl is not None and rl.summary else None, judged)

@@ -430,7 +430,7 @@ def _result_line(key: str, s: StatView, comment: str = "") -> str:
     return line + (f"   # {'; '.join(notes)}" if notes else "")
 
 
-def _acceptance_lines(c: ConfigView, case: Case) -> list[str]:
+def _acceptance_lines(c: ConfigView, case: Case, everything: list | None = None) -> list[str]:
     """Speculative decoding, beside its tg line: acceptance and mean acceptance
     length, and whether acceptance moved with tg."""
     out = []
@@ -440,13 +440,13 @@ def _acceptance_lines(c: ConfigView, case: Case) -> list[str]:
             out.append(_result_line(f"{case.id}/{metric}", s))
     tg = c.stats.get(_primary_key(case))
     if out and tg is not None and tg.result is not None and c.results:
-        words = sentence(tg.result.verdict.value, from_results(c.results, tg.result.server, case.id))
+        words = sentence(tg.result.verdict.value, from_results(everything or c.results, tg.result.server, case.id))
         if words:
             out.append(f"# {words}")
     return out
 
 
-def _results(c: ConfigView, matrix: Matrix | None) -> list[str]:
+def _results(c: ConfigView, matrix: Matrix | None, everything: list | None = None) -> list[str]:
     cases: dict[str, Case] = {}
     for k in c.stats:
         case = case_for(k.partition("/")[0], matrix)
@@ -470,7 +470,7 @@ def _results(c: ConfigView, matrix: Matrix | None) -> list[str]:
         for case in dec:
             if _primary_key(case) in c.stats:
                 out.append(_result_line(_primary_key(case), c.stats[_primary_key(case)]))
-                out += _acceptance_lines(c, case)
+                out += _acceptance_lines(c, case, everything)
         out += ["```", ""]
     for case in pre + dec:
         lat = sorted((k for k in c.stats if k.partition("/")[0] == case.id and k != _primary_key(case)
@@ -508,7 +508,7 @@ def _status(c: ConfigView) -> str:
     return "NOT RUN"
 
 
-def _config_section(c: ConfigView, matrix: Matrix | None) -> list[str]:
+def _config_section(c: ConfigView, matrix: Matrix | None, everything: list | None = None) -> list[str]:
     out = [f"## {c.name}", ""]
     if c.description:
         out += [f"_{c.description}_", ""]
@@ -520,7 +520,7 @@ def _config_section(c: ConfigView, matrix: Matrix | None) -> list[str]:
     if obs:
         out += ["### Observed Runtime Configuration", *obs, ""]
     if c.stats:
-        out += ["### Results", "", *_results(c, matrix)]
+        out += ["### Results", "", *_results(c, matrix, everything)]
     notes = list(c.record.notes) if c.record else []
     if notes:
         out += ["### Notes", *(f"- {n}" for n in notes), ""]
@@ -631,7 +631,7 @@ def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, 
         out += ["## Workload Parameters", "", *_workload_section(matrix), "---", ""]
     for c in configs:
         if c.stats or c.error or (c.skipped and not c.pending) or (c.record is not None and c.record.info):
-            out += _config_section(c, matrix)
+            out += _config_section(c, matrix, session.results)  # all of them: an A/B head arm's base
     out += _pending_section(configs)
     out += _targets_section(targets)
     out += _run_log(session, baselines, run_log)
