@@ -315,3 +315,11 @@ def test_gb10_eagle3_rows_are_recipes_whose_expected_method_is_the_one_requested
     tput = rows["eagle3-throughput"].args
     assert int(tput[tput.index("--max-num-seqs") + 1]) >= 8
     assert all(c.prompt == "text" for c in m.workloads.cases if c.kind == "decode")
+
+
+def test_benchmark_json_leaves_acceptance_out_it_is_not_a_time():
+    from pytest_mxfp4.report.benchmark_json import _benchmark
+
+    results, _ = _judged(tg_head=600.0, acc_head=60.0, len_head=2.8)
+    by = {r.metric: _benchmark(r, "cpu") for r in results}
+    assert by["tg_tps"] is not None and by["accept_pct"] is None and by["accept_len"] is None

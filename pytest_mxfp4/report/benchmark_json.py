@@ -51,6 +51,8 @@ def _stats(data: list[float], mean: float, ops: float) -> dict[str, Any]:
 def _benchmark(r: MetricResult, matrix: str) -> dict[str, Any] | None:
     if r.summary is None or not r.samples:
         return None
+    if r.unit not in ("tok/s", "ms"):
+        return None  # not a time (speculative acceptance: %, tokens per step): pytest-benchmark has no column for it
     throughput = r.unit == "tok/s"
     if throughput:
         if any(x <= 0 for x in r.samples) or r.summary.mean <= 0:
