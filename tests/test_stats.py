@@ -407,7 +407,11 @@ def test_small_current_run_is_never_screened():
 
 
 def test_default_floors():
-    assert set(DEFAULT_FLOOR_PCT) == {"tg_tps", "pp_tps", "ttfr_ms", "est_ppt_ms", "e2e_ttft_ms"}
+    assert set(DEFAULT_FLOOR_PCT) == {"tg_tps", "pp_tps", "ttfr_ms", "est_ppt_ms", "e2e_ttft_ms",
+                                      "accept_pct", "accept_len"}  # every metric of config.METRICS has one
+    from pytest_mxfp4.formats.config import METRICS
+
+    assert set(METRICS) == set(DEFAULT_FLOOR_PCT)
     assert DEFAULT_FLOOR_PCT["tg_tps"] >= 0.8  # +0.8 % tg32 is parity
     assert DEFAULT_FLOOR_PCT["tg_tps"] < 1.5
     for m in ("pp_tps", "ttfr_ms", "est_ppt_ms", "e2e_ttft_ms"):
