@@ -43,7 +43,7 @@ from scipy import special, stats as sps
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pytest_mxfp4 import stats  # noqa: E402
+from pytest_mxfp4.stats import samples as stats  # noqa: E402
 
 BASELINE_N = 10
 HISTORY_RUNS = 9  # earlier runs whose CVs join the baseline's own

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mxfp4.formats.config import Matrix, load_matrix
+from pytest_mxfp4.formats.results import StartWindow
 from pytest_mxfp4.errors import PerfUserError
 from pytest_mxfp4.options import PerfOptions, ReportPaths, parse_server_list
 from pytest_mxfp4.report import terminal
@@ -374,7 +375,7 @@ def _preflight(perf_session, cfg, slot, say) -> None:
 
         tag = f"[{cfg.name} start {slot.start}] "
         why, facts = preflight_poll(sampler.nvml, sampler.handles, say=lambda m: say(tag + m))
-        perf_session.preflight.append({"server": cfg.name, "start": slot.start, **facts, "disturbed": why})
+        perf_session.preflight.append(StartWindow(cfg.name, slot.start, disturbed=why, facts=dict(facts)))
         if why:
             say(f"{tag}disturbed: {why}")
             perf_session.note_disturbed(cfg.name, why)
@@ -393,8 +394,7 @@ def _preflight(perf_session, cfg, slot, say) -> None:
         while why and time.monotonic() < deadline:
             time.sleep(0.5)
             why, facts = check()
-    perf_session.preflight.append({"server": cfg.name, "start": slot.start, **facts,
-                                   "disturbed": why})
+    perf_session.preflight.append(StartWindow(cfg.name, slot.start, disturbed=why, facts=dict(facts)))
     if why:
         say(f"[{cfg.name} start {slot.start}] disturbed: {why}")
         perf_session.note_disturbed(cfg.name, why)
@@ -492,14 +492,8 @@ def _finish_starts(perf, opts) -> list:
     An interrupted run judges nothing here: its missing starts never ran."""
     late = (perf.finish_starts() if (perf.max_starts > 1 or perf.ab_overrides) and not perf.results.interrupted
             else [])
-    st = perf.results.environment.get("starts")
-    if st is not None:
-        st["ab"] = perf.ab
-        st["preflight"] = perf.preflight
-        st["windows"] = perf.windows
-        st["start_errors"] = perf.start_errors
-        st["start_seconds"] = [round(x, 1) for x in perf.start_seconds]
-        st["budget_notes"] = perf.budget_notes
+    if perf.results.starts is not None:  # the rest of the record filled itself as the starts ran
+        perf.results.starts.start_seconds = [round(x, 1) for x in perf.start_seconds]
     return [r for r in late if r.fails]
 
 
@@ -507,13 +501,12 @@ def _write_starts_reports(perf, opts, written) -> None:
     """The PR comment (the page's A/B section is rendered with the page)."""
     from pytest_mxfp4.report import abreport
 
-    st = perf.results.environment.get("starts")
     if opts.pr_comment:
         from pytest_mxfp4.formats.fileio import write_atomic
 
         try:
             opts.pr_comment.parent.mkdir(parents=True, exist_ok=True)
-            text = abreport.pr_comment(perf.ab, st, perf.environment.hardware_key)
+            text = abreport.pr_comment(perf.results.starts, perf.environment.hardware_key)
             if perf.results.interrupted:
                 text = abreport.mark_interrupted(text, perf.results.interrupted)
             write_atomic(opts.pr_comment, text)
@@ -539,9 +532,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
     for line in abreport.terminal_lines(session.ab):
         tr.write_line(line)
-    st = session.results.environment.get("starts") or {}
-    if st.get("between_start"):
-        tr.write_line(f"one server start (started elsewhere): the between-start term is taken {st['between_start']}")
+    st = session.results.starts
+    if st is not None and st.between_start:
+        tr.write_line(f"one server start (started elsewhere): the between-start term is taken {st.between_start}")
     written = config.stash.get(WRITTEN_KEY, None)
     if written is not None:
         for line in written.lines:

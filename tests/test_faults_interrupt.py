@@ -40,6 +40,8 @@ workloads:
   restarts: {restarts}
   latency_mode: none
   reset_prefix_cache: false
+  max_replacements: 0         # the start count is what this test steers by
+  leave_out_disturbed: false  # a busy box reports, never replaces
 gates: {{tg16: fail}}
 """
     path = d / "m.yaml"

@@ -596,9 +596,11 @@ def test_the_ab_section_is_part_of_the_page_and_survives_report_from_the_json(tm
              "head_starts": [90.0, 91.0, 89.0], "overrides": ["env.X=1"], "verdict": "regressed", "gate": "fail",
              "delta_pct": -10.0, "ci_low_pct": -12.0, "ci_high_pct": -8.0, "between_start_cv_pct": 1.0,
              "noise": "between-start CV 1.00% learned from this run's arms 4 df", "disturbed": "s start 1 (busy)"}
-    starts = {"restarts": 3, "max_restarts": 6, "order": ["s#0", "s@head#0"], "ab": [entry],
-              "windows": [{"server": "s", "start": 1, "case": "tg32", "disturbed": "busy"}]}
-    session = SessionResults(matrix="m", environment={"hardware_key": "hw", "starts": starts})
+    from pytest_mxfp4.formats.results import ABEntry, StartsRecord, StartWindow
+
+    starts = StartsRecord(restarts=3, max_restarts=6, order=["s#0", "s@head#0"], ab=[ABEntry(**entry)],
+                          windows=[StartWindow(server="s", start=1, case="tg32", disturbed="busy")])
+    session = SessionResults(matrix="m", environment={"hardware_key": "hw"}, starts=starts)
     from pytest_mxfp4.formats.config import Case
     from pytest_mxfp4.formats.results import MetricResult
 

@@ -24,10 +24,9 @@ def start_means(res: SessionResults) -> dict[tuple[str, str], list[float]]:
     samples' `start` index (trusted samples only), in start order; a start
     the run left out as disturbed while it measured is left out here too."""
     acc: dict[tuple[str, str], dict[int, list[float]]] = {}
-    windows = (res.environment.get("starts") or {}).get("windows") or []
-    left_out = {(w.get("server"), w.get("start"), w.get("case")) for w in windows
-                if isinstance(w, dict) and w.get("disturbed")}
-    leave_out = not any(isinstance(w, dict) and w.get("kept") for w in windows)
+    windows = res.starts.windows if res.starts else []
+    left_out = {(w.server, w.start, w.case) for w in windows if w.disturbed}
+    leave_out = not any(w.kept for w in windows)
     for run in res.case_runs:
         for metric in run.case.metrics:
             for smp in run.samples:
@@ -122,10 +121,10 @@ def compare_results(reference_paths: list[str], current_path: str, config_path: 
                             f"(servers here: {', '.join(mine)}; in the references: {', '.join(theirs) or 'none'}); "
                             "nothing would be judged")
     session = SessionResults(matrix=current.matrix, environment=current.environment, servers=current.servers,
-                             interrupted=current.interrupted)
+                             interrupted=current.interrupted, starts=current.starts)
     cur_starts = start_means(current)
-    st = current.environment.get("starts") or {}
-    looks = 2 if (st.get("max_restarts") or 1) > (st.get("restarts") or 1) else 1
+    st = current.starts
+    looks = 2 if st is not None and (st.max_restarts or 1) > (st.restarts or 1) else 1
     ref_starts = load_reference_starts(reference_paths)
     for r in current.metrics:
         mr = judge_metric(r.server, r.case, r.metric, r.samples, refs.get((r.server, r.key)), gates, r.targets)

@@ -31,7 +31,7 @@ def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
     if len(sessions) == 1:
         return sessions[0]
     last = sessions[-1]
-    merged = SessionResults(matrix=last.matrix, environment=dict(last.environment),
+    merged = SessionResults(matrix=last.matrix, environment=dict(last.environment), starts=last.starts,
                             interrupted="; ".join(s.interrupted for s in sessions if s.interrupted) or None)
     owner: dict[str, SessionResults] = {}
     for s in sessions:

@@ -96,6 +96,79 @@ class ServerRecord:
 
 
 @dataclass
+class SecondOpinion:
+    """The head arm against the stored baseline: shown beside an A/B, warn only."""
+
+    verdict: str
+    delta_pct: float | None = None
+    reason: str = ""
+
+
+@dataclass
+class ABEntry:
+    """One (config, case, metric) of an A/B run, judged on start means."""
+
+    server: str  # the base arm's config
+    head: str
+    case: str
+    metric: str
+    base_starts: list[float] = field(default_factory=list)  # start means used, start order
+    head_starts: list[float] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # head = base + these
+    verdict: str | None = None
+    gate: str | None = None
+    error: str | None = None
+    delta_pct: float | None = None
+    ci_low_pct: float | None = None
+    ci_high_pct: float | None = None
+    tolerance_pct: float | None = None
+    p_value: float | None = None
+    looks: int | None = None
+    between_start_cv_pct: float | None = None  # measured, never the prior
+    noise_cv_pct: float | None = None  # what the verdict used
+    noise_df: float | None = None
+    noise: str = ""  # where the noise figure came from
+    calibrating: bool = False
+    worst_pct: float | None = None  # how bad the interval still admits (- = worse)
+    threshold_pct: float | None = None  # what a pass must rule out
+    starts_to_decide: int | None = None
+    outliers: list[str] = field(default_factory=list)
+    reason: str = ""
+    disturbed: str | None = None  # starts left out, with why
+    baseline_second_opinion: SecondOpinion | None = None
+
+
+@dataclass
+class StartWindow:
+    """What one start saw: before it (pre-flight, `case` None) or while one case measured."""
+
+    server: str
+    start: int
+    case: str | None = None
+    disturbed: str | None = None
+    kept: bool = False  # disturbed but kept in the verdict (leave_out_disturbed: false)
+    facts: dict[str, Any] = field(default_factory=dict)  # what was measured, as measured
+
+
+@dataclass
+class StartsRecord:
+    """How the servers were started: the plan, what each start saw, the A/B."""
+
+    restarts: int = 1
+    max_restarts: int | None = None
+    replacements: int = 0
+    order: list[str] = field(default_factory=list)  # "config#start", as run
+    ab_head: list[str] = field(default_factory=list)
+    between_start: str | None = None  # one start (server elsewhere): where that term comes from
+    ab: list[ABEntry] = field(default_factory=list)
+    preflight: list[StartWindow] = field(default_factory=list)
+    windows: list[StartWindow] = field(default_factory=list)
+    start_errors: dict[str, list[str]] = field(default_factory=dict)
+    start_seconds: list[float] = field(default_factory=list)
+    budget_notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class SessionResults:
     matrix: str
     environment: dict[str, Any]
@@ -106,6 +179,7 @@ class SessionResults:
     # finished. Every output shows it: an interrupted run is never a pass, and
     # its verdicts are only those of looks it completed.
     interrupted: str | None = None
+    starts: StartsRecord | None = None  # several starts or an A/B (JSON: environment.starts)
 
     def for_server(self, name: str) -> list[MetricResult]:
         return [r for r in self.metrics if r.server == name]
@@ -208,13 +282,37 @@ def run_dict(run: CaseRun) -> dict[str, Any]:
     }
 
 
+def _window_dict(w: StartWindow) -> dict[str, Any]:
+    d: dict[str, Any] = {"server": w.server, "start": w.start}
+    if w.case is not None:
+        d["case"] = w.case
+    d.update(w.facts)
+    d["disturbed"] = w.disturbed
+    if w.kept:
+        d["kept"] = True
+    return d
+
+
+def starts_dict(st: StartsRecord) -> dict[str, Any]:
+    d: dict[str, Any] = {"restarts": st.restarts}
+    if st.between_start:
+        d["between_start"] = st.between_start
+    else:
+        d.update(max_restarts=st.max_restarts, replacements=st.replacements, order=st.order, ab_head=st.ab_head)
+    d.update(ab=[asdict(e) for e in st.ab], preflight=[_window_dict(w) for w in st.preflight],
+             windows=[_window_dict(w) for w in st.windows], start_errors=st.start_errors,
+             start_seconds=st.start_seconds, budget_notes=st.budget_notes)
+    return d
+
+
 def to_dict(session: SessionResults) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "kind": KIND,
         "matrix": session.matrix,
         "interrupted": session.interrupted,
-        "environment": session.environment,
+        "environment": ({**session.environment, "starts": starts_dict(session.starts)} if session.starts
+                        else session.environment),
         "servers": {n: asdict(rec) for n, rec in session.servers.items()},
         "results": [metric_dict(r) for r in session.metrics],
         "runs": [run_dict(run) for run in session.case_runs],
@@ -321,9 +419,11 @@ def load(path: Path | str) -> SessionResults:
 
 def from_dict(data: dict, path: Path | str = "<results>") -> SessionResults:
     r = _Reader(path)
-    env = r.get(data, "environment", "", dict, required=False, default={})
+    env = dict(r.get(data, "environment", "", dict, required=False, default={}))
+    starts = env.pop("starts", None)
     session = SessionResults(matrix=str(data.get("matrix") or ""), environment=env,
-                             interrupted=r.get(data, "interrupted", "", str, required=False))
+                             interrupted=r.get(data, "interrupted", "", str, required=False),
+                             starts=None if starts is None else _starts(r, starts, "environment.starts"))
     known = {f.name for f in fields(ServerRecord)}
     for name, rec in r.get(data, "servers", "", dict, required=False, default={}).items():
         where = f"servers.{name}"
@@ -339,6 +439,57 @@ def from_dict(data: dict, path: Path | str = "<results>") -> SessionResults:
     for i, item in enumerate(r.get(data, "runs", "", list, required=False, default=[])):
         session.case_runs.append(_case_run(r, item, f"runs[{i}]"))
     return session
+
+
+_WINDOW_KEYS = {"server", "start", "case", "disturbed", "kept"}
+
+
+def _window(r: _Reader, d: Any, where: str) -> StartWindow:
+    if not isinstance(d, dict):
+        raise r.fail(where, f"expected an object, got {type(d).__name__}")
+    return StartWindow(server=r.get(d, "server", where, str), start=r.get(d, "start", where, int),
+                       case=r.get(d, "case", where, str, required=False),
+                       disturbed=r.get(d, "disturbed", where, str, required=False),
+                       kept=bool(r.get(d, "kept", where, bool, required=False, default=False)),
+                       facts={k: v for k, v in d.items() if k not in _WINDOW_KEYS})
+
+
+def _ab_entry(r: _Reader, d: Any, where: str) -> ABEntry:
+    if not isinstance(d, dict):
+        raise r.fail(where, f"expected an object, got {type(d).__name__}")
+    known = {f.name: f for f in fields(ABEntry)}
+    kw = {k: v for k, v in d.items() if k in known and k != "baseline_second_opinion"}
+    for k in ("server", "head", "case", "metric"):
+        kw[k] = r.get(d, k, where, str)
+    for k in ("base_starts", "head_starts"):
+        kw[k] = r.floats(d, k, where)
+    so = r.get(d, "baseline_second_opinion", where, dict, required=False)
+    if so is not None:
+        kw["baseline_second_opinion"] = SecondOpinion(
+            verdict=r.get(so, "verdict", f"{where}.baseline_second_opinion", str),
+            delta_pct=r.get(so, "delta_pct", f"{where}.baseline_second_opinion", float, required=False),
+            reason=str(so.get("reason") or ""))
+    return ABEntry(**kw)
+
+
+def _starts(r: _Reader, d: Any, where: str) -> StartsRecord:
+    if not isinstance(d, dict):
+        raise r.fail(where, f"expected an object, got {type(d).__name__}")
+    lst = lambda k: r.get(d, k, where, list, required=False, default=[])  # noqa: E731
+    return StartsRecord(
+        restarts=r.get(d, "restarts", where, int, required=False, default=1),
+        max_restarts=r.get(d, "max_restarts", where, int, required=False),
+        replacements=r.get(d, "replacements", where, int, required=False, default=0),
+        order=[str(x) for x in lst("order")], ab_head=[str(x) for x in lst("ab_head")],
+        between_start=r.get(d, "between_start", where, str, required=False),
+        ab=[_ab_entry(r, e, f"{where}.ab[{i}]") for i, e in enumerate(lst("ab"))],
+        preflight=[_window(r, w, f"{where}.preflight[{i}]") for i, w in enumerate(lst("preflight"))],
+        windows=[_window(r, w, f"{where}.windows[{i}]") for i, w in enumerate(lst("windows"))],
+        start_errors={str(k): [str(x) for x in v] for k, v in
+                      r.get(d, "start_errors", where, dict, required=False, default={}).items()
+                      if isinstance(v, list)},
+        start_seconds=r.floats(d, "start_seconds", where),
+        budget_notes=[str(x) for x in lst("budget_notes")])
 
 
 def _metric_result(r: _Reader, d: Any, where: str) -> MetricResult:

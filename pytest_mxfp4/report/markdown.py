@@ -584,12 +584,11 @@ def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, 
     out += _pending_section(configs)
     out += _targets_section(targets)
     out += _run_log(session, baselines, run_log)
-    starts = session.environment.get("starts")
-    if isinstance(starts, dict) and (starts.get("ab") or starts.get("restarts") or starts.get("between_start")):
+    if session.starts is not None:
         # part of the page itself (rendered whole, also by `pytest-mxfp4 report` from the JSON)
         from pytest_mxfp4.report.abreport import page_section
 
-        out += page_section(list(starts.get("ab") or []), starts).splitlines() + [""]
+        out += page_section(session.starts).splitlines() + [""]
     out += ["---", "", "## How to Run Benchmarks", "", "```bash"]
     cfg_path = str(matrix.path) if matrix is not None else "configs/<matrix>.yaml"
     out += [f"pytest -m perf --perf-config {cfg_path} --perf-json .perf/results.json",

@@ -23,7 +23,8 @@ from pytest_mxfp4.run.judge import incomparable_reason, measure_and_judge
 from pytest_mxfp4.measure.client import EngineClient
 from pytest_mxfp4.measure.runner import CaseRunner
 from pytest_mxfp4.formats.samples import flag_counts
-from pytest_mxfp4.formats.results import MetricResult, ServerRecord, SessionResults
+from pytest_mxfp4.formats.results import (ABEntry, MetricResult, SecondOpinion, ServerRecord, SessionResults,
+                                          StartsRecord, StartWindow)
 from pytest_mxfp4.servers.base import Server, ServerInfo
 from pytest_mxfp4.servers.external import ExternalServer
 from pytest_mxfp4.servers.process import ProcessServer
@@ -142,11 +143,11 @@ class PerfSession:
         self.start_means: dict[tuple[str, str, str], dict[int, float]] = {}
         self.start_values: dict[tuple[str, str], dict[int, list]] = {}  # (server, case id) -> start -> samples
         self.disturbed: dict[str, list[str]] = {}  # server -> reasons
-        self.windows: list[dict] = []  # one per (start, case) measured: what its window saw
+        self.windows: list[StartWindow] = []  # one per (start, case) measured: what its window saw
         self.start_errors: dict[str, list[str]] = {}  # server -> why a start failed
         self.judged: dict[tuple[str, str], int] = {}  # (base server, case id) -> starts per arm it was judged on
-        self.ab: list[dict] = []  # one entry per (config, case, metric) of an A/B run
-        self.preflight: list[dict] = []
+        self.ab: list[ABEntry] = []  # one entry per (config, case, metric) of an A/B run
+        self.preflight: list[StartWindow] = []
         self.start_seconds: list[float] = []  # wall time of each start (set-up to stop)
         self.budget_notes: list[str] = []
         self.gpu_sampler = None
@@ -164,16 +165,16 @@ class PerfSession:
             self.results.servers[s.name] = ServerRecord(name=s.name, runner=s.runner, model=s.model_name,
                                                         description=s.description)
         if self.max_starts > 1 or self.ab_overrides:
-            self.results.environment["starts"] = {
-                "restarts": self.restarts,
-                "max_restarts": self.max_starts,
-                "replacements": self.spares,
-                "order": [f"{sl.server}#{sl.start}" for sl in self.slots],
-                "ab_head": [o.text() for o in self.ab_overrides],
-            }
+            self.results.starts = StartsRecord(
+                restarts=self.restarts, max_restarts=self.max_starts, replacements=self.spares,
+                order=[f"{sl.server}#{sl.start}" for sl in self.slots],
+                ab_head=[o.text() for o in self.ab_overrides])
         elif self.base_url:
-            self.results.environment["starts"] = {
-                "restarts": 1, "between_start": "from the baseline history"}
+            self.results.starts = StartsRecord(restarts=1, between_start="from the baseline history")
+        if self.results.starts is not None:  # the record holds the session's own lists, filled as it runs
+            st = self.results.starts
+            st.ab, st.preflight, st.windows = self.ab, self.preflight, self.windows
+            st.start_errors, st.budget_notes = self.start_errors, self.budget_notes
 
     # -- servers ---------------------------------------------------------------
 
@@ -440,10 +441,9 @@ class PerfSession:
                          flags_per_sample=[smp.flags for smp in run.samples if smp.error is None],
                          gpu_other_pids=gpu_others)
         slot = getattr(running, "slot", None)
-        self.windows.append({"server": running.config.name, "start": slot.start if slot else 0, "case": case.id,
-                             **d.facts, "disturbed": d.text() or None,
-                             **({"kept": True} if d.disturbed and not self.matrix.workloads.leave_out_disturbed
-                                else {})})
+        self.windows.append(StartWindow(server=running.config.name, start=slot.start if slot else 0, case=case.id,
+                                        disturbed=d.text() or None, facts=dict(d.facts),
+                                        kept=bool(d.disturbed and not self.matrix.workloads.leave_out_disturbed)))
         return d.text() or None
 
     def _gpu_other_pids(self, running: RunningServer) -> list[int]:
@@ -625,7 +625,7 @@ class PerfSession:
         names = self._arms(base)
         # a second look replaces the first one's results of this group
         self.results.metrics = [r for r in self.results.metrics if not (r.server in names and r.case.id == case.id)]
-        self.ab = [e for e in self.ab if not (e["server"] == base and e["case"] == case.id)]
+        self.ab[:] = [e for e in self.ab if not (e.server == base and e.case == case.id)]  # the record shares it
         looks = self.budget.looks(self.first_look)
         head = next((n for n in names if n != base), None)
         bf = self._judged_by.get(base) or (self.load_baseline(self.arms[base]) if self.arms.get(base) else None)
@@ -690,9 +690,9 @@ class PerfSession:
             key = f"{case.id}/{metric}"
             mb = self._clean_means(base, case.id, metric)
             mh = self._clean_means(head, case.id, metric)
-            entry = {"server": base, "head": head, "case": case.id, "metric": metric,
-                     "base_starts": [mb[i] for i in sorted(mb)], "head_starts": [mh[i] for i in sorted(mh)],
-                     "overrides": [o.text() for o in self.ab_overrides], "verdict": None}
+            entry = ABEntry(server=base, head=head, case=case.id, metric=metric,
+                            base_starts=[mb[i] for i in sorted(mb)], head_starts=[mh[i] for i in sorted(mh)],
+                            overrides=[o.text() for o in self.ab_overrides])
             if rh is None:
                 continue
             # the head arm's verdict is the A/B; its comparison with the stored baseline is a second opinion
@@ -709,9 +709,8 @@ class PerfSession:
                        if left_out and self.start_means.get((name_, case.id, metric)) else
                        f"the {arm} arm measured no start" + (f" ({failed[0]})" if failed else ""))
                 rh.error = f"A/B: {why}; the other arm's results are kept"
-                entry["verdict"] = "error"
-                entry["error"] = rh.error
-                entry["disturbed"] = self._left_out_words([base, head], case.id)
+                entry.verdict, entry.error = "error", rh.error
+                entry.disturbed = self._left_out_words([base, head], case.id)
             else:
                 from pytest_mxfp4.stats import starts as startstats
 
@@ -721,7 +720,7 @@ class PerfSession:
                 stored = ((startstats.NoiseSource("stored baseline starts", startstats.spread_of(b_means)),)
                           if len(b_means) > 1 else ())
                 try:
-                    comp, sc = judge_starts(list(entry["base_starts"]), list(entry["head_starts"]),
+                    comp, sc = judge_starts(list(entry.base_starts), list(entry.head_starts),
                                             higher_is_better=rh.higher_is_better, floor_pct=floor,
                                             history_cvs=hist, label=key, what_base="base-arm",
                                             disturbed=disturbed, looks=looks, prior=self.noise_prior(base),
@@ -734,7 +733,7 @@ class PerfSession:
                     from pytest_mxfp4.run.ab import noise_words
 
                     measured = sc.noise.measured_cv
-                    entry.update(verdict=comp.verdict.value, delta_pct=comp.delta_pct, ci_low_pct=comp.ci_low_pct,
+                    _update(entry, verdict=comp.verdict.value, delta_pct=comp.delta_pct, ci_low_pct=comp.ci_low_pct,
                                  ci_high_pct=comp.ci_high_pct, tolerance_pct=comp.tolerance_pct,
                                  p_value=comp.p_value, looks=looks,
                                  between_start_cv_pct=None if measured is None else 100 * measured,
@@ -747,11 +746,10 @@ class PerfSession:
                                  reason=comp.reason, disturbed=disturbed)
                 except StatsError as e:
                     rh.error = str(e)
-                    entry.update(verdict="error", error=str(e))
+                    entry.verdict, entry.error = "error", str(e)
             if second is not None:
-                entry["baseline_second_opinion"] = {"verdict": second.verdict.value, "delta_pct": second.delta_pct,
-                                                    "reason": second.reason}
-            entry["gate"] = rh.gate
+                entry.baseline_second_opinion = SecondOpinion(second.verdict.value, second.delta_pct, second.reason)
+            entry.gate = rh.gate
             self.ab.append(entry)
         return out
 
@@ -801,7 +799,7 @@ class PerfSession:
                 msg + (" (--perf-allow-partial: a warning only)" if allow_partial else
                        "; pass --perf-allow-partial for a deliberately partial run"))
         judged_any = any(name in self._judged_by for name in (r.name for r in started))
-        judged_any = judged_any or any(e.get("verdict") not in (None, "error") for e in self.ab)  # A/B: arm vs arm
+        judged_any = judged_any or any(e.verdict not in (None, "error") for e in self.ab)  # A/B: arm vs arm
         if started and not judged_any:
             msg = (f"NO BASELINE for any server of this run on {self.environment.hardware_key} "
                    f"(looked in {self.store.root}); every metric is no-baseline and nothing was judged")
@@ -817,3 +815,11 @@ def _info_dict(info: ServerInfo) -> dict:
     d = asdict(info)
     d["log_path"] = str(info.log_path) if info.log_path else None
     return d
+
+
+def _update(record, **values) -> None:
+    """Set several fields of a record at once (each name must be one of its fields)."""
+    for name, value in values.items():
+        if not hasattr(record, name):
+            raise AttributeError(f"{type(record).__name__} has no field {name!r}")
+        setattr(record, name, value)
