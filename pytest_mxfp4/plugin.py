@@ -201,7 +201,7 @@ def _perf_session(config: pytest.Config):
     except PerfUserError as e:
         raise pytest.UsageError(str(e)) from None
     if shard_info is not None:
-        session.results.environment["shard"] = shard_info
+        session.results.shard = shard_info
     install_sigterm_handler()
     config.stash[SESSION_KEY] = session
     return session

@@ -13,13 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytest_mxfp4.formats.baselines import BaselineFile, read_baseline
-from pytest_mxfp4.formats.fileio import write_atomic
 from pytest_mxfp4.formats.config import Matrix, load_matrix
 from pytest_mxfp4.errors import PerfUserError
 from pytest_mxfp4.formats import results as results_file
 from pytest_mxfp4.formats.results import SessionResults
 from pytest_mxfp4.report.history import RUN_LOG_NAME, read_run_log, run_log_records
-from pytest_mxfp4.report.markdown import plots_section, render
 
 
 def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
@@ -117,21 +115,15 @@ def report_command(results_json: list[str], baselines_dir: str, config: str | No
                             + (f" for hardware {hw}" if hw else ""))
 
     out = Path(out_md)
-    from pytest_mxfp4.report.ownership import check_may_overwrite, mark
+    from pytest_mxfp4.options import ReportPaths
+    from pytest_mxfp4.report.ownership import check_may_overwrite
+    from pytest_mxfp4.report.writer import write_all
 
     check_may_overwrite(out, force)  # before any work is written (plots included)
-    text = render(session, matrix, baselines, run_log)
-    plots: list[Path] = []
-    if plots_dir:
-        from pytest_mxfp4.report.plots import trend_plots
-
-        plots = trend_plots(list(baselines.values()), plots_dir)
-        text += plots_section(plots, out)
-    try:
-        write_atomic(out, mark(text))
-    except OSError as e:
-        raise PerfUserError(f"{out}: cannot write the results page ({e.strerror})") from None
-    print(f"results page: {out}")
-    for p in plots:
-        print(f"trend plot: {p}")
+    written = write_all(session, matrix, baselines, ReportPaths(page=out, plots=Path(plots_dir) if plots_dir else None),
+                        None, current_baselines=lambda: baselines, run_log=run_log, force=force, step_summary=False)
+    for line in written.lines:
+        print(line)
+    if written.errors:
+        raise PerfUserError("; ".join(written.errors))
     return 0

@@ -169,6 +169,31 @@ class StartsRecord:
 
 
 @dataclass
+class ShardInfo:
+    """What one shard's result file says about the split (`--perf-shard K/N`)."""
+
+    index: int | None  # None only for merge's stand-in for a file that is no shard
+    count: int | None
+    servers: list[str] = field(default_factory=list)  # this shard's configs
+    matrix_servers: list[str] = field(default_factory=list)  # every config of the matrix
+    plan: list[list[str]] = field(default_factory=list)  # the configs of each shard
+    costs_from: str | None = None
+    runner: str | None = None
+
+
+@dataclass
+class ShardEntry:
+    """One shard of a merged run, as the merged page lists it."""
+
+    index: int | None
+    count: int | None
+    runner: str | None
+    host: str | None
+    servers: list[str]
+    file: str
+
+
+@dataclass
 class SessionResults:
     matrix: str
     environment: dict[str, Any]
@@ -180,6 +205,9 @@ class SessionResults:
     # its verdicts are only those of looks it completed.
     interrupted: str | None = None
     starts: StartsRecord | None = None  # several starts or an A/B (JSON: environment.starts)
+    shard: ShardInfo | None = None  # this file is one shard of a run (JSON: environment.shard)
+    shards: list[ShardEntry] = field(default_factory=list)  # a merged run's shards (environment.shards)
+    incomplete: list[str] = field(default_factory=list)  # why a merged run is not whole (environment.incomplete)
 
     def for_server(self, name: str) -> list[MetricResult]:
         return [r for r in self.metrics if r.server == name]
@@ -305,14 +333,26 @@ def starts_dict(st: StartsRecord) -> dict[str, Any]:
     return d
 
 
+def _environment_dict(session: SessionResults) -> dict[str, Any]:
+    env = dict(session.environment)
+    if session.starts is not None:
+        env["starts"] = starts_dict(session.starts)
+    if session.shard is not None:
+        env["shard"] = asdict(session.shard)
+    if session.shards:
+        env["shards"] = [asdict(sh) for sh in session.shards]
+    if session.incomplete:
+        env["incomplete"] = list(session.incomplete)
+    return env
+
+
 def to_dict(session: SessionResults) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "kind": KIND,
         "matrix": session.matrix,
         "interrupted": session.interrupted,
-        "environment": ({**session.environment, "starts": starts_dict(session.starts)} if session.starts
-                        else session.environment),
+        "environment": _environment_dict(session),
         "servers": {n: asdict(rec) for n, rec in session.servers.items()},
         "results": [metric_dict(r) for r in session.metrics],
         "runs": [run_dict(run) for run in session.case_runs],
@@ -420,10 +460,15 @@ def load(path: Path | str) -> SessionResults:
 def from_dict(data: dict, path: Path | str = "<results>") -> SessionResults:
     r = _Reader(path)
     env = dict(r.get(data, "environment", "", dict, required=False, default={}))
-    starts = env.pop("starts", None)
+    starts, shard, shards = env.pop("starts", None), env.pop("shard", None), env.pop("shards", None)
+    incomplete = env.pop("incomplete", None)
     session = SessionResults(matrix=str(data.get("matrix") or ""), environment=env,
                              interrupted=r.get(data, "interrupted", "", str, required=False),
-                             starts=None if starts is None else _starts(r, starts, "environment.starts"))
+                             starts=None if starts is None else _starts(r, starts, "environment.starts"),
+                             shard=None if shard is None else _shard(r, shard, "environment.shard"),
+                             shards=[_shard_entry(r, x, f"environment.shards[{i}]")
+                                     for i, x in enumerate(shards if isinstance(shards, list) else [])],
+                             incomplete=[str(x) for x in incomplete] if isinstance(incomplete, list) else [])
     known = {f.name for f in fields(ServerRecord)}
     for name, rec in r.get(data, "servers", "", dict, required=False, default={}).items():
         where = f"servers.{name}"
@@ -439,6 +484,29 @@ def from_dict(data: dict, path: Path | str = "<results>") -> SessionResults:
     for i, item in enumerate(r.get(data, "runs", "", list, required=False, default=[])):
         session.case_runs.append(_case_run(r, item, f"runs[{i}]"))
     return session
+
+
+def _shard(r: _Reader, d: Any, where: str) -> ShardInfo:
+    if not isinstance(d, dict):
+        raise r.fail(where, f"expected an object, got {type(d).__name__}")
+    names = lambda k: [str(x) for x in r.get(d, k, where, list, required=False, default=[])]  # noqa: E731
+    return ShardInfo(index=r.get(d, "index", where, int), count=r.get(d, "count", where, int),
+                     servers=names("servers"), matrix_servers=names("matrix_servers"),
+                     plan=[[str(x) for x in sh] for sh in r.get(d, "plan", where, list, required=False, default=[])
+                           if isinstance(sh, list)],
+                     costs_from=r.get(d, "costs_from", where, str, required=False),
+                     runner=r.get(d, "runner", where, str, required=False))
+
+
+def _shard_entry(r: _Reader, d: Any, where: str) -> ShardEntry:
+    if not isinstance(d, dict):
+        raise r.fail(where, f"expected an object, got {type(d).__name__}")
+    return ShardEntry(index=r.get(d, "index", where, int, required=False),
+                      count=r.get(d, "count", where, int, required=False),
+                      runner=r.get(d, "runner", where, str, required=False),
+                      host=r.get(d, "host", where, str, required=False),
+                      servers=[str(x) for x in r.get(d, "servers", where, list, required=False, default=[])],
+                      file=str(d.get("file") or ""))
 
 
 _WINDOW_KEYS = {"server", "start", "case", "disturbed", "kept"}

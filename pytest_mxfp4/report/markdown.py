@@ -589,6 +589,8 @@ def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, 
         from pytest_mxfp4.report.abreport import page_section
 
         out += page_section(session.starts).splitlines() + [""]
+    if session.shards or session.incomplete:
+        out += _shards_section(session)
     out += ["---", "", "## How to Run Benchmarks", "", "```bash"]
     cfg_path = str(matrix.path) if matrix is not None else "configs/<matrix>.yaml"
     out += [f"pytest -m perf --perf-config {cfg_path} --perf-json .perf/results.json",
@@ -610,3 +612,17 @@ def plots_section(plot_paths: Iterable[Path], page_path: Path) -> str:
         rel = os.path.relpath(Path(p).resolve(), Path(page_path).resolve().parent)
         lines.append(f"![{Path(p).stem}]({Path(rel).as_posix()})")
     return "\n".join(lines) + "\n"
+
+
+def _shards_section(session: SessionResults) -> list[str]:
+    """A merged run: which shard ran which configs where, and what is missing."""
+    lines = ["## Shards", "",
+             "Each config runs on the same shard, and shard K on runner `gb10-shard-K`, every night "
+             "(`--perf-shard`); numbers of one config are only compared with that box's.", "",
+             "| shard | runner | host | configs | file |", "|---|---|---|---|---|"]
+    for sh in sorted(session.shards, key=lambda s: (s.index or 0, s.file)):
+        lines.append(f"| {sh.index}/{sh.count} | {sh.runner or '?'} | {sh.host or '?'} "
+                     f"| {', '.join(sh.servers) or '(none)'} | {Path(sh.file).name} |")
+    if session.incomplete:
+        lines += ["", "**Incomplete run:**", ""] + [f"- {p}" for p in session.incomplete]
+    return lines + [""]
