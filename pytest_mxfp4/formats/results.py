@@ -378,8 +378,9 @@ class _Reader:
     def fail(self, where: str, msg: str) -> PerfUserError:
         return PerfUserError(f"{self.path}: {where}: {msg}")
 
-    def get(self, d: dict, key: str, where: str, kind: type | tuple[type, ...], required: bool = True,
-            default: Any = None) -> Any:
+    def typed(self, d: dict, key: str, where: str, kind: type | tuple[type, ...], required: bool = True,
+              default: Any = None) -> Any:
+        """d[key] checked to be a `kind` (missing: `default`, or an error when `required`)."""
         if key not in d or d[key] is None:
             if required:
                 raise self.fail(f"{where}.{key}".lstrip("."), "missing")
@@ -397,7 +398,7 @@ class _Reader:
         return v
 
     def floats(self, d: dict, key: str, where: str) -> list[float]:
-        xs = self.get(d, key, where, list, required=False, default=[])
+        xs = self.typed(d, key, where, list, required=False, default=[])
         out = []
         for i, x in enumerate(xs):
             if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
@@ -406,12 +407,12 @@ class _Reader:
         return out
 
     def case(self, d: dict, where: str) -> Case:
-        c = self.get(d, "case", where, dict)
-        kind = self.get(c, "kind", f"{where}.case", str)
+        c = self.typed(d, "case", where, dict)
+        kind = self.typed(c, "kind", f"{where}.case", str)
         if kind not in ("prefill", "decode"):
             raise self.fail(f"{where}.case.kind", f"expected prefill or decode, got {kind!r}")
-        return Case(kind, self.get(c, "pp", f"{where}.case", int), self.get(c, "tg", f"{where}.case", int),
-                    self.get(c, "depth", f"{where}.case", int, required=False, default=0))
+        return Case(kind, self.typed(c, "pp", f"{where}.case", int), self.typed(c, "tg", f"{where}.case", int),
+                    self.typed(c, "depth", f"{where}.case", int, required=False, default=0))
 
 
 def migrate(data: dict, path: Path | str) -> dict:
@@ -459,18 +460,18 @@ def load(path: Path | str) -> SessionResults:
 
 def from_dict(data: dict, path: Path | str = "<results>") -> SessionResults:
     r = _Reader(path)
-    env = dict(r.get(data, "environment", "", dict, required=False, default={}))
+    env = dict(r.typed(data, "environment", "", dict, required=False, default={}))
     starts, shard, shards = env.pop("starts", None), env.pop("shard", None), env.pop("shards", None)
     incomplete = env.pop("incomplete", None)
     session = SessionResults(matrix=str(data.get("matrix") or ""), environment=env,
-                             interrupted=r.get(data, "interrupted", "", str, required=False),
+                             interrupted=r.typed(data, "interrupted", "", str, required=False),
                              starts=None if starts is None else _starts(r, starts, "environment.starts"),
                              shard=None if shard is None else _shard(r, shard, "environment.shard"),
                              shards=[_shard_entry(r, x, f"environment.shards[{i}]")
                                      for i, x in enumerate(shards if isinstance(shards, list) else [])],
                              incomplete=[str(x) for x in incomplete] if isinstance(incomplete, list) else [])
     known = {f.name for f in fields(ServerRecord)}
-    for name, rec in r.get(data, "servers", "", dict, required=False, default={}).items():
+    for name, rec in r.typed(data, "servers", "", dict, required=False, default={}).items():
         where = f"servers.{name}"
         if not isinstance(rec, dict):
             raise r.fail(where, f"expected an object, got {type(rec).__name__}")
@@ -481,7 +482,7 @@ def from_dict(data: dict, path: Path | str = "<results>") -> SessionResults:
         mr = _metric_result(r, item, f"results[{i}]")
         session.metrics.append(mr)
         session.servers.setdefault(mr.server, ServerRecord(name=mr.server, runner="", model=""))
-    for i, item in enumerate(r.get(data, "runs", "", list, required=False, default=[])):
+    for i, item in enumerate(r.typed(data, "runs", "", list, required=False, default=[])):
         session.case_runs.append(_case_run(r, item, f"runs[{i}]"))
     return session
 
@@ -489,23 +490,23 @@ def from_dict(data: dict, path: Path | str = "<results>") -> SessionResults:
 def _shard(r: _Reader, d: Any, where: str) -> ShardInfo:
     if not isinstance(d, dict):
         raise r.fail(where, f"expected an object, got {type(d).__name__}")
-    names = lambda k: [str(x) for x in r.get(d, k, where, list, required=False, default=[])]  # noqa: E731
-    return ShardInfo(index=r.get(d, "index", where, int), count=r.get(d, "count", where, int),
+    names = lambda k: [str(x) for x in r.typed(d, k, where, list, required=False, default=[])]  # noqa: E731
+    return ShardInfo(index=r.typed(d, "index", where, int), count=r.typed(d, "count", where, int),
                      servers=names("servers"), matrix_servers=names("matrix_servers"),
-                     plan=[[str(x) for x in sh] for sh in r.get(d, "plan", where, list, required=False, default=[])
+                     plan=[[str(x) for x in sh] for sh in r.typed(d, "plan", where, list, required=False, default=[])
                            if isinstance(sh, list)],
-                     costs_from=r.get(d, "costs_from", where, str, required=False),
-                     runner=r.get(d, "runner", where, str, required=False))
+                     costs_from=r.typed(d, "costs_from", where, str, required=False),
+                     runner=r.typed(d, "runner", where, str, required=False))
 
 
 def _shard_entry(r: _Reader, d: Any, where: str) -> ShardEntry:
     if not isinstance(d, dict):
         raise r.fail(where, f"expected an object, got {type(d).__name__}")
-    return ShardEntry(index=r.get(d, "index", where, int, required=False),
-                      count=r.get(d, "count", where, int, required=False),
-                      runner=r.get(d, "runner", where, str, required=False),
-                      host=r.get(d, "host", where, str, required=False),
-                      servers=[str(x) for x in r.get(d, "servers", where, list, required=False, default=[])],
+    return ShardEntry(index=r.typed(d, "index", where, int, required=False),
+                      count=r.typed(d, "count", where, int, required=False),
+                      runner=r.typed(d, "runner", where, str, required=False),
+                      host=r.typed(d, "host", where, str, required=False),
+                      servers=[str(x) for x in r.typed(d, "servers", where, list, required=False, default=[])],
                       file=str(d.get("file") or ""))
 
 
@@ -515,10 +516,10 @@ _WINDOW_KEYS = {"server", "start", "case", "disturbed", "kept"}
 def _window(r: _Reader, d: Any, where: str) -> StartWindow:
     if not isinstance(d, dict):
         raise r.fail(where, f"expected an object, got {type(d).__name__}")
-    return StartWindow(server=r.get(d, "server", where, str), start=r.get(d, "start", where, int),
-                       case=r.get(d, "case", where, str, required=False),
-                       disturbed=r.get(d, "disturbed", where, str, required=False),
-                       kept=bool(r.get(d, "kept", where, bool, required=False, default=False)),
+    return StartWindow(server=r.typed(d, "server", where, str), start=r.typed(d, "start", where, int),
+                       case=r.typed(d, "case", where, str, required=False),
+                       disturbed=r.typed(d, "disturbed", where, str, required=False),
+                       kept=bool(r.typed(d, "kept", where, bool, required=False, default=False)),
                        facts={k: v for k, v in d.items() if k not in _WINDOW_KEYS})
 
 
@@ -528,14 +529,14 @@ def _ab_entry(r: _Reader, d: Any, where: str) -> ABEntry:
     known = {f.name: f for f in fields(ABEntry)}
     kw = {k: v for k, v in d.items() if k in known and k != "baseline_second_opinion"}
     for k in ("server", "head", "case", "metric"):
-        kw[k] = r.get(d, k, where, str)
+        kw[k] = r.typed(d, k, where, str)
     for k in ("base_starts", "head_starts"):
         kw[k] = r.floats(d, k, where)
-    so = r.get(d, "baseline_second_opinion", where, dict, required=False)
+    so = r.typed(d, "baseline_second_opinion", where, dict, required=False)
     if so is not None:
         kw["baseline_second_opinion"] = SecondOpinion(
-            verdict=r.get(so, "verdict", f"{where}.baseline_second_opinion", str),
-            delta_pct=r.get(so, "delta_pct", f"{where}.baseline_second_opinion", float, required=False),
+            verdict=r.typed(so, "verdict", f"{where}.baseline_second_opinion", str),
+            delta_pct=r.typed(so, "delta_pct", f"{where}.baseline_second_opinion", float, required=False),
             reason=str(so.get("reason") or ""))
     return ABEntry(**kw)
 
@@ -543,18 +544,18 @@ def _ab_entry(r: _Reader, d: Any, where: str) -> ABEntry:
 def _starts(r: _Reader, d: Any, where: str) -> StartsRecord:
     if not isinstance(d, dict):
         raise r.fail(where, f"expected an object, got {type(d).__name__}")
-    lst = lambda k: r.get(d, k, where, list, required=False, default=[])  # noqa: E731
+    lst = lambda k: r.typed(d, k, where, list, required=False, default=[])  # noqa: E731
     return StartsRecord(
-        restarts=r.get(d, "restarts", where, int, required=False, default=1),
-        max_restarts=r.get(d, "max_restarts", where, int, required=False),
-        replacements=r.get(d, "replacements", where, int, required=False, default=0),
+        restarts=r.typed(d, "restarts", where, int, required=False, default=1),
+        max_restarts=r.typed(d, "max_restarts", where, int, required=False),
+        replacements=r.typed(d, "replacements", where, int, required=False, default=0),
         order=[str(x) for x in lst("order")], ab_head=[str(x) for x in lst("ab_head")],
-        between_start=r.get(d, "between_start", where, str, required=False),
+        between_start=r.typed(d, "between_start", where, str, required=False),
         ab=[_ab_entry(r, e, f"{where}.ab[{i}]") for i, e in enumerate(lst("ab"))],
         preflight=[_window(r, w, f"{where}.preflight[{i}]") for i, w in enumerate(lst("preflight"))],
         windows=[_window(r, w, f"{where}.windows[{i}]") for i, w in enumerate(lst("windows"))],
         start_errors={str(k): [str(x) for x in v] for k, v in
-                      r.get(d, "start_errors", where, dict, required=False, default={}).items()
+                      r.typed(d, "start_errors", where, dict, required=False, default={}).items()
                       if isinstance(v, list)},
         start_seconds=r.floats(d, "start_seconds", where),
         budget_notes=[str(x) for x in lst("budget_notes")])
@@ -563,66 +564,66 @@ def _starts(r: _Reader, d: Any, where: str) -> StartsRecord:
 def _metric_result(r: _Reader, d: Any, where: str) -> MetricResult:
     if not isinstance(d, dict):
         raise r.fail(where, f"expected an object, got {type(d).__name__}")
-    server = r.get(d, "server", where, str)
-    metric = r.get(d, "metric", where, str)
+    server = r.typed(d, "server", where, str)
+    metric = r.typed(d, "metric", where, str)
     if metric not in METRICS:
         raise r.fail(f"{where}.metric", f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
     case = r.case(d, where)
-    gate = r.get(d, "gate", where, str, required=False, default="warn")
+    gate = r.typed(d, "gate", where, str, required=False, default="warn")
     if gate not in ("fail", "warn", "off"):
         raise r.fail(f"{where}.gate", f"expected fail, warn or off, got {gate!r}")
     samples = r.floats(d, "samples", where)
     mr = MetricResult(server=server, case=case, metric=metric, gate=gate, samples=samples,
-                      error=r.get(d, "error", where, str, required=False))
+                      error=r.typed(d, "error", where, str, required=False))
     try:
         if samples:
             mr.summary = Summary.from_samples(samples, metric=mr.key)
-        b = r.get(d, "baseline", where, dict, required=False)
+        b = r.typed(d, "baseline", where, dict, required=False)
         if b is not None:
             bw = f"{where}.baseline"
             mr.baseline = BaselineStats.from_summary(
-                r.get(b, "mean", bw, float), r.get(b, "stdev", bw, float), r.get(b, "n", bw, int),
+                r.typed(b, "mean", bw, float), r.typed(b, "stdev", bw, float), r.typed(b, "n", bw, int),
                 history_cv=r.floats(b, "history_cv", bw))
     except StatsError as e:
         raise r.fail(where, f"unreadable numbers: {e}") from None
-    c = r.get(d, "comparison", where, dict, required=False)
+    c = r.typed(d, "comparison", where, dict, required=False)
     if c is not None:
         mr.comparison = _comparison(r, c, f"{where}.comparison")
-    for j, t in enumerate(r.get(d, "targets", where, list, required=False, default=[])):
+    for j, t in enumerate(r.typed(d, "targets", where, list, required=False, default=[])):
         tw = f"{where}.targets[{j}]"
         if not isinstance(t, dict):
             raise r.fail(tw, "expected an object")
-        mr.targets.append(Target(engine=r.get(t, "engine", tw, str), metric=r.get(t, "metric", tw, str),
-                                 value=r.get(t, "value", tw, float), unit=str(t.get("unit") or ""),
+        mr.targets.append(Target(engine=r.typed(t, "engine", tw, str), metric=r.typed(t, "metric", tw, str),
+                                 value=r.typed(t, "value", tw, float), unit=str(t.get("unit") or ""),
                                  note=str(t.get("note") or "")))
-    mr.flagged_samples = r.get(d, "flagged_samples", where, int, required=False, default=0)
-    mr.flags = {str(k): int(v) for k, v in r.get(d, "flags", where, dict, required=False, default={}).items()
+    mr.flagged_samples = r.typed(d, "flagged_samples", where, int, required=False, default=0)
+    mr.flags = {str(k): int(v) for k, v in r.typed(d, "flags", where, dict, required=False, default={}).items()
                 if isinstance(v, int) and not isinstance(v, bool)}
-    mr.error_samples = r.get(d, "error_samples", where, int, required=False, default=0)
-    mr.runs_to_verdict = r.get(d, "runs_to_verdict", where, int, required=False, default=0)
-    mr.confirmed = bool(r.get(d, "confirmed", where, bool, required=False, default=False))
+    mr.error_samples = r.typed(d, "error_samples", where, int, required=False, default=0)
+    mr.runs_to_verdict = r.typed(d, "runs_to_verdict", where, int, required=False, default=0)
+    mr.confirmed = bool(r.typed(d, "confirmed", where, bool, required=False, default=False))
     if d.get("verdict") == Verdict.INCOMPARABLE.value and mr.error is None:
         mr.incomparable = str(d.get("incomparable") or "the stored baseline ran another configuration")
     return mr
 
 
 def _comparison(r: _Reader, c: dict, where: str) -> Comparison:
-    verdict = r.get(c, "verdict", where, str)
+    verdict = r.typed(c, "verdict", where, str)
     try:
         v = Verdict(verdict)
     except ValueError:
         raise r.fail(f"{where}.verdict", f"unknown verdict {verdict!r}; known: "
                      + ", ".join(x.value for x in Verdict)) from None
     why = c.get("why")
-    num = lambda k: r.get(c, k, where, float, required=False)  # noqa: E731
+    num = lambda k: r.typed(c, k, where, float, required=False)  # noqa: E731
     return Comparison(
         verdict=v, delta_pct=num("delta_pct"), effect_pct=num("effect_pct"), ci_low_pct=num("ci_low_pct"),
         ci_high_pct=num("ci_high_pct"), p_value=num("p_value"), tolerance_pct=num("tolerance_pct"),
-        n_current=r.get(c, "n_current", where, int, required=False, default=0),
-        n_baseline=r.get(c, "n_baseline", where, int, required=False, default=0),
+        n_current=r.typed(c, "n_current", where, int, required=False, default=0),
+        n_baseline=r.typed(c, "n_baseline", where, int, required=False, default=0),
         reason=str(c.get("reason") or ""),
-        dropped_current=r.get(c, "dropped_current", where, int, required=False, default=0),
-        dropped_baseline=r.get(c, "dropped_baseline", where, int, required=False, default=0),
+        dropped_current=r.typed(c, "dropped_current", where, int, required=False, default=0),
+        dropped_baseline=r.typed(c, "dropped_baseline", where, int, required=False, default=0),
         why=Why(why) if why in {w.value for w in Why} else None,
         method=str(c.get("method") or ""), p_worse=num("p_worse"))
 
@@ -630,39 +631,39 @@ def _comparison(r: _Reader, c: dict, where: str) -> Comparison:
 def _case_run(r: _Reader, d: Any, where: str) -> CaseRun:
     if not isinstance(d, dict):
         raise r.fail(where, f"expected an object, got {type(d).__name__}")
-    server = r.get(d, "server", where, str)
+    server = r.typed(d, "server", where, str)
     if "case" in d:
         case = r.case(d, where)
     else:  # schema 1 runs named the case only by id
         try:
-            case = Case.parse(r.get(d, "workload", where, str))
+            case = Case.parse(r.typed(d, "workload", where, str))
         except ValueError as e:
             raise r.fail(f"{where}.workload", str(e)) from None
-    run = CaseRun(server=server, case=case, latency_ms=r.get(d, "latency_ms", where, float, required=False,
+    run = CaseRun(server=server, case=case, latency_ms=r.typed(d, "latency_ms", where, float, required=False,
                                                              default=0.0),
-                  notes=[str(n) for n in r.get(d, "notes", where, list, required=False, default=[])])
+                  notes=[str(n) for n in r.typed(d, "notes", where, list, required=False, default=[])])
     metric_names = {f.name for f in fields(RequestMetrics)}
-    for j, s in enumerate(r.get(d, "samples", where, list, required=False, default=[])):
+    for j, s in enumerate(r.typed(d, "samples", where, list, required=False, default=[])):
         sw = f"{where}.samples[{j}]"
         if not isinstance(s, dict):
             raise r.fail(sw, "expected an object")
-        m = r.get(s, "metrics", sw, dict, required=False)
+        m = r.typed(s, "metrics", sw, dict, required=False)
         metrics = None
         if m is not None:
             missing = metric_names - set(m)
             if missing:
                 raise r.fail(f"{sw}.metrics", f"missing {', '.join(sorted(missing))}")
-            metrics = RequestMetrics(**{k: r.get(m, k, f"{sw}.metrics", float, required=False)
+            metrics = RequestMetrics(**{k: r.typed(m, k, f"{sw}.metrics", float, required=False)
                                         for k in metric_names})
         run.samples.append(Sample(
-            run=r.get(s, "run", sw, int), start=r.get(s, "start", sw, int, required=False, default=0),
-            metrics=metrics, prompt_tokens=r.get(s, "prompt_tokens", sw, int, required=False),
-            completion_tokens=r.get(s, "completion_tokens", sw, int, required=False),
-            content_chunks=r.get(s, "content_chunks", sw, int, required=False, default=0),
-            client_lag_ms=r.get(s, "client_lag_ms", sw, float, required=False, default=0.0),
-            cache_hit_tokens=r.get(s, "cache_hit_tokens", sw, float, required=False),
+            run=r.typed(s, "run", sw, int), start=r.typed(s, "start", sw, int, required=False, default=0),
+            metrics=metrics, prompt_tokens=r.typed(s, "prompt_tokens", sw, int, required=False),
+            completion_tokens=r.typed(s, "completion_tokens", sw, int, required=False),
+            content_chunks=r.typed(s, "content_chunks", sw, int, required=False, default=0),
+            client_lag_ms=r.typed(s, "client_lag_ms", sw, float, required=False, default=0.0),
+            cache_hit_tokens=r.typed(s, "cache_hit_tokens", sw, float, required=False),
             telemetry=list(s.get("telemetry") or []), flags=[str(f) for f in s.get("flags") or []],
             server_timings=s["server_timings"] if isinstance(s.get("server_timings"), dict) else None,
-            server_decode_ratio=r.get(s, "server_decode_ratio", sw, float, required=False),
-            error=r.get(s, "error", sw, str, required=False)))
+            server_decode_ratio=r.typed(s, "server_decode_ratio", sw, float, required=False),
+            error=r.typed(s, "error", sw, str, required=False)))
     return run
