@@ -140,7 +140,8 @@ def test_shipped_configs_are_valid():
 def test_gate_floor_override():
     m = parse({**MINIMAL, "gates": {"tg32": {"policy": "fail", "floor_pct": 20}, "pp512": "warn"}})
     tg32 = m.workloads.cases[1]
-    assert m.gates.policy(tg32, "tg_tps") == "fail" and m.gates.floor_pct(tg32, "tg_tps") == 20.0
-    assert m.gates.floor_pct(m.workloads.cases[0], "pp_tps") is None
+    assert m.gates.policy(tg32, "tg_tps") == "fail" and m.gates.rule(tg32, "tg_tps").floor_pct == 20.0
+    pp = m.gates.rule(m.workloads.cases[0], "pp_tps")
+    assert not pp.floor_given and pp.floor_pct == 5.0  # the metric's default floor
     with pytest.raises(ConfigError, match=r"gates\.tg32\.floor: unknown field"):
         parse({**MINIMAL, "gates": {"tg32": {"policy": "fail", "floor": 20}}})

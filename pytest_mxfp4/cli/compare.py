@@ -134,19 +134,16 @@ def compare_results(reference_paths: list[str], current_path: str, config_path: 
         mine, (theirs, hist) = cur_starts.get((r.server, r.key), []), ref_starts.get((r.server, r.key), ([], ()))
         if mr.comparison is not None and mine and theirs and (len(mine) > 1 or len(theirs) > 1):
             from pytest_mxfp4.run.ab import judge_starts
-            from pytest_mxfp4.stats.samples import DEFAULT_FLOOR_PCT, StatsError
-
             from pytest_mxfp4.stats import starts as startstats
+            from pytest_mxfp4.stats.samples import StatsError
 
-            floor = gates.floor_pct(r.case, r.metric)
-            np_ = matrix.noise_prior(r.server) if matrix else None
+            rule = gates.rule(r.case, r.metric)
             try:
                 mr.comparison, _ = judge_starts(
-                    theirs, mine, higher_is_better=mr.higher_is_better,
-                    floor_pct=floor if floor is not None else DEFAULT_FLOOR_PCT.get(r.metric, 5.0),
+                    theirs, mine, higher_is_better=mr.higher_is_better, floor_pct=rule.floor_pct,
                     history_cvs=hist, label=r.key, what_base="reference", looks=looks,
-                    prior=startstats.Prior(np_.cv_pct / 100, np_.df) if np_ else startstats.DEFAULT_PRIOR,
-                    max_regression_pct=gates.max_regression_pct(r.case, r.metric),
+                    prior=matrix.start_prior(r.server) if matrix else startstats.DEFAULT_PRIOR,
+                    max_regression_pct=rule.max_regression_pct,
                     arms_label="baseline and this run's starts")
             except StatsError as e:
                 mr.error = str(e)

@@ -206,6 +206,18 @@ class NoisePrior:
 
 
 @dataclass(frozen=True)
+class GateRule:
+    """How one metric of one case is gated: the policy, the practical floor
+    (the gate's own, else the metric's default) and the largest drop a pass
+    may admit."""
+
+    gate: str  # fail | warn | off
+    floor_pct: float | None  # None: a metric with no default floor and none given
+    floor_given: bool
+    max_regression_pct: float | None
+
+
+@dataclass(frozen=True)
 class Gates:
     """Per-metric policy. Keys: a case id ("tg32": its primary metric) or
     "case/metric" ("pp2048/e2e_ttft_ms")."""
@@ -230,11 +242,15 @@ class Gates:
     def policy(self, case: Case, metric: str) -> str:
         return self._lookup(self.rules, case, metric) or self.default
 
-    def floor_pct(self, case: Case, metric: str) -> float | None:
-        return self._lookup(self.floors, case, metric)
+    def rule(self, case: Case, metric: str) -> GateRule:
+        """Everything the gate says about one metric of one case, resolved once."""
+        from pytest_mxfp4.stats.samples import DEFAULT_FLOOR_PCT
 
-    def max_regression_pct(self, case: Case, metric: str) -> float | None:
-        return self._lookup(self.max_regressions, case, metric)
+        given = self._lookup(self.floors, case, metric)
+        return GateRule(gate=self.policy(case, metric),
+                        floor_pct=given if given is not None else DEFAULT_FLOOR_PCT.get(metric),
+                        floor_given=given is not None,
+                        max_regression_pct=self._lookup(self.max_regressions, case, metric))
 
 
 @dataclass(frozen=True)
@@ -261,6 +277,13 @@ class Matrix:
         """The stated fallback noise of a config: its own, else the workloads' (None: the default)."""
         cfg = next((c for c in self.servers if c.name == server), None)
         return (cfg.noise_prior if cfg else None) or self.workloads.noise_prior
+
+    def start_prior(self, server: str):
+        """The noise prior the start-level rule uses for `server`: stated, else the default."""
+        from pytest_mxfp4.stats import starts as startstats
+
+        np_ = self.noise_prior(server)
+        return startstats.Prior(np_.cv_pct / 100.0, np_.df) if np_ else startstats.DEFAULT_PRIOR
 
     def server(self, name: str) -> ServerConfig:
         for s in self.servers:

@@ -238,13 +238,14 @@ class PerfSession:
             if cfg.expect:
                 record.notes.append("expect: not checked: the server was started elsewhere and its log is not visible")
             return
-        from pytest_mxfp4.observe.facts import ENGINES as OBSERVED_ENGINES  # engines whose logs we can read
+        from pytest_mxfp4.observe.logs import ENGINES as OBSERVED_ENGINES  # engines whose logs we can read
 
         if not text or cfg.engine not in OBSERVED_ENGINES:
             if cfg.expect:
                 raise ServerError(f"server {cfg.name!r}: `expect:` is set but no server log is available to check it")
             return
-        from pytest_mxfp4.observe.facts import check_expectations, observe_text
+        from pytest_mxfp4.observe.facts import check_expectations
+        from pytest_mxfp4.observe.logs import observe_text
 
         facts = observe_text(text, engine=cfg.engine)
         record.observed = facts.to_dict()
@@ -574,18 +575,16 @@ class PerfSession:
         return out
 
     def floor_pct(self, case: Case, metric: str) -> float:
-        """The gate's practical floor (%), else the metric's default: the one place that says so."""
-        from pytest_mxfp4.stats.samples import DEFAULT_FLOOR_PCT
-
-        floor = self.matrix.gates.floor_pct(case, metric)
-        return floor if floor is not None else DEFAULT_FLOOR_PCT.get(metric, 5.0)
+        """The gate's practical floor (%), else the metric's default (`Gates.rule`)."""
+        floor = self.matrix.gates.rule(case, metric).floor_pct
+        if floor is None:
+            raise PerfUserError(f"{self.matrix.path}: metric {metric!r} of case {case.id} has no default floor; "
+                                f"give one under gates.floors")
+        return floor
 
     def noise_prior(self, name: str):
-        """The stated fallback noise of a config (its own, the workloads', else the default)."""
-        from pytest_mxfp4.stats import starts as startstats
-
-        np_ = self.matrix.noise_prior(self.base_of.get(name, name))
-        return startstats.Prior(np_.cv_pct / 100.0, np_.df) if np_ else startstats.DEFAULT_PRIOR
+        """The stated fallback noise of a config's base arm (`Matrix.start_prior`)."""
+        return self.matrix.start_prior(self.base_of.get(name, name))
 
     def _clean_means(self, arm: str, case_id: str, metric: str) -> dict[int, float]:
         left_out = self.excluded.get((arm, case_id), {})
@@ -667,7 +666,7 @@ class PerfSession:
                             b_means, [means_d[i] for i in sorted(means_d)], higher_is_better=hib, floor_pct=floor,
                             history_cvs=hist, label=key, what_base="baseline", disturbed=disturbed,
                             looks=looks, prior=self.noise_prior(name), arms_label="baseline and this run's starts",
-                            max_regression_pct=self.matrix.gates.max_regression_pct(case, metric))
+                            max_regression_pct=self.matrix.gates.rule(case, metric).max_regression_pct)
                         self.start_comparisons[(name, case.id, metric)] = sc
                     except StatsError as e:
                         r.error = str(e)
@@ -725,7 +724,7 @@ class PerfSession:
                                             history_cvs=hist, label=key, what_base="base-arm",
                                             disturbed=disturbed, looks=looks, prior=self.noise_prior(base),
                                             extra=stored,
-                                            max_regression_pct=self.matrix.gates.max_regression_pct(case, metric))
+                                            max_regression_pct=self.matrix.gates.rule(case, metric).max_regression_pct)
                     self.start_comparisons[(head, case.id, metric)] = sc
                     rh.comparison = comp
                     from pytest_mxfp4.stats.samples import BaselineStats
