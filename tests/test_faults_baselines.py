@@ -17,6 +17,7 @@ import yaml
 
 from pytest_mxfp4.formats.baselines import LOCK_NAME, BaselineStore, read_baseline
 from pytest_mxfp4.errors import BaselineError
+from pytest_mxfp4.formats.results import RunEnvironment
 
 KEY, MODEL, SERVER = "cpu-x86_64-test-2c", "models/tiny", "tiny-eager"
 
@@ -187,7 +188,7 @@ def _run_logger(root: str, n: int, tag: str) -> None:
     from pytest_mxfp4.formats.results import SessionResults
 
     for i in range(n):
-        s = SessionResults(matrix="m", environment={"hardware_key": KEY})
+        s = SessionResults(matrix="m", environment=RunEnvironment.from_dict({"hardware_key": KEY}))
         _append_run_log_locked(Path(root), _one_metric_session(s, f"{tag}-{i}"))
 
 

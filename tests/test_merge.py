@@ -13,6 +13,7 @@ from pytest_mxfp4.formats import results as results_file
 from pytest_mxfp4.cli.main import main as cli_main
 from pytest_mxfp4.formats.config import Case
 from pytest_mxfp4.formats.results import MetricResult, ServerRecord, SessionResults
+from pytest_mxfp4.formats.results import RunEnvironment
 from pytest_mxfp4.stats.samples import Summary
 
 ALL = ["a", "b", "c"]
@@ -24,7 +25,7 @@ def _shard(tmp_path: Path, k: int, servers: list[str], *, n: int = 2, hw: str = 
     env = {"hardware_key": hw, "hostname": f"box{k}",
            "shard": {"index": k, "count": n, "servers": servers, "matrix_servers": matrix_servers or ALL,
                      "plan": plan or PLAN, "costs_from": None, "runner": f"gb10-shard-{k}"}}
-    s = SessionResults(matrix=matrix, environment=env)
+    s = SessionResults(matrix=matrix, environment=RunEnvironment.from_dict(env))
     for i, srv in enumerate(servers):
         s.servers[srv] = ServerRecord(name=srv, runner="process", model="tiny", info={"startup_s": 20.0 + i})
         case = Case("decode", pp=512, tg=32)
@@ -49,7 +50,7 @@ def test_two_shards_merge_into_one_run(tmp_path, capsys):
     assert _keys(out) == {(s, "tg32/tg_tps") for s in ALL}
     assert merged.servers["b"].info["shard"] == "2/2" and merged.servers["b"].info["runner"] == "gb10-shard-2"
     assert [sh.index for sh in sorted(merged.shards, key=lambda x: x.index)] == [1, 2]
-    assert "shard" not in merged.environment
+    assert merged.shard is None and "shard" not in merged.environment.extra  # the merged run is no shard
     assert "merged 2 shard file(s), 3 config(s)" in capsys.readouterr().out
 
 
@@ -96,7 +97,7 @@ def test_mismatched_hardware_matrix_and_split(tmp_path, capsys):
 
 def test_a_file_without_shard_info_and_a_broken_file(tmp_path, capsys):
     plain = tmp_path / "plain.json"
-    results_file.save(SessionResults(matrix="cpu", environment={"hardware_key": "x"}), plain)
+    results_file.save(SessionResults(matrix="cpu", environment=RunEnvironment.from_dict({"hardware_key": "x"})), plain)
     assert cli_main(["merge", str(plain), "--json", str(tmp_path / "m.json")]) == 1
     assert "not a shard (no environment.shard" in capsys.readouterr().err
     bad = tmp_path / "bad.json"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pytest_mxfp4.formats import results as results_file
@@ -51,7 +51,7 @@ class _Shard:
 
     def entry(self) -> ShardEntry:
         return ShardEntry(index=self.info.index, count=self.info.count, runner=self.info.runner,
-                          host=self.session.environment.get("hostname"), servers=sorted(self.session.servers),
+                          host=self.session.environment.hostname, servers=sorted(self.session.servers),
                           file=self.file)
 
 
@@ -109,7 +109,7 @@ def merge(paths: list[str | Path], expect_shards: int | None = None) -> Merged:
             owner.setdefault(name, sh.file)
 
     cut = [f"{sh.file}: {sh.session.interrupted}" for sh in shards if sh.session.interrupted]
-    merged = SessionResults(matrix=first.session.matrix, environment=dict(first.session.environment),
+    merged = SessionResults(matrix=first.session.matrix, environment=replace(first.session.environment),
                             interrupted="; ".join(cut) or None, shards=[sh.entry() for sh in shards])
     seen: set[str] = set()
     for sh in shards:

@@ -10,6 +10,7 @@ files, the last file wins; every file's configs go to the run log section.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from pytest_mxfp4.formats.baselines import BaselineFile, read_baseline
@@ -23,13 +24,13 @@ from pytest_mxfp4.report.history import RUN_LOG_NAME, read_run_log, run_log_reco
 def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
     """One session from several: per server config, the last session that
     measured (or mentioned) it wins. Each server record keeps its own
-    session's environment under info['environment'] when they differ."""
+    session's environment (`ServerRecord.environment`) when they differ."""
     if not sessions:
-        return SessionResults(matrix="", environment={})
+        return SessionResults(matrix="")
     if len(sessions) == 1:
         return sessions[0]
     last = sessions[-1]
-    merged = SessionResults(matrix=last.matrix, environment=dict(last.environment), starts=last.starts,
+    merged = SessionResults(matrix=last.matrix, environment=replace(last.environment), starts=last.starts,
                             interrupted="; ".join(s.interrupted for s in sessions if s.interrupted) or None)
     owner: dict[str, SessionResults] = {}
     for s in sessions:
@@ -40,7 +41,7 @@ def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
         rec = s.servers.get(name)
         if rec is not None:
             if s is not last and s.environment != last.environment:
-                rec.info = {**rec.info, "environment": s.environment}
+                rec.environment = s.environment
             merged.servers[name] = rec
         merged.metrics += s.for_server(name)
     return merged
@@ -94,7 +95,7 @@ def report_command(results_json: list[str], baselines_dir: str, config: str | No
     bdir = Path(baselines_dir)
     if not bdir.is_dir():
         raise PerfUserError(f"{bdir}: baseline directory not found (pass --baselines DIR; default baselines/)")
-    hw = session.environment.get("hardware_key")
+    hw = session.hardware_key
     baselines = load_baselines(bdir, matrix, hw)
 
     # the run log lives in the baselines root; --baselines may name one machine's folder below it

@@ -80,6 +80,69 @@ class MetricResult:
         return self.gate != "off" and not self.fails and self.verdict in (Verdict.REGRESSED, Verdict.ERROR)
 
 
+@dataclass(frozen=True)
+class GpuRecord:
+    name: str
+    sm: str  # compute capability "12.1"
+    memory_mib: int | None = None
+    driver: str | None = None
+
+
+@dataclass
+class RunEnvironment:
+    """Where a run ran (JSON: environment; captured by observe.environment).
+    The hardware key is stored as captured: a file read on another machine
+    keeps the key it was measured under."""
+
+    hardware_key: str | None = None
+    hostname: str | None = None
+    os: str | None = None
+    arch: str | None = None
+    cpu_model: str | None = None
+    cpu_count: int | None = None
+    memory_gib: float | None = None
+    python: str | None = None
+    plugin_version: str | None = None
+    git_sha: str | None = None
+    gpus: list[GpuRecord] = field(default_factory=list)
+    captured_at: str | None = None
+    cpu_affinity: list[int] = field(default_factory=list)
+    run_id: str | None = None  # the session's own id (two runs in one second stay two)
+    telemetry: str | None = None  # "nvml", or why there is none
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as read
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "gpus")}
+        d["gpus"] = [asdict(g) for g in self.gpus]
+        return {**self.extra, **{k: v for k, v in d.items() if v is not None}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunEnvironment:
+        """Lenient: a field of the wrong type is kept under `extra`, never guessed."""
+        known = {f.name for f in fields(cls)} - {"extra", "gpus"}
+        kw: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for k, v in d.items():
+            if k in known and (v is None or isinstance(v, _ENV_TYPES[k])) and not isinstance(v, bool):
+                kw[k] = v
+            elif k == "gpus" and isinstance(v, list):
+                kw["gpus"] = [GpuRecord(name=str(g.get("name") or "?"), sm=str(g.get("sm") or "?"),
+                                        memory_mib=g.get("memory_mib") if isinstance(g.get("memory_mib"), int) else None,
+                                        driver=g.get("driver") if isinstance(g.get("driver"), str) else None)
+                              for g in v if isinstance(g, dict)]
+            else:
+                extra[k] = v
+        if isinstance(kw.get("cpu_affinity"), list):
+            kw["cpu_affinity"] = [x for x in kw["cpu_affinity"] if isinstance(x, int)]
+        return cls(**kw, extra=extra)
+
+
+_ENV_TYPES: dict[str, type | tuple[type, ...]] = {
+    "hardware_key": str, "hostname": str, "os": str, "arch": str, "cpu_model": str, "cpu_count": int,
+    "memory_gib": (int, float), "python": str, "plugin_version": str, "git_sha": str, "captured_at": str,
+    "cpu_affinity": list, "run_id": str, "telemetry": str}
+
+
 @dataclass
 class ServerRecord:
     """One server config in this session: ran, skipped, or failed to start."""
@@ -93,6 +156,8 @@ class ServerRecord:
     info: dict[str, Any] = field(default_factory=dict)  # ServerInfo as dict
     observed: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # where this config ran, when a page is built from several runs' files (`report`)
+    environment: RunEnvironment | None = None
 
 
 @dataclass
@@ -196,7 +261,7 @@ class ShardEntry:
 @dataclass
 class SessionResults:
     matrix: str
-    environment: dict[str, Any]
+    environment: RunEnvironment = field(default_factory=RunEnvironment)
     servers: dict[str, ServerRecord] = field(default_factory=dict)
     metrics: list[MetricResult] = field(default_factory=list)
     case_runs: list[CaseRun] = field(default_factory=list)  # every sample, flagged and failed ones too
@@ -227,7 +292,7 @@ class SessionResults:
 
     @property
     def hardware_key(self) -> str | None:
-        hw = self.environment.get("hardware_key")
+        hw = self.environment.hardware_key
         return str(hw) if hw else None
 
 
@@ -333,8 +398,16 @@ def starts_dict(st: StartsRecord) -> dict[str, Any]:
     return d
 
 
+def _server_dict(rec: ServerRecord) -> dict[str, Any]:
+    d = asdict(rec)
+    d["environment"] = rec.environment.to_dict() if rec.environment is not None else None
+    if d["environment"] is None:
+        del d["environment"]
+    return d
+
+
 def _environment_dict(session: SessionResults) -> dict[str, Any]:
-    env = dict(session.environment)
+    env = session.environment.to_dict()
     if session.starts is not None:
         env["starts"] = starts_dict(session.starts)
     if session.shard is not None:
@@ -353,7 +426,7 @@ def to_dict(session: SessionResults) -> dict[str, Any]:
         "matrix": session.matrix,
         "interrupted": session.interrupted,
         "environment": _environment_dict(session),
-        "servers": {n: asdict(rec) for n, rec in session.servers.items()},
+        "servers": {n: _server_dict(rec) for n, rec in session.servers.items()},
         "results": [metric_dict(r) for r in session.metrics],
         "runs": [run_dict(run) for run in session.case_runs],
     }
@@ -463,7 +536,7 @@ def from_dict(data: dict, path: Path | str = "<results>") -> SessionResults:
     env = dict(r.typed(data, "environment", "", dict, required=False, default={}))
     starts, shard, shards = env.pop("starts", None), env.pop("shard", None), env.pop("shards", None)
     incomplete = env.pop("incomplete", None)
-    session = SessionResults(matrix=str(data.get("matrix") or ""), environment=env,
+    session = SessionResults(matrix=str(data.get("matrix") or ""), environment=RunEnvironment.from_dict(env),
                              interrupted=r.typed(data, "interrupted", "", str, required=False),
                              starts=None if starts is None else _starts(r, starts, "environment.starts"),
                              shard=None if shard is None else _shard(r, shard, "environment.shard"),
@@ -477,6 +550,8 @@ def from_dict(data: dict, path: Path | str = "<results>") -> SessionResults:
             raise r.fail(where, f"expected an object, got {type(rec).__name__}")
         kw = {k: v for k, v in rec.items() if k in known}
         kw.update(name=str(name), runner=str(rec.get("runner") or ""), model=str(rec.get("model") or ""))
+        env_ = kw.pop("environment", None)
+        kw["environment"] = RunEnvironment.from_dict(env_) if isinstance(env_, dict) else None
         session.servers[str(name)] = ServerRecord(**kw)
     for i, item in enumerate(data["results"]):
         mr = _metric_result(r, item, f"results[{i}]")

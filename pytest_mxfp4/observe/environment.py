@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pytest_mxfp4 import __version__
 from pytest_mxfp4.formats.config import Requirements
+from pytest_mxfp4.formats.results import RunEnvironment
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ class Environment:
         # derived from CPU/GPU model names, never a secret (redact_obj masks any "*_key" name)
         d["hardware_key"] = self.hardware_key
         return d
+
+    def record(self) -> RunEnvironment:
+        """What the result file keeps of it (secret-looking values masked)."""
+        return RunEnvironment.from_dict(self.to_dict())
 
 
 def slug(s: str) -> str:

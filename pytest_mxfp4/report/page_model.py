@@ -10,7 +10,7 @@ from typing import Any
 
 from pytest_mxfp4.formats.baselines import BaselineFile
 from pytest_mxfp4.formats.config import METRICS, Case, Matrix, ServerConfig
-from pytest_mxfp4.formats.results import MetricResult, ServerRecord, SessionResults
+from pytest_mxfp4.formats.results import MetricResult, RunEnvironment, ServerRecord, SessionResults
 from pytest_mxfp4.stats.samples import Summary
 from pytest_mxfp4.report.format import when as _when
 from pytest_mxfp4.stats.samples import cv as cv_of
@@ -49,7 +49,7 @@ class ConfigView:
     stats: dict[str, StatView] = field(default_factory=dict)
     source: str | None = None  # "run" | "baseline" | None
     date: str = ""
-    environment: dict[str, Any] = field(default_factory=dict)
+    environment: RunEnvironment | None = None  # where this run measured it (source "run")
     pending: str | None = None
     skipped: str | None = None
     error: str | None = None
@@ -89,8 +89,8 @@ def collect(session: SessionResults, matrix: Matrix | None, baselines: dict[str,
         c.results = session.for_server(name)
         measured = [r for r in c.results if r.summary is not None]
         if measured:
-            env = (c.record.info.get("environment") if c.record else None) or session.environment or {}
-            c.source, c.environment, c.date = "run", env, str(env.get("captured_at") or "")
+            env = (c.record.environment if c.record else None) or session.environment
+            c.source, c.environment, c.date = "run", env, env.captured_at or ""
             for r in measured:
                 s = r.summary
                 hist = r.baseline.history_cv if r.baseline is not None else ()
@@ -100,7 +100,7 @@ def collect(session: SessionResults, matrix: Matrix | None, baselines: dict[str,
                                        tuple(hist), r, r.flagged_samples)
         elif c.baseline is not None and c.baseline.metrics:
             bf = c.baseline
-            c.source, c.environment, c.date = "baseline", dict(bf.environment), bf.updated
+            c.source, c.date = "baseline", bf.updated
             for key, m in bf.metrics.items():
                 median = Summary.from_samples(m.samples).median if m.samples else None
                 unit = m.unit or METRIC_UNIT_OF.get(key.partition("/")[2], "")
@@ -151,23 +151,22 @@ def cases_of(configs: list[ConfigView], matrix: Matrix | None, kind: str) -> lis
 
 def environment_block(c: ConfigView) -> dict[str, Any]:
     """The config's environment block: this run's where it measured, else the baseline's."""
-    env = c.environment or {}
     out: dict[str, Any] = {}
-    if c.source == "run":
-        out["date"] = _when(str(env.get("captured_at", "")))
+    if c.source == "run" and c.environment is not None:
+        env = c.environment
+        out["date"] = _when(env.captured_at or "")
         for k in ("hardware_key", "git_sha", "plugin_version"):
-            if env.get(k) is not None:
-                out[k] = env[k]
-        gpus = env.get("gpus") or []
-        if gpus:
-            names = [f"{g.get('name')} (SM {g.get('sm')}" + (f", driver {g['driver']}" if g.get("driver") else "")
-                     + (f", {g['memory_mib']} MiB" if g.get("memory_mib") else "") + ")" for g in gpus]
+            if getattr(env, k) is not None:
+                out[k] = getattr(env, k)
+        if env.gpus:
+            names = [f"{g.name} (SM {g.sm}" + (f", driver {g.driver}" if g.driver else "")
+                     + (f", {g.memory_mib} MiB" if g.memory_mib else "") + ")" for g in env.gpus]
             out["gpu"] = names[0] if len(names) == 1 else names
-        if env.get("cpu_model"):
-            out["cpu"] = f"{env['cpu_model']} ({env.get('cpu_count', '?')} cores)"
+        if env.cpu_model:
+            out["cpu"] = f"{env.cpu_model} ({env.cpu_count if env.cpu_count is not None else '?'} cores)"
         for k in ("memory_gib", "os", "python", "telemetry"):
-            if env.get(k) not in (None, ""):
-                out[k] = env[k]
+            if getattr(env, k) not in (None, ""):
+                out[k] = getattr(env, k)
         details = (c.record.info.get("details") if c.record else None) or {}
         for k in ("image", "image_id", "engine_version"):
             if details.get(k):

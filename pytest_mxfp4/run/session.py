@@ -103,9 +103,9 @@ class PerfSession:
     def __post_init__(self) -> None:
         from pytest_mxfp4.run.ab import head_config, plan_starts
 
-        self.results = SessionResults(matrix=self.matrix.name, environment=self.environment.to_dict())
+        self.results = SessionResults(matrix=self.matrix.name, environment=self.environment.record())
         # the run's own id: run-log records of two runs started in one second stay two
-        self.results.environment["run_id"] = self.session_id
+        self.results.environment.run_id = self.session_id
         if self.base_url:
             self.restarts = 1  # a server started elsewhere cannot be restarted
         self.arms: dict[str, ServerConfig] = {s.name: s for s in self.matrix.servers}
@@ -160,7 +160,7 @@ class PerfSession:
             self.telemetry_note = note
         else:
             self.telemetry_note = "no GPU telemetry: no NVIDIA GPU on this machine"
-        self.results.environment["telemetry"] = self.telemetry_note or "nvml"
+        self.results.environment.telemetry = self.telemetry_note or "nvml"
         for s in self.arms.values():
             self.results.servers[s.name] = ServerRecord(name=s.name, runner=s.runner, model=s.model_name,
                                                         description=s.description)
@@ -331,7 +331,7 @@ class PerfSession:
         return written
 
     def _baseline_env(self, record: ServerRecord) -> dict:
-        env = {k: v for k, v in self.results.environment.items() if k not in ("hostname",)}
+        env = {k: v for k, v in self.results.environment.to_dict().items() if k != "hostname"}  # the baseline's format
         env["server_command"] = record.info.get("command", [])
         env["server_env"] = record.info.get("env", {})
         if record.observed:
