@@ -13,7 +13,7 @@ from pytest_mxfp4.formats import results as results_file
 from pytest_mxfp4.cli.main import main as cli_main
 from pytest_mxfp4.formats.config import Case
 from pytest_mxfp4.formats.results import MetricResult, ServerRecord, SessionResults
-from pytest_mxfp4.formats.results import RunEnvironment
+from pytest_mxfp4.formats.results import RunEnvironment, ServerInfo
 from pytest_mxfp4.stats.samples import Summary
 
 ALL = ["a", "b", "c"]
@@ -27,7 +27,7 @@ def _shard(tmp_path: Path, k: int, servers: list[str], *, n: int = 2, hw: str = 
                      "plan": plan or PLAN, "costs_from": None, "runner": f"gb10-shard-{k}"}}
     s = SessionResults(matrix=matrix, environment=RunEnvironment.from_dict(env))
     for i, srv in enumerate(servers):
-        s.servers[srv] = ServerRecord(name=srv, runner="process", model="tiny", info={"startup_s": 20.0 + i})
+        s.servers[srv] = ServerRecord(name=srv, runner="process", model="tiny", info=ServerInfo(srv, "process", "http://127.0.0.1:1", startup_s=20.0 + i))
         case = Case("decode", pp=512, tg=32)
         s.metrics.append(MetricResult(server=srv, case=case, metric="tg_tps", gate="fail",
                                       samples=[100.0, 101.0, 99.0],
@@ -48,7 +48,7 @@ def test_two_shards_merge_into_one_run(tmp_path, capsys):
     merged = results_file.load(out)
     assert sorted(merged.servers) == ALL
     assert _keys(out) == {(s, "tg32/tg_tps") for s in ALL}
-    assert merged.servers["b"].info["shard"] == "2/2" and merged.servers["b"].info["runner"] == "gb10-shard-2"
+    assert merged.servers["b"].shard == "2/2" and merged.servers["b"].shard_runner == "gb10-shard-2"
     assert [sh.index for sh in sorted(merged.shards, key=lambda x: x.index)] == [1, 2]
     assert merged.shard is None and "shard" not in merged.environment.extra  # the merged run is no shard
     assert "merged 2 shard file(s), 3 config(s)" in capsys.readouterr().out
@@ -143,7 +143,7 @@ def test_a_run_that_judged_nothing_fails_the_merge(tmp_path, capsys):
         s = results_file.load(_shard(tmp_path, k, servers))
         s.metrics = []
         for rec in s.servers.values():
-            rec.skipped, rec.info = "requires gpu: no GPU found", {}
+            rec.skipped, rec.info = "requires gpu: no GPU found", None
         results_file.save(s, tmp_path / f"skipped-{k}.json")
         paths.append(str(tmp_path / f"skipped-{k}.json"))
     assert cli_main(["merge", *paths, "--json", str(tmp_path / "m.json")]) == 1

@@ -27,7 +27,7 @@ from pytest_mxfp4.report.format import num
 from pytest_mxfp4.report.history import RUN_LOG_NAME, append_run_log, read_run_log
 from pytest_mxfp4.cli.report import report_command
 from pytest_mxfp4.formats.results import ServerRecord, SessionResults
-from pytest_mxfp4.formats.results import RunEnvironment
+from pytest_mxfp4.formats.results import RunEnvironment, ServerInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 GB10 = ROOT / "configs" / "gb10-gpt-oss-120b.yaml"
@@ -76,10 +76,10 @@ def gb10_session(env: dict | None = None, shift: float = 0.0) -> tuple[SessionRe
     for i, (server, metrics) in enumerate(TRUTH.items()):
         rec = session.servers[server]
         rec.observed = dict(OBSERVED)
-        rec.info = {"name": server, "kind": "docker", "base_url": "http://127.0.0.1:8000", "log_path": None,
-                    "startup_s": 312.4, "command": ["vllm", "serve", "openai/gpt-oss-120b", "--enforce-eager"],
-                    "env": {"HF_HUB_OFFLINE": "1", "VLLM_SERVER_DEV_MODE": "1"},
-                    "details": {"image": matrix.server(server).docker.image, "image_id": "sha256:0f3c9a"}}
+        rec.info = ServerInfo(name=server, kind="docker", base_url="http://127.0.0.1:8000", log_path=None,
+                              startup_s=312.4, command=["vllm", "serve", "openai/gpt-oss-120b", "--enforce-eager"],
+                              env={"HF_HUB_OFFLINE": "1", "VLLM_SERVER_DEV_MODE": "1"},
+                              details={"image": matrix.server(server).docker.image, "image_id": "sha256:0f3c9a"})
         bf = seed_bf if server == "upstream-baseline" else None
         for j, (key, (mean, sd)) in enumerate(metrics.items()):
             case_id, _, metric = key.partition("/")

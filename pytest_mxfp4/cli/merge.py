@@ -117,7 +117,7 @@ def merge(paths: list[str | Path], expect_shards: int | None = None) -> Merged:
             if name in seen:
                 continue  # a duplicate: reported above, the first file's numbers are kept
             seen.add(name)
-            rec.info = {**rec.info, "shard": f"{sh.info.index}/{sh.info.count}", "runner": sh.info.runner}
+            rec.shard, rec.shard_runner = f"{sh.info.index}/{sh.info.count}", sh.info.runner
             merged.servers[name] = rec
             merged.metrics += sh.session.for_server(name)
             merged.case_runs += [r for r in sh.session.case_runs if r.server == name]

@@ -144,6 +144,20 @@ _ENV_TYPES: dict[str, type | tuple[type, ...]] = {
 
 
 @dataclass
+class ServerInfo:
+    """What we know about the running server, for results and baselines."""
+
+    name: str
+    kind: str  # "process" | "docker" | "external"
+    base_url: str  # e.g. http://127.0.0.1:8000 (no /v1)
+    log_path: Path | None = None
+    startup_s: float | None = None
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # redacted
+    details: dict[str, Any] = field(default_factory=dict)  # image id, engine version ...
+
+
+@dataclass
 class ServerRecord:
     """One server config in this session: ran, skipped, or failed to start."""
 
@@ -153,11 +167,13 @@ class ServerRecord:
     description: str = ""
     skipped: str | None = None
     error: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)  # ServerInfo as dict
+    info: ServerInfo | None = None  # what the started server said about itself; None: it never started
     observed: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     # where this config ran, when a page is built from several runs' files (`report`)
     environment: RunEnvironment | None = None
+    shard: str | None = None  # "K/N" and the runner, in a merged sharded run
+    shard_runner: str | None = None
 
 
 @dataclass
@@ -400,9 +416,12 @@ def starts_dict(st: StartsRecord) -> dict[str, Any]:
 
 def _server_dict(rec: ServerRecord) -> dict[str, Any]:
     d = asdict(rec)
-    d["environment"] = rec.environment.to_dict() if rec.environment is not None else None
-    if d["environment"] is None:
-        del d["environment"]
+    d["info"] = {} if rec.info is None else {**asdict(rec.info), "log_path": str(rec.info.log_path or "") or None}
+    for k in ("environment", "shard", "shard_runner"):
+        if d[k] is None:
+            del d[k]
+    if rec.environment is not None:
+        d["environment"] = rec.environment.to_dict()
     return d
 
 
@@ -552,6 +571,7 @@ def from_dict(data: dict, path: Path | str = "<results>") -> SessionResults:
         kw.update(name=str(name), runner=str(rec.get("runner") or ""), model=str(rec.get("model") or ""))
         env_ = kw.pop("environment", None)
         kw["environment"] = RunEnvironment.from_dict(env_) if isinstance(env_, dict) else None
+        kw["info"] = _server_info(r, rec.get("info"), f"{where}.info", str(name))
         session.servers[str(name)] = ServerRecord(**kw)
     for i, item in enumerate(data["results"]):
         mr = _metric_result(r, item, f"results[{i}]")
@@ -560,6 +580,17 @@ def from_dict(data: dict, path: Path | str = "<results>") -> SessionResults:
     for i, item in enumerate(r.typed(data, "runs", "", list, required=False, default=[])):
         session.case_runs.append(_case_run(r, item, f"runs[{i}]"))
     return session
+
+
+def _server_info(r: _Reader, d: Any, where: str, name: str) -> ServerInfo | None:
+    if not isinstance(d, dict) or not d:
+        return None  # the server never started (skipped, failed)
+    return ServerInfo(name=str(d.get("name") or name), kind=str(d.get("kind") or ""),
+                      base_url=str(d.get("base_url") or ""), log_path=r.typed(d, "log_path", where, str, required=False),
+                      startup_s=r.typed(d, "startup_s", where, float, required=False),
+                      command=[str(x) for x in r.typed(d, "command", where, list, required=False, default=[])],
+                      env={str(k): str(v) for k, v in r.typed(d, "env", where, dict, required=False, default={}).items()},
+                      details=dict(r.typed(d, "details", where, dict, required=False, default={})))
 
 
 def _shard(r: _Reader, d: Any, where: str) -> ShardInfo:

@@ -167,7 +167,7 @@ def environment_block(c: ConfigView) -> dict[str, Any]:
         for k in ("memory_gib", "os", "python", "telemetry"):
             if getattr(env, k) not in (None, ""):
                 out[k] = getattr(env, k)
-        details = (c.record.info.get("details") if c.record else None) or {}
+        details = c.record.info.details if c.record and c.record.info else {}
         for k in ("image", "image_id", "engine_version"):
             if details.get(k):
                 out[k] = details[k]
@@ -188,7 +188,7 @@ def environment_block(c: ConfigView) -> dict[str, Any]:
 def server_config_block(c: ConfigView) -> dict[str, Any]:
     """How the server was started: from the run, else the baseline, else the matrix."""
     out: dict[str, Any] = {}
-    cfg, info = c.cfg, (c.record.info if c.record else {}) or {}
+    cfg, info = c.cfg, c.record.info if c.record else None
     bf_env = c.baseline.environment if c.baseline is not None else {}
     if cfg is not None:
         out["runner"] = cfg.runner
@@ -205,12 +205,12 @@ def server_config_block(c: ConfigView) -> dict[str, Any]:
         out["model"] = c.baseline.model
         if c.baseline.engine.get("runner"):
             out["runner"] = c.baseline.engine["runner"]
-    command = info.get("command") or bf_env.get("server_command")
+    command = (info.command if info else None) or bf_env.get("server_command")
     if not command and cfg is not None:
         command = [*cfg.command, *cfg.args]
     if command:
         out["command"] = " ".join(str(x) for x in command)
-    env = info.get("env") or bf_env.get("server_env") or (dict(cfg.env) if cfg is not None else {})
+    env = (info.env if info else None) or bf_env.get("server_env") or (dict(cfg.env) if cfg is not None else {})
     if env:
         out["env_vars"] = dict(env)
     return out

@@ -259,19 +259,9 @@ def noise_words(noise: startstats.Pooled) -> str:
     return f"between-start CV {100 * noise.cv:.2f}% learned from {parts}"
 
 
-def start_cv(means: list[float]) -> tuple[float, int]:
-    """(between-start CV of these start means on the log scale, its df)."""
-    s = startstats.spread_of(means)
-    return s.cv, int(s.df)
-
-
-# --------------------------------------------------------------------------
-# Pre-flight (CPU)
-
-
 def finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 __all__ = ["ABError", "Override", "parse_override", "head_config", "Slot", "plan_starts", "judge_starts",
-           "start_cv", "BASE", "HEAD", "HEAD_SUFFIX", "StatsError"]
+           "BASE", "HEAD", "HEAD_SUFFIX", "StatsError"]

@@ -10,7 +10,7 @@ import atexit
 import signal
 import threading
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -210,7 +210,7 @@ class PerfSession:
             _LIVE.add(server)
         try:
             info = server.start()
-            record.info = _info_dict(info)
+            record.info = info
             self.check_observed(cfg, server, record)
             baseline = self.load_baseline(cfg)
             if baseline is not None:
@@ -220,7 +220,7 @@ class PerfSession:
                                   total_timeout_s=w.request_timeout_s, idle_timeout_s=w.idle_timeout_s)
             version = client.server_version() or record.observed.get("vllm_version")
             if version:
-                record.info.setdefault("details", {})["engine_version"] = version
+                record.info.details["engine_version"] = version
             self.check_context(cfg, client, record)
         except PerfUserError as e:
             record.error = str(e)
@@ -269,7 +269,7 @@ class PerfSession:
                 known.append(ctx)
         ctx = min(known) if known else None
         if ctx:
-            record.info.setdefault("details", {})["context_length"] = ctx
+            record.info.details["context_length"] = ctx
         check_fits(cfg.name, self.matrix.workloads.cases, ctx)
 
     def check_identity(self, running: RunningServer, when: str) -> None:
@@ -321,7 +321,7 @@ class PerfSession:
             measured = {r.key: (r.unit, r.samples) for r in self.results.for_server(name) if r.samples and not r.error}
             if not measured:
                 continue
-            engine = {k: v for k, v in record.info.get("details", {}).items() if k in ("image_id", "image", "repo_digests", "engine_version", "system_fingerprint", "packages")}
+            engine = {k: v for k, v in (record.info.details if record.info else {}).items() if k in ("image_id", "image", "repo_digests", "engine_version", "system_fingerprint", "packages")}
             engine["runner"] = record.runner
             starts = {key: [m for _, m in sorted(self.start_means.get((name, *key.split("/", 1)), {}).items())]
                       for key in measured}
@@ -332,8 +332,8 @@ class PerfSession:
 
     def _baseline_env(self, record: ServerRecord) -> dict:
         env = {k: v for k, v in self.results.environment.to_dict().items() if k != "hostname"}  # the baseline's format
-        env["server_command"] = record.info.get("command", [])
-        env["server_env"] = record.info.get("env", {})
+        env["server_command"] = list(record.info.command) if record.info else []
+        env["server_env"] = dict(record.info.env) if record.info else {}
         if record.observed:
             env["observed"] = {k: v for k, v in record.observed.items() if v not in (None, [], {})}
         return env
@@ -353,7 +353,7 @@ class PerfSession:
         self.results.case_runs.append(runner.result)
         record = self.results.servers[running.config.name]
         if runner.result.system_fingerprint:
-            record.info.setdefault("details", {})["system_fingerprint"] = runner.result.system_fingerprint
+            record.info.details["system_fingerprint"] = runner.result.system_fingerprint
         for note in runner.result.notes:
             if note not in record.notes:
                 record.notes.append(note)
@@ -388,7 +388,7 @@ class PerfSession:
         self.results.case_runs.append(run)
         record = self.results.servers[running.config.name]
         if run.system_fingerprint:
-            record.info.setdefault("details", {})["system_fingerprint"] = run.system_fingerprint
+            record.info.details["system_fingerprint"] = run.system_fingerprint
         for note in run.notes:
             if note not in record.notes:
                 record.notes.append(note)
@@ -616,7 +616,7 @@ class PerfSession:
     def judge_group(self, base: str, case: Case) -> list[MetricResult]:
         """The verdict of one case of one config from its start means: against
         the stored baseline's starts, or (A/B) head arm against base arm."""
-        from pytest_mxfp4.run.ab import judge_starts, start_cv
+        from pytest_mxfp4.run.ab import judge_starts
         from pytest_mxfp4.run.judge import incomparable_reason
         from pytest_mxfp4.stats.samples import Summary, Verdict
 
@@ -808,12 +808,6 @@ class PerfSession:
             else:
                 warns.append(msg + ("" if first_run else "; store some with --perf-update-baselines"))
         return errors, warns
-
-
-def _info_dict(info: ServerInfo) -> dict:
-    d = asdict(info)
-    d["log_path"] = str(info.log_path) if info.log_path else None
-    return d
 
 
 def _update(record, **values) -> None:
