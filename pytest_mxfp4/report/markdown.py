@@ -27,17 +27,7 @@ from pytest_mxfp4.stats.samples import NoiseState, Verdict, noise_state
 from pytest_mxfp4.report.format import num
 from pytest_mxfp4.report.terminal import flags_note
 from pytest_mxfp4.report.format import when as _when
-from pytest_mxfp4.report.page_model import (
-    ConfigView,
-    StatView,
-    case_for,
-    case_order,
-    cases_of,
-    collect,
-    environment_block,
-    expect_status,
-    server_config_block,
-)
+from pytest_mxfp4.report.page_model import ConfigView, Page, StatView, build
 from pytest_mxfp4.report.history import HEADLINE_KEY, observed_summary, run_log_records, short_key, verdict_summary
 
 # Columns of the comparison matrix, as on the hand-kept page; those the data
@@ -51,12 +41,11 @@ def _primary_key(case: Case) -> str:
     return f"{case.id}/{case.primary_metric}"
 
 
-def _ttft_case(configs: list[ConfigView], matrix: Matrix | None, targets: Iterable[Target]) -> Case | None:
+def _ttft_case(page: Page, targets: Iterable[Target]) -> Case | None:
     """The prefill case whose TTFT the page shows: pp2048 where present, else
     the longest prompt with a TTFT number."""
-    pre = cases_of(configs, matrix, "prefill")
-    have = {k for c in configs for k in c.stats} | {t.metric for t in targets}
-    with_ttft = [c for c in pre if f"{c.id}/{TTFT_METRIC}" in have]
+    have = {k for c in page.configs for k in c.stats} | {t.metric for t in targets}
+    with_ttft = [c for c in page.prefill if f"{c.id}/{TTFT_METRIC}" in have]
     for c in with_ttft:
         if c.id == "pp2048":
             return c
@@ -127,8 +116,8 @@ def _reason(text: str) -> str:
 # Sections
 
 
-def _best_results(configs: list[ConfigView], matrix: Matrix | None, ttft: Case | None) -> list[str]:
-    cases = cases_of(configs, matrix, "decode") + cases_of(configs, matrix, "prefill")
+def _best_results(page: Page, ttft: Case | None) -> list[str]:
+    configs, cases = page.configs, page.decode + page.prefill
     keys = [(_primary_key(c), f"{c.id} ({METRIC_UNITS[c.primary_metric]})") for c in cases]
     if ttft is not None:
         keys.append((f"{ttft.id}/{TTFT_METRIC}", f"TTFT@{ttft.id} (ms)"))
@@ -160,8 +149,8 @@ def _best_results(configs: list[ConfigView], matrix: Matrix | None, ttft: Case |
     return _table(["Metric", "Baseline", "Best", "Config", "Date"], rows)
 
 
-def _matrix_columns(configs: list[ConfigView], matrix: Matrix | None, targets: list[Target]) -> list[Case]:
-    pool = cases_of(configs, matrix, "decode") + cases_of(configs, matrix, "prefill")
+def _matrix_columns(page: Page, matrix: Matrix | None, targets: list[Target]) -> list[Case]:
+    configs, pool = page.configs, page.decode + page.prefill
     have = {k.partition("/")[0] for c in configs for k in c.stats} | {t.metric.partition("/")[0] for t in targets}
     if matrix is not None:
         have |= {c.id for c in matrix.workloads.cases}
@@ -207,9 +196,9 @@ def _ttft_cell(s: StatView | None) -> str:
     return f"{num(s.median)} ms" if s.median is not None else f"~{num(s.mean)} ms"
 
 
-def _comparison_matrix(configs: list[ConfigView], matrix: Matrix | None, targets: list[Target],
-                       ttft: Case | None) -> list[str]:
-    cols = _matrix_columns(configs, matrix, targets)
+def _comparison_matrix(page: Page, matrix: Matrix | None, targets: list[Target], ttft: Case | None) -> list[str]:
+    configs = page.configs
+    cols = _matrix_columns(page, matrix, targets)
     headers = ["Config", *(c.id for c in cols), "TTFT p50", "Notes"]
     best: dict[str, float] = {}  # bold marks the best of two or more configs
     for case in cols:
@@ -249,7 +238,8 @@ def _comparison_matrix(configs: list[ConfigView], matrix: Matrix | None, targets
     return _table(headers, rows)
 
 
-def _variance_notes(c: ConfigView, key: str, s: StatView, cases: dict[str, Case]) -> list[str]:
+def _variance_notes(c: ConfigView, key: str, s: StatView) -> list[str]:
+    cases = c.cases  # in page order
     notes = []
     cv = s.cv
     case_id, _, metric = key.partition("/")
@@ -265,15 +255,15 @@ def _variance_notes(c: ConfigView, key: str, s: StatView, cases: dict[str, Case]
         notes.append(f"suspiciously low CV — warm state? (other {case_id[:2]}* median {_pct(med)})")
     case = cases.get(case_id)
     if case is not None and case.kind == "prefill":
-        same = sorted((cs for k, cs in cases.items() if cs.kind == "prefill" and cs.depth == case.depth
-                       and f"{k}/{metric}" in c.stats), key=case_order)
+        same = [cs for k, cs in cases.items() if cs.kind == "prefill" and cs.depth == case.depth
+                and f"{k}/{metric}" in c.stats]
         cvs = {cs.id: c.stats[f"{cs.id}/{metric}"].cv for cs in same}
         if (len(same) >= 3 and same[0].id == case_id and all(v is not None for v in cvs.values())
                 and cv == max(cvs.values())):
             notes.append("lower prefill shows higher relative variance")
     if case is not None and case.kind == "decode":
-        shorter = sorted((cs for k, cs in cases.items() if cs.kind == "decode" and cs.depth == case.depth
-                          and cs.tg < case.tg and f"{k}/{metric}" in c.stats), key=case_order)
+        shorter = [cs for k, cs in cases.items() if cs.kind == "decode" and cs.depth == case.depth
+                   and cs.tg < case.tg and f"{k}/{metric}" in c.stats]
         if shorter:
             prev = c.stats[f"{shorter[-1].id}/{metric}"]
             drop = 100.0 * (prev.mean - s.mean) / abs(prev.mean) if prev.mean else 0.0
@@ -288,17 +278,12 @@ def _variance_notes(c: ConfigView, key: str, s: StatView, cases: dict[str, Case]
     return notes
 
 
-def _variance(configs: list[ConfigView], matrix: Matrix | None) -> list[str]:
+def _variance(page: Page) -> list[str]:
     out: list[str] = []
-    for c in configs:
+    for c in page.configs:
         if not c.stats:
             continue
-        cases: dict[str, Case] = {}
-        for k in c.stats:
-            case = case_for(k.partition("/")[0], matrix)
-            if case is not None:
-                cases[case.id] = case
-        keys = [_primary_key(cs) for cs in sorted(cases.values(), key=lambda x: (x.kind != "prefill", case_order(x)))]
+        keys = [_primary_key(cs) for cs in c.cases.values()]
         keys = [k for k in keys if k in c.stats]
         if not keys:
             continue
@@ -306,7 +291,7 @@ def _variance(configs: list[ConfigView], matrix: Matrix | None) -> list[str]:
         for k in keys:
             s = c.stats[k]
             rows.append([k.partition("/")[0], num(s.mean), f"±{num(s.stdev)}", _pct(s.cv), str(s.n),
-                         "; ".join(_variance_notes(c, k, s, cases))])
+                         "; ".join(_variance_notes(c, k, s))])
         source = "this run" if c.source == "run" else f"stored baseline, {_day(c.date)}"
         out += [f"### {c.name} ({source})", "", *_table(["Metric", "Mean", "Std Dev", "CV%", "n", "Notes"], rows), ""]
         dec = [c.stats[k].cv for k in keys if k.endswith("/tg_tps") and c.stats[k].cv is not None]
@@ -347,15 +332,9 @@ def _workload_section(matrix: Matrix) -> list[str]:
 
 
 def _observed_lines(c: ConfigView) -> list[str]:
-    observed = dict(c.record.observed) if c.record and c.record.observed else {}
-    src = "from the server log"
-    if not observed and c.baseline is not None and isinstance(c.baseline.environment.get("observed"), dict):
-        observed, src = dict(c.baseline.environment["observed"]), "from the stored baseline"
-    observed = {k: v for k, v in observed.items() if v not in (None, [], {}, "")}
-    expect = dict(c.cfg.expect) if c.cfg is not None else {}
+    observed, src, expect, ok = c.observed, c.observed_source, c.expect, c.expect_ok
     if not observed and not expect:
         return []
-    ok = expect_status(expect, observed)
     lines = ["```yaml", f"# {src}" if observed else "# nothing observed: no server log was available"]
     for k, v in observed.items():
         line = f"{k}: {_scalar(v)}"
@@ -398,14 +377,9 @@ def _result_line(key: str, s: StatView, comment: str = "") -> str:
     return line + (f"   # {'; '.join(notes)}" if notes else "")
 
 
-def _results(c: ConfigView, matrix: Matrix | None) -> list[str]:
-    cases: dict[str, Case] = {}
-    for k in c.stats:
-        case = case_for(k.partition("/")[0], matrix)
-        if case is not None:
-            cases[case.id] = case
-    pre = sorted((x for x in cases.values() if x.kind == "prefill"), key=case_order)
-    dec = sorted((x for x in cases.values() if x.kind == "decode"), key=case_order)
+def _results(c: ConfigView) -> list[str]:
+    pre = [x for x in c.cases.values() if x.kind == "prefill"]
+    dec = [x for x in c.cases.values() if x.kind == "decode"]
     out: list[str] = []
     if pre:
         out += ["#### Prefill Throughput (varying context length)", "```yaml"]
@@ -457,19 +431,19 @@ def _status(c: ConfigView) -> str:
     return "NOT RUN"
 
 
-def _config_section(c: ConfigView, matrix: Matrix | None) -> list[str]:
+def _config_section(c: ConfigView) -> list[str]:
     out = [f"## {c.name}", ""]
     if c.description:
         out += [f"_{c.description}_", ""]
     out += [f"**Status**: {_status(c)}", ""]
-    out += ["### Environment", *_yaml_block(environment_block(c)), ""]
+    out += ["### Environment", *_yaml_block(c.environment_block), ""]
     engine = (c.cfg.engine if c.cfg is not None else "") or "server"
-    out += [f"### {'vLLM' if engine == 'vllm' else 'Server'} Configuration", *_yaml_block(server_config_block(c)), ""]
+    out += [f"### {'vLLM' if engine == 'vllm' else 'Server'} Configuration", *_yaml_block(c.server_block), ""]
     obs = _observed_lines(c)
     if obs:
         out += ["### Observed Runtime Configuration", *obs, ""]
     if c.stats:
-        out += ["### Results", "", *_results(c, matrix)]
+        out += ["### Results", "", *_results(c)]
     notes = list(c.record.notes) if c.record else []
     if notes:
         out += ["### Notes", *(f"- {n}" for n in notes), ""]
@@ -545,7 +519,8 @@ def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, 
     A config measured in `session` shows those numbers, otherwise its
     baseline's; pending configs and the matrix's targets always appear."""
     baselines = dict(baselines or {})
-    configs = collect(session, matrix, baselines)
+    page = build(session, matrix, baselines)
+    configs = page.configs
     targets = list(matrix.targets) if matrix is not None else []
     if not targets:
         seen: dict[tuple, Target] = {}
@@ -553,7 +528,7 @@ def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, 
             for t in r.targets:
                 seen.setdefault((t.engine, t.metric, t.value), t)
         targets = list(seen.values())
-    ttft = _ttft_case(configs, matrix, targets)
+    ttft = _ttft_case(page, targets)
     name = (matrix.name if matrix is not None else "") or session.matrix or "pytest-mxfp4"
     hw = session.hardware_key or next((b.hardware_key for b in baselines.values()), "")
     latest = _latest_date(configs)
@@ -570,17 +545,17 @@ def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, 
         from pytest_mxfp4.formats.results import interrupted_line
 
         out[2:2] = [f"> **⏹️ {interrupted_line(session)}.**", ""]
-    out += ["## Current Best Results", "", *_best_results(configs, matrix, ttft), "", "---", ""]
-    out += ["## Comparison Matrix", "", *_comparison_matrix(configs, matrix, targets, ttft), ""]
+    out += ["## Current Best Results", "", *_best_results(page, ttft), "", "---", ""]
+    out += ["## Comparison Matrix", "", *_comparison_matrix(page, matrix, targets, ttft), ""]
     if ttft is not None:
         out += [f"TTFT is `{ttft.id}/{TTFT_METRIC}` (request sent → first generated token); `~` marks a mean "
                 "where only a summary is stored (no samples for a median).", ""]
-    out += ["---", "", "## Variance Analysis", "", *_variance(configs, matrix), "---", ""]
+    out += ["---", "", "## Variance Analysis", "", *_variance(page), "---", ""]
     if matrix is not None:
         out += ["## Workload Parameters", "", *_workload_section(matrix), "---", ""]
     for c in configs:
         if c.stats or c.error or (c.skipped and not c.pending) or (c.record is not None and c.record.info):
-            out += _config_section(c, matrix)
+            out += _config_section(c)
     out += _pending_section(configs)
     out += _targets_section(targets)
     out += _run_log(session, baselines, run_log)

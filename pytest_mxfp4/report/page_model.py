@@ -54,6 +54,45 @@ class ConfigView:
     skipped: str | None = None
     error: str | None = None
     results: list[MetricResult] = field(default_factory=list)
+    # built once with the view (the page's sections only format them)
+    cases: dict[str, Case] = field(default_factory=dict)  # the cases of its stats, prefill first, in order
+    environment_block: dict[str, Any] = field(default_factory=dict)
+    server_block: dict[str, Any] = field(default_factory=dict)
+    observed: dict[str, Any] = field(default_factory=dict)  # what the log showed (or the stored baseline's)
+    observed_source: str = ""
+    expect: dict[str, Any] = field(default_factory=dict)
+    expect_ok: dict[str, bool] = field(default_factory=dict)  # fact -> does the observed value satisfy expect
+
+
+@dataclass
+class Page:
+    """The whole results page's view, built once from the results, matrix and baselines."""
+
+    configs: list[ConfigView]
+    decode: list[Case]  # every decode case of the matrix or the stats, in order
+    prefill: list[Case]
+
+
+def build(session: SessionResults, matrix: Matrix | None, baselines: dict[str, BaselineFile]) -> Page:
+    configs = collect(session, matrix, baselines)
+    for c in configs:
+        found = {case.id: case for case in (case_for(k.partition("/")[0], matrix) for k in c.stats) if case}
+        c.cases = {cs.id: cs for cs in sorted(found.values(), key=lambda x: (x.kind != "prefill", case_order(x)))}
+        c.environment_block = environment_block(c)
+        c.server_block = server_config_block(c)
+        c.observed, c.observed_source = _observed(c)
+        c.expect = dict(c.cfg.expect) if c.cfg is not None else {}
+        c.expect_ok = expect_status(c.expect, c.observed) if (c.observed or c.expect) else {}
+    return Page(configs=configs, decode=cases_of(configs, matrix, "decode"), prefill=cases_of(configs, matrix, "prefill"))
+
+
+def _observed(c: ConfigView) -> tuple[dict[str, Any], str]:
+    observed = dict(c.record.observed) if c.record and c.record.observed else {}
+    src = "from the server log"
+    stored = c.baseline.environment.get("observed") if c.baseline is not None else None
+    if not observed and isinstance(stored, dict):
+        observed, src = dict(stored), "from the stored baseline"
+    return {k: v for k, v in observed.items() if v not in (None, [], {}, "")}, src
 
 
 def history_cvs(bf: BaselineFile, key: str, exclude_latest: bool) -> tuple[float, ...]:
