@@ -15,15 +15,8 @@ from pathlib import Path
 
 from pytest_mxfp4 import __version__
 from pytest_mxfp4.formats.config import Requirements
+from pytest_mxfp4.formats.results import GpuRecord as Gpu  # one GPU record, captured and stored
 from pytest_mxfp4.formats.results import RunEnvironment
-
-
-@dataclass(frozen=True)
-class Gpu:
-    name: str
-    sm: str  # compute capability "12.1"
-    memory_mib: int | None = None
-    driver: str | None = None
 
 
 @dataclass
