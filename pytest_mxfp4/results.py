@@ -24,7 +24,7 @@ from typing import Any
 from .config import METRICS, Case, Target
 from .errors import PerfUserError
 from .measure.metrics import RequestMetrics
-from .measure.samples import CaseRun, Sample
+from .measure.samples import CaseRun, Round, Sample
 from .stats import BaselineStats, Comparison, StatsError, Summary, Verdict, Why
 
 SCHEMA = 2
@@ -143,7 +143,8 @@ def interrupted_line(session: SessionResults) -> str | None:
 
 
 def _case_dict(case: Case) -> dict[str, Any]:
-    return {"kind": case.kind, "pp": case.pp, "tg": case.tg, "depth": case.depth}
+    return {"kind": case.kind, "pp": case.pp, "tg": case.tg, "depth": case.depth,
+            **({"concurrency": case.concurrency} if case.concurrency > 1 else {})}
 
 
 def _comparison_dict(c: Comparison) -> dict[str, Any]:
@@ -183,6 +184,7 @@ def sample_dict(s: Sample) -> dict[str, Any]:
     return {
         "run": s.run,
         "start": s.start,
+        **({"stream": s.stream} if s.stream else {}),
         "metrics": asdict(s.metrics) if s.metrics else None,
         "prompt_tokens": s.prompt_tokens,
         "completion_tokens": s.completion_tokens,
@@ -206,6 +208,7 @@ def run_dict(run: CaseRun) -> dict[str, Any]:
         "latency_ms": run.latency_ms,
         "notes": run.notes,
         "samples": [sample_dict(s) for s in run.samples],
+        **({"rounds": [asdict(rd) for rd in run.rounds]} if run.rounds else {}),
     }
 
 
@@ -273,8 +276,11 @@ class _Reader:
         kind = self.get(c, "kind", f"{where}.case", str)
         if kind not in ("prefill", "decode"):
             raise self.fail(f"{where}.case.kind", f"expected prefill or decode, got {kind!r}")
+        conc = self.get(c, "concurrency", f"{where}.case", int, required=False, default=1)
+        if conc < 1 or (conc > 1 and kind != "decode"):
+            raise self.fail(f"{where}.case.concurrency", f"expected 1, or more on a decode case, got {conc!r}")
         return Case(kind, self.get(c, "pp", f"{where}.case", int), self.get(c, "tg", f"{where}.case", int),
-                    self.get(c, "depth", f"{where}.case", int, required=False, default=0))
+                    self.get(c, "depth", f"{where}.case", int, required=False, default=0), concurrency=conc)
 
 
 def migrate(data: dict, path: Path | str) -> dict:
@@ -438,6 +444,7 @@ def _case_run(r: _Reader, d: Any, where: str) -> CaseRun:
                                         for k in metric_names})
         run.samples.append(Sample(
             run=r.get(s, "run", sw, int), start=r.get(s, "start", sw, int, required=False, default=0),
+            stream=r.get(s, "stream", sw, int, required=False, default=0),
             metrics=metrics, prompt_tokens=r.get(s, "prompt_tokens", sw, int, required=False),
             completion_tokens=r.get(s, "completion_tokens", sw, int, required=False),
             content_chunks=r.get(s, "content_chunks", sw, int, required=False, default=0),
@@ -447,4 +454,17 @@ def _case_run(r: _Reader, d: Any, where: str) -> CaseRun:
             server_timings=s["server_timings"] if isinstance(s.get("server_timings"), dict) else None,
             server_decode_ratio=r.get(s, "server_decode_ratio", sw, float, required=False),
             error=r.get(s, "error", sw, str, required=False)))
+    for j, rd in enumerate(r.get(d, "rounds", where, list, required=False, default=[])):
+        rw = f"{where}.rounds[{j}]"
+        if not isinstance(rd, dict):
+            raise r.fail(rw, "expected an object")
+        num = {k: r.get(rd, k, rw, float, required=False)
+               for k in ("wall_ms", "agg_tps", "release_spread_ms", "together_ms")}
+        run.rounds.append(Round(
+            run=r.get(rd, "run", rw, int), streams=r.get(rd, "streams", rw, int),
+            start=r.get(rd, "start", rw, int, required=False, default=0),
+            tokens=r.get(rd, "tokens", rw, int, required=False, default=0),
+            peak_streams=r.get(rd, "peak_streams", rw, int, required=False, default=0),
+            together_ms=num["together_ms"] or 0.0, wall_ms=num["wall_ms"], agg_tps=num["agg_tps"],
+            release_spread_ms=num["release_spread_ms"], error=r.get(rd, "error", rw, str, required=False)))
     return run
