@@ -778,7 +778,7 @@ def parse_matrix(data: Any, path: Path) -> Matrix:
             raise r.fail(f"servers.{name}", "names may use letters, digits, '_', '.', '+', '-' only")
     servers = _extended_servers(r, servers_raw, defaults)
     workloads = _workloads(r, data.get("workloads"),
-                           tuple(lv for s in servers if s.concurrency and not s.pending for lv in s.concurrency))
+                           tuple(lv for s in servers if s.concurrency for lv in s.concurrency))
     _check_stream_limits(r, servers, workloads)
     return Matrix(
         path=path,

@@ -276,8 +276,11 @@ class EngineClient:
             raise MeasurementError(f"server {self.name!r}: connection failed: {e}") from None
         return OpenStream(sock, rawstream.request_bytes("POST", base_path + path, host, body, headers))
 
-    def send(self, opened: "OpenStream", busy_poll_s: float | None = None) -> StreamTiming:
-        """Send an opened request and read its stream to the end (the socket is closed after)."""
+    def send(self, opened: "OpenStream", busy_poll_s: float | None = None, parse: bool = True):
+        """Send an opened request and read its stream to the end (the socket is
+        closed after); its StreamTiming, or with parse=False what was read
+        (`timing(raw)` later: concurrent streams parse after every stream has
+        ended, so no stream's parsing holds the GIL while another reads)."""
         sock = opened.sock
         try:
             start = time.perf_counter()
@@ -297,7 +300,11 @@ class EngineClient:
             raise MeasurementError(f"server {self.name!r}: connection failed: {e}") from None
         finally:
             sock.close()
-        return self._timing(resp)
+        return self._timing(resp) if parse else resp
+
+    def timing(self, raw: rawstream.RawResponse) -> StreamTiming:
+        """The StreamTiming of a response read by send(parse=False)."""
+        return self._timing(raw)
 
     def _timing(self, resp: rawstream.RawResponse) -> StreamTiming:
         """Parse what was read, after the fact; stamps come from the reads

@@ -17,6 +17,7 @@ prefix caching can't share work between streams). What is added here:
 
 from __future__ import annotations
 
+import sys
 import threading
 
 from ..errors import MeasurementError
@@ -25,6 +26,7 @@ from .timing import StreamTiming
 # A blocking read stamped by the kernel (SO_TIMESTAMPNS) is as exact as a busy
 # poll; N threads spinning would fight over the GIL and the client's core.
 CONCURRENT_BUSY_POLL_S = 0.0
+SWITCH_INTERVAL_S = 0.0002
 
 
 def run_round(client, specs: list, exact: bool = True, release_timeout_s: float = 30.0
@@ -47,7 +49,7 @@ def run_round(client, specs: list, exact: bool = True, release_timeout_s: float 
     def one(i: int) -> None:
         try:
             barrier.wait(release_timeout_s)
-            out[i] = client.send(opened[i], busy_poll_s=CONCURRENT_BUSY_POLL_S)
+            out[i] = client.send(opened[i], busy_poll_s=CONCURRENT_BUSY_POLL_S, parse=False)
         except threading.BrokenBarrierError:
             out[i] = MeasurementError(f"the {n} streams were not released together (a thread did not reach "
                                       f"the start within {release_timeout_s:g} s)")
@@ -56,13 +58,18 @@ def run_round(client, specs: list, exact: bool = True, release_timeout_s: float 
             out[i] = e
             opened[i].sock.close()
 
+    # a woken reader waits for the GIL at most this long while another thread runs
+    # Python (default 5 ms: longer than a token interval of a fast stream)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     threads = [threading.Thread(target=one, args=(i,), name=f"pytest-mxfp4-stream-{i}", daemon=True)
                for i in range(n)]
-    for t in threads:
-        t.start()
     try:
         for t in threads:
-            t.join()
+            t.start()
+        for t in threads:
+            while t.is_alive():  # short waits: an interrupt is acted on at once
+                t.join(0.1)
     except BaseException:  # Ctrl-C: end the streams now, not when the server finishes them
         barrier.abort()
         for o in opened:
@@ -74,12 +81,27 @@ def run_round(client, specs: list, exact: bool = True, release_timeout_s: float 
         for t in threads:
             t.join(5.0)
         raise
-    return [x if x is not None else MeasurementError("stream ended without a result") for x in out]
+    finally:
+        sys.setswitchinterval(switch)
+    # parsed only now: a stream that ended early must not hold the GIL (parsing
+    # is pure Python) while the others are still reading their tokens
+    timings: list[StreamTiming | BaseException] = []
+    for x in out:
+        if x is None:
+            x = MeasurementError("stream ended without a result")
+        elif not isinstance(x, BaseException):
+            try:
+                x = client.timing(x)
+            except MeasurementError as e:
+                x = e
+        timings.append(x)
+    return timings
 
 
 def peak_streams(intervals: list[tuple[float, float]]) -> int:
     """The most intervals (start, end) open at one instant."""
-    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], key=lambda e: (e[0], -e[1]))
+    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], 
+                    key=lambda e: (e[0], e[1]))  # at one instant an end comes before a start
     peak = cur = 0
     for _, d in events:
         cur += d
