@@ -203,7 +203,7 @@ def quiet_enough(max_wait_s: float = 15.0) -> dict:
     wait (up to max_wait_s) while other processes keep cores busy; the
     facts of the last check are kept with the start."""
     sys.path.insert(0, str(ROOT))
-    from pytest_mxfp4.abtest import preflight_cpu
+    from pytest_mxfp4.run.ab import preflight_cpu
 
     t0 = time.time()
     while True:

@@ -9,7 +9,7 @@ rule, not of luck.
 
 Gates
 -----
-ours       pytest_mxfp4.stats: Welch t-test + practical tolerance, sequential
+ours       pytest_mxfp4.stats.samples: Welch t-test + practical tolerance, sequential
            sampling ("more") and confirmation of regressions (`stats.decide`),
            starting at 3 samples, at most 15.
 fixed5     pytest-benchmark style: fail when the mean of 3 samples is more
@@ -585,7 +585,7 @@ class ProtoCell:
 
 def _seq_starts(base_means, draw_head, draw_base, *, hib, floor, r, r_max, extra, prior, ab: bool):
     """Sequential start-level comparison; returns (verdict, starts used)."""
-    from pytest_mxfp4 import startstats as ss
+    from pytest_mxfp4.stats import starts as ss
     budget = ss.Budget(max_starts=r_max)
     looks = budget.looks(r)
     base = list(base_means)
@@ -604,7 +604,7 @@ def _seq_starts(base_means, draw_head, draw_base, *, hib, floor, r, r_max, extra
 
 def simulate_protocol(label: str, proto: str, regression: float, start: int, stop: int, seed: int,
                       r: int, r_max: int) -> ProtoCell:
-    from pytest_mxfp4 import startstats as ss
+    from pytest_mxfp4.stats import starts as ss
     model = {m.label: m for m in start_models()}[label]
     floor = ss.default_floor(model.metric)
     cell = ProtoCell()
@@ -706,7 +706,7 @@ def protocols(args) -> int:
 
 
 def _protocols(args, print) -> int:
-    from pytest_mxfp4 import startstats as ss
+    from pytest_mxfp4.stats import starts as ss
     trials_aa = args.trials_aa or (400 if args.quick else 4000)
     trials = args.trials or (150 if args.quick else 1000)
     R, RMAX = args.restarts, args.max_restarts
@@ -768,7 +768,7 @@ def pools(args) -> int:
     dNN: a busy neighbour at duty NN planted on the engine's core, its size
     measured by the server's own inter-token latency)."""
     import json
-    from pytest_mxfp4 import startstats as ss
+    from pytest_mxfp4.stats import starts as ss
     recs = [json.loads(x) for x in open(POOLS_PATH) if x.strip()]
     arms: dict[str, list[dict]] = {}
     for r in recs:
@@ -878,7 +878,7 @@ def pools(args) -> int:
 def old_verdict(c):
     """The pass rule before step 14: pass when the point estimate is within
     the floor, however wide the interval."""
-    from pytest_mxfp4 import startstats as ss
+    from pytest_mxfp4.stats import starts as ss
     if c.verdict in (stats.Verdict.REGRESSED, stats.Verdict.IMPROVED):
         return c
     v = stats.Verdict.INCONCLUSIVE if -c.effect > c.floor else stats.Verdict.PASS
@@ -887,7 +887,7 @@ def old_verdict(c):
 
 def rule_trial(draw_base, draw_head, *, floor, r, r_max, history, prior, rule: str):
     """One A/B through the plugin's sequential rule; (verdict, starts per arm)."""
-    from pytest_mxfp4 import startstats as ss
+    from pytest_mxfp4.stats import starts as ss
     budget = ss.Budget(max_starts=r_max)
     looks = budget.looks(r)
     base = [draw_base() for _ in range(r)]
@@ -926,7 +926,7 @@ class RuleCell:
 
 
 def _learned_job(a: tuple) -> tuple[tuple, RuleCell]:
-    from pytest_mxfp4 import startstats as ss
+    from pytest_mxfp4.stats import starts as ss
     label, rule, with_hist, reg, s, e, seed, r, r_max = a
     model = {m.label: m for m in start_models()}[label]
     floor = ss.default_floor(model.metric)
@@ -962,7 +962,7 @@ def learned(args) -> int:
     import builtins
     import io
 
-    from pytest_mxfp4 import startstats as ss
+    from pytest_mxfp4.stats import starts as ss
     buf = io.StringIO()
 
     def out(*a):

@@ -8,7 +8,7 @@ server echoed into its log never reaches a terminal, junit.xml or a report
 through an error.
 """
 
-from .redact import redact_text
+from pytest_mxfp4.redact import redact_text
 
 
 class PerfUserError(Exception):

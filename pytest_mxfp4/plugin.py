@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from .config import Matrix, load_matrix
-from .errors import PerfUserError
-from .options import PerfOptions, ReportPaths, parse_server_list
-from .report import terminal
+from pytest_mxfp4.formats.config import Matrix, load_matrix
+from pytest_mxfp4.errors import PerfUserError
+from pytest_mxfp4.options import PerfOptions, ReportPaths, parse_server_list
+from pytest_mxfp4.report import terminal
 
 SESSION_KEY = pytest.StashKey["PerfSession"]()
 LOCK_KEY = pytest.StashKey[object]()
@@ -164,9 +164,9 @@ def _perf_session(config: pytest.Config):
     """Created on first use, so plain `pytest` never reads the matrix or starts anything."""
     if SESSION_KEY in config.stash:
         return config.stash[SESSION_KEY]
-    from .baselines import BaselineStore
-    from .environment import capture
-    from .session import PerfSession, install_sigterm_handler
+    from pytest_mxfp4.formats.baselines import BaselineStore
+    from pytest_mxfp4.observe.environment import capture
+    from pytest_mxfp4.run.session import PerfSession, install_sigterm_handler
 
     opts = config.stash[OPTIONS_KEY]
     try:
@@ -174,14 +174,14 @@ def _perf_session(config: pytest.Config):
             raise PerfUserError("pytest -m perf needs a matrix file: pass --perf-config=PATH "
                                 "(or set `perf_config` in your pytest ini)")
         if opts.base_url:
-            from .config import base_url_problem
+            from pytest_mxfp4.formats.config import base_url_problem
 
             if base_url_problem(opts.base_url):
                 raise PerfUserError(f"--perf-base-url: {base_url_problem(opts.base_url)}")
         matrix = _select(load_matrix(opts.config), opts.servers, opts.base_url)
         environment = capture(Path(config.rootpath))
         matrix, shard_info = _shard(matrix, opts, environment.hardware_key)
-        from .machine_lock import MachineLock
+        from pytest_mxfp4.run.machine_lock import MachineLock
 
         config.stash[LOCK_KEY] = MachineLock(opts.lock_path, opts.lock_timeout_s, say=progress_writer(config))
         restarts, max_restarts, overrides = _starts_options(opts, matrix)
@@ -209,7 +209,7 @@ def _perf_session(config: pytest.Config):
 def _starts_options(opts: PerfOptions, matrix: Matrix) -> tuple[int, int, tuple]:
     """(starts per config, the most starts the sequential rule may reach,
     A/B head overrides), checked: R >= 1; an A/B needs servers this run starts."""
-    from .abtest import ABError, parse_override
+    from pytest_mxfp4.run.ab import ABError, parse_override
 
     if opts.restarts is not None and opts.restarts < 1:
         raise ABError(f"--perf-restarts {opts.restarts}: must be >= 1 (server starts per config)")
@@ -219,7 +219,7 @@ def _starts_options(opts: PerfOptions, matrix: Matrix) -> tuple[int, int, tuple]
         raise ABError(f"--perf-max-restarts {opts.max_restarts}: must be >= the starts per config ({restarts})")
     max_r = max(restarts, max_r or restarts)
     overrides = tuple(parse_override(s) for s in opts.ab_head)
-    from .abtest import check_programs
+    from pytest_mxfp4.run.ab import check_programs
 
     check_programs(overrides, opts.base_dir)
     if overrides and opts.base_url:
@@ -234,7 +234,7 @@ def _shard(matrix: Matrix, opts: PerfOptions, hardware_key: str):
     """--perf-shard K/N: (this shard's matrix, what the results record about the split)."""
     if not opts.shard:
         return matrix, None
-    from . import shard
+    from pytest_mxfp4.run import shard
 
     spec = shard.parse_shard(opts.shard)
     costs_path = opts.shard_costs or shard.default_costs_path(opts.baselines, hardware_key)
@@ -385,12 +385,12 @@ def _preflight(perf_session, cfg, slot, say) -> None:
     verdict is decided by the measuring window itself, session.check_window)."""
     if cfg.runner == "external":
         return
-    from .abtest import preflight_cpu
+    from pytest_mxfp4.run.ab import preflight_cpu
 
     sampler = perf_session.gpu_sampler
     if cfg.requires.accelerator == "nvidia" and sampler is not None:
         # polls (returns at once on an idle GPU) instead of a fixed 15 s pause
-        from .telemetry import preflight_poll
+        from pytest_mxfp4.observe.telemetry import preflight_poll
 
         tag = f"[{cfg.name} start {slot.start}] "
         why, facts = preflight_poll(sampler.nvml, sampler.handles, say=lambda m: say(tag + m))
@@ -458,7 +458,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     perf = config.stash.get(SESSION_KEY, None)
     if perf is None or config.option.collectonly:
         return
-    from .report.writer import write_all
+    from pytest_mxfp4.report.writer import write_all
 
     opts = config.stash[OPTIONS_KEY]
     if exitstatus == pytest.ExitCode.INTERRUPTED:
@@ -493,7 +493,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def _mark_interrupted(config: pytest.Config, perf) -> None:
     """SIGINT/SIGTERM: every output says so (JSON, page, step summary, PR
     comment, JUnit, terminal), and no look the run did not complete is judged."""
-    from .session import interrupted_by
+    from pytest_mxfp4.run.session import interrupted_by
 
     where = getattr(perf, "phase", None) or "before the first server start"
     perf.results.interrupted = f"stopped by {interrupted_by()} {where}"
@@ -525,11 +525,11 @@ def _finish_starts(perf, opts) -> list:
 
 def _write_starts_reports(perf, opts, written) -> None:
     """The PR comment (the page's A/B section is rendered with the page)."""
-    from .report import abreport
+    from pytest_mxfp4.report import abreport
 
     st = perf.results.environment.get("starts")
     if opts.pr_comment:
-        from .fileio import write_atomic
+        from pytest_mxfp4.formats.fileio import write_atomic
 
         try:
             opts.pr_comment.parent.mkdir(parents=True, exist_ok=True)
@@ -549,13 +549,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     tr = terminalreporter
     tr.section("pytest-mxfp4 performance summary")
     tr.write_line(f"matrix {session.matrix.path}  hardware {session.environment.hardware_key}")
-    from .results import interrupted_line
+    from pytest_mxfp4.formats.results import interrupted_line
 
     if interrupted_line(session.results):
         tr.write_line(f"pytest-mxfp4: {interrupted_line(session.results)}", red=True, bold=True)
     for line in terminal.render(session.results):
         tr.write_line(line)
-    from .report import abreport
+    from pytest_mxfp4.report import abreport
 
     for line in abreport.terminal_lines(session.ab):
         tr.write_line(line)
@@ -577,7 +577,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if SESSION_KEY in config.stash:
-        from .session import stop_all_servers
+        from pytest_mxfp4.run.session import stop_all_servers
 
         stop_all_servers()
     lock = config.stash.get(LOCK_KEY, None)

@@ -136,9 +136,9 @@ compare() {  # the gate's decision again, offline, and the results page over all
     : > "$out"
     for f in "${files[@]:1}"; do
         { echo "== $(basename "$f") vs $(basename "${files[0]}")"
-          "$PY" -m pytest_mxfp4.cli compare "${files[0]}" "$f" --config "$CFG" || true; echo; } >> "$out" 2>&1
+          "$PY" -m pytest_mxfp4.cli.main compare "${files[0]}" "$f" --config "$CFG" || true; echo; } >> "$out" 2>&1
     done
-    "$PY" -m pytest_mxfp4.cli report "${files[@]}" --baselines "$WORK/baselines" --config "$CFG" \
+    "$PY" -m pytest_mxfp4.cli.main report "${files[@]}" --baselines "$WORK/baselines" --config "$CFG" \
         --out "$WORK/BENCHMARK_RESULTS.md" >> "$out" 2>&1 || true
     cat "$out" | head -60
 }

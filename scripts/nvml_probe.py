@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_mxfp4.environment import capture  # noqa: E402
-from pytest_mxfp4.telemetry import GpuSampler, load_nvml  # noqa: E402
+from pytest_mxfp4.observe.environment import capture  # noqa: E402
+from pytest_mxfp4.observe.telemetry import GpuSampler, load_nvml  # noqa: E402
 
 
 def load(seconds: float) -> str:

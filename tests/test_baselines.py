@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_mxfp4.baselines import HISTORY_LIMIT, BaselineStore, model_slug, read_baseline
+from pytest_mxfp4.formats.baselines import HISTORY_LIMIT, BaselineStore, model_slug, read_baseline
 from pytest_mxfp4.errors import BaselineError
 
 ROOT = Path(__file__).resolve().parents[1]

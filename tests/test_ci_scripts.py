@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mxfp4 import results as results_file
-from pytest_mxfp4.config import Case
-from pytest_mxfp4.results import MetricResult, ServerRecord, SessionResults
-from pytest_mxfp4.stats import Summary
+from pytest_mxfp4.formats import results as results_file
+from pytest_mxfp4.formats.config import Case
+from pytest_mxfp4.formats.results import MetricResult, ServerRecord, SessionResults
+from pytest_mxfp4.stats.samples import Summary
 
 from .fakes.fake_github import FakeGitHub
 
@@ -367,7 +367,7 @@ def test_baseline_pr_needs_no_gh_and_opens_a_labelled_pr(tmp_path):
 
 import perf_pr_gate  # noqa: E402
 
-from pytest_mxfp4.stats import Comparison, Verdict  # noqa: E402
+from pytest_mxfp4.stats.samples import Comparison, Verdict  # noqa: E402
 
 
 def _ab_results(path: Path, head_verdict: Verdict | None, *, error: str | None = None) -> Path:

@@ -3,7 +3,7 @@ the /metrics parser against real vLLM output."""
 
 import pytest
 
-from pytest_mxfp4.config import Case, Workloads
+from pytest_mxfp4.formats.config import Case, Workloads
 from pytest_mxfp4.errors import MeasurementError
 from pytest_mxfp4.measure.client import EngineClient, RequestSpec, parse_prefix_cache_hits
 from pytest_mxfp4.measure.runner import CaseRunner

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 
-from pytest_mxfp4.config import Case, Workloads, load_matrix
+from pytest_mxfp4.formats.config import Case, Workloads, load_matrix
 from pytest_mxfp4.measure.client import EngineClient
 from pytest_mxfp4.measure.runner import CaseRunner
 from pytest_mxfp4.servers.process import ProcessServer

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pytest_mxfp4.config import Case, Workloads
+from pytest_mxfp4.formats.config import Case, Workloads
 from pytest_mxfp4.errors import MeasurementError
 from pytest_mxfp4.measure.client import EngineClient, RequestSpec
 from pytest_mxfp4.measure.metrics import (
@@ -19,7 +19,7 @@ from pytest_mxfp4.measure.metrics import (
     client_behind,
 )
 from pytest_mxfp4.measure.runner import CaseRunner
-from pytest_mxfp4.measure.samples import FLAG_BURST
+from pytest_mxfp4.formats.samples import FLAG_BURST
 
 from .fakes.paced_sse_server import PacedServer
 

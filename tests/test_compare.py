@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mxfp4.cli import main
+from pytest_mxfp4.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDED = ROOT / "baselines/nvidia-gb10-sm121/openai--gpt-oss-120b/upstream-baseline.yaml"

@@ -13,15 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mxfp4 import results as results_mod
-from pytest_mxfp4.config import Case, Workloads, parse_matrix, stream_limit
+from pytest_mxfp4.formats import results as results_mod
+from pytest_mxfp4.formats.config import Case, Workloads, parse_matrix, stream_limit
 from pytest_mxfp4.errors import ConfigError
 from pytest_mxfp4.measure.client import EngineClient, RequestSpec
 from pytest_mxfp4.measure.concurrent import aggregate, all_together_s, peak_streams, run_round
 from pytest_mxfp4.measure.runner import CaseRunner
-from pytest_mxfp4.measure.samples import CaseRun, Round, Sample
-from pytest_mxfp4.measure.metrics import RequestMetrics
-from pytest_mxfp4.stats import StatsError, percentile
+from pytest_mxfp4.formats.samples import CaseRun, RequestMetrics, Round, Sample
+from pytest_mxfp4.stats.samples import StatsError, percentile
 
 from .fakes.paced_sse_server import PacedServer
 
@@ -218,8 +217,8 @@ def test_results_keep_streams_and_rounds_and_old_files_read_as_one_stream():
 
 def test_terminal_and_page_say_per_stream_and_aggregate():
     from pytest_mxfp4.report import markdown, terminal
-    from pytest_mxfp4.results import MetricResult, SessionResults
-    from pytest_mxfp4.stats import Summary
+    from pytest_mxfp4.formats.results import MetricResult, SessionResults
+    from pytest_mxfp4.stats.samples import Summary
 
     case = Case("decode", 16, 32, concurrency=2)
     rs = []

@@ -26,7 +26,7 @@ if not hasattr(docker_sdk, "from_env"):  # the repo's docker/ folder seen as a n
 
 from docker.errors import APIError, ImageNotFound, NotFound  # noqa: E402
 
-from pytest_mxfp4.config import DockerSpec, ServerConfig, load_matrix  # noqa: E402
+from pytest_mxfp4.formats.config import DockerSpec, ServerConfig, load_matrix  # noqa: E402
 from pytest_mxfp4.errors import ServerError  # noqa: E402
 from pytest_mxfp4.servers import docker as dk  # noqa: E402
 from pytest_mxfp4.servers.process import free_port  # noqa: E402

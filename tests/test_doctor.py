@@ -35,7 +35,7 @@ def left_over(marker: str) -> list[int]:
 
 def run_doctor(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "pytest_mxfp4.cli", "doctor", *args], cwd=cwd, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "pytest_mxfp4.cli.main", "doctor", *args], cwd=cwd, capture_output=True,
                        text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return r, time.monotonic() - t0
 

@@ -175,7 +175,7 @@ def _processes_with(text: str) -> list[str]:
 
 def test_base_url_measures_a_server_started_elsewhere(tmp_path):
     """--perf-base-url: the plugin starts nothing and stops nothing."""
-    from pytest_mxfp4.config import load_matrix
+    from pytest_mxfp4.formats.config import load_matrix
     from pytest_mxfp4.servers.process import ProcessServer
 
     matrix = write_matrix(tmp_path / "m.yaml", TINY, """

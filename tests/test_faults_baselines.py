@@ -15,7 +15,7 @@ import filelock
 import pytest
 import yaml
 
-from pytest_mxfp4.baselines import LOCK_NAME, BaselineStore, read_baseline
+from pytest_mxfp4.formats.baselines import LOCK_NAME, BaselineStore, read_baseline
 from pytest_mxfp4.errors import BaselineError
 
 KEY, MODEL, SERVER = "cpu-x86_64-test-2c", "models/tiny", "tiny-eager"
@@ -94,7 +94,7 @@ def test_unwritable_baseline_file_is_one_line_and_keeps_the_old_file(tmp_path, m
     def denied(p, text):  # as a read-only checkout or a full disk answers (root ignores chmod here)
         raise PermissionError(13, "Permission denied", str(p))
 
-    monkeypatch.setattr("pytest_mxfp4.baselines.write_atomic", denied)
+    monkeypatch.setattr("pytest_mxfp4.formats.baselines.write_atomic", denied)
     with pytest.raises(BaselineError) as e:
         store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [5.0, 6.0])}, engine={}, environment={})
     assert "cannot write" in one_line(e.value) and "Permission denied" in str(e.value)
@@ -161,7 +161,7 @@ def test_a_broken_baseline_is_not_overwritten_by_an_update(tmp_path):
 
 @pytest.mark.skipif(not shutil.which("taskset") or len(os.sched_getaffinity(0)) < 2, reason="needs taskset, 2 cores")
 def test_hardware_key_does_not_move_with_cpu_affinity():
-    code = "from pytest_mxfp4.environment import capture; e = capture(); print(e.hardware_key, len(e.cpu_affinity))"
+    code = "from pytest_mxfp4.observe.environment import capture; e = capture(); print(e.hardware_key, len(e.cpu_affinity))"
     free = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     pinned = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()
@@ -184,7 +184,7 @@ def test_baseline_update_never_stores_a_raw_secret(tmp_path):
 
 def _run_logger(root: str, n: int, tag: str) -> None:
     from pytest_mxfp4.report.writer import _append_run_log_locked
-    from pytest_mxfp4.results import SessionResults
+    from pytest_mxfp4.formats.results import SessionResults
 
     for i in range(n):
         s = SessionResults(matrix="m", environment={"hardware_key": KEY})
@@ -192,9 +192,9 @@ def _run_logger(root: str, n: int, tag: str) -> None:
 
 
 def _one_metric_session(s, server):
-    from pytest_mxfp4.config import Case
-    from pytest_mxfp4.results import MetricResult, ServerRecord
-    from pytest_mxfp4.stats import Summary
+    from pytest_mxfp4.formats.config import Case
+    from pytest_mxfp4.formats.results import MetricResult, ServerRecord
+    from pytest_mxfp4.stats.samples import Summary
 
     s.servers[server] = ServerRecord(name=server, runner="process", model="m", info={"kind": "process"})
     s.metrics.append(MetricResult(server=server, case=Case("decode", pp=8, tg=32), metric="tg_tps", gate="fail",
@@ -283,11 +283,11 @@ def test_a_run_refuses_a_baseline_copied_from_another_config(tmp_path):
 
 
 def test_two_runs_of_one_config_in_the_same_second_keep_both_run_log_records(tmp_path):
-    from pytest_mxfp4.config import load_matrix
-    from pytest_mxfp4.environment import capture
+    from pytest_mxfp4.formats.config import load_matrix
+    from pytest_mxfp4.observe.environment import capture
     from pytest_mxfp4.report.history import read_run_log
     from pytest_mxfp4.report.writer import _append_run_log_locked
-    from pytest_mxfp4.session import PerfSession
+    from pytest_mxfp4.run.session import PerfSession
 
     (tmp_path / "m.yaml").write_text("servers:\n  fake: {model: m, command: [x]}\nworkloads:\n  decode: {tg: [32]}\n")
     matrix, env = load_matrix(tmp_path / "m.yaml"), capture()  # one captured_at: the same second

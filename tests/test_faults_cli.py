@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mxfp4.baselines import BaselineStore
+from pytest_mxfp4.formats.baselines import BaselineStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDED = ROOT / "baselines/nvidia-gb10-sm121/openai--gpt-oss-120b/upstream-baseline.yaml"
@@ -19,7 +19,7 @@ CPU_KEY = "cpu-x86_64-amd-epyc-2c"
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest_mxfp4.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pytest_mxfp4.cli.main", *map(str, args)], capture_output=True,
                           text=True, timeout=120, cwd=cwd or ROOT)
 
 

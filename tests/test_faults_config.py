@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mxfp4.config import Workloads, load_matrix
+from pytest_mxfp4.formats.config import Workloads, load_matrix
 from pytest_mxfp4.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from pytest_mxfp4.config import load_matrix
+from pytest_mxfp4.formats.config import load_matrix
 from pytest_mxfp4.errors import ConfigError
 
 from .test_faults_session import FAKE, no_server_left, one_line, results, run, write_matrix
@@ -141,8 +141,8 @@ def test_an_empty_shard_names_the_shard(tmp_path):
 
 
 def test_merge_json_pointed_at_an_input_shard_is_refused_and_the_shard_kept(tmp_path, capsys):
-    from pytest_mxfp4.cli import main
-    from pytest_mxfp4.results import SessionResults, save
+    from pytest_mxfp4.cli.main import main
+    from pytest_mxfp4.formats.results import SessionResults, save
 
     for k in (1, 2):
         save(SessionResults(matrix="m", environment={"hardware_key": "hw", "shard": {
@@ -274,7 +274,7 @@ class ScriptedNvml:
 
 
 def _poll(nvml, wait_s=15.0):
-    from pytest_mxfp4.telemetry import preflight_poll
+    from pytest_mxfp4.observe.telemetry import preflight_poll
 
     clock = [0.0]
     sleeps = []

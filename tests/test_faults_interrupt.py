@@ -148,8 +148,8 @@ def test_ctrl_c_between_starts_says_interrupted_and_keeps_what_was_measured(tmp_
 
 
 def test_merge_of_an_interrupted_shard_is_not_complete(tmp_path):
-    from pytest_mxfp4.merge import merge
-    from pytest_mxfp4.results import SessionResults, save
+    from pytest_mxfp4.cli.merge import merge
+    from pytest_mxfp4.formats.results import SessionResults, save
 
     for k, cut in ((1, None), (2, "stopped by SIGTERM during start 2 of b")):
         s = SessionResults(matrix="m", environment={"hardware_key": "hw", "shard": {

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mxfp4 import redact
-from pytest_mxfp4.config import DockerSpec, ServerConfig
+from pytest_mxfp4.formats.config import DockerSpec, ServerConfig
 from pytest_mxfp4.errors import ServerError
 from pytest_mxfp4.redact import MASK, redact_argv, redact_env, redact_obj, redact_text
 from pytest_mxfp4.servers.process import ProcessServer
@@ -121,7 +121,7 @@ def test_process_log_header_recorded_command_and_log_are_masked(tmp_path):
 
 
 def test_environment_record_is_redacted():
-    from pytest_mxfp4.environment import capture
+    from pytest_mxfp4.observe.environment import capture
 
     redact.remember("host-secret-123")
     env = capture()

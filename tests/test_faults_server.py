@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mxfp4.config import Case, ServerConfig, Workloads
+from pytest_mxfp4.formats.config import Case, ServerConfig, Workloads
 from pytest_mxfp4.errors import MeasurementError, PerfUserError, ServerError
 from pytest_mxfp4.measure.client import EngineClient, RequestSpec
 from pytest_mxfp4.measure.prompts import PromptFactory, check_fits, context_length
@@ -256,7 +256,7 @@ def test_another_server_on_a_containers_port_is_not_measured(tmp_path, monkeypat
     import uuid
     from dataclasses import replace
 
-    from pytest_mxfp4.config import load_matrix
+    from pytest_mxfp4.formats.config import load_matrix
     from pytest_mxfp4.servers import docker as dk
 
     try:

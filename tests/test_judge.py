@@ -4,12 +4,12 @@ driven by a scripted runner (the statistics are real)."""
 import random
 from pathlib import Path
 
-from pytest_mxfp4.baselines import BaselineFile, MetricBaseline
-from pytest_mxfp4.config import parse_matrix
-from pytest_mxfp4.judge import incomparable_reason, judge_metric, measure_and_judge
-from pytest_mxfp4.measure.metrics import RequestMetrics
+from pytest_mxfp4.formats.baselines import BaselineFile, MetricBaseline
+from pytest_mxfp4.formats.config import parse_matrix
+from pytest_mxfp4.run.judge import incomparable_reason, judge_metric, measure_and_judge
+from pytest_mxfp4.formats.samples import RequestMetrics
 from pytest_mxfp4.measure.runner import CaseRun, Sample
-from pytest_mxfp4.stats import Verdict
+from pytest_mxfp4.stats.samples import Verdict
 
 MATRIX = parse_matrix({
     "servers": {"s": {"model": "m", "command": ["x"]}},

@@ -58,9 +58,9 @@ gates: {{default: warn}}
 
 
 def test_a_case_with_nothing_measured_says_why_on_its_line():
-    from pytest_mxfp4.config import Case
+    from pytest_mxfp4.formats.config import Case
     from pytest_mxfp4.report.terminal import case_lines
-    from pytest_mxfp4.results import MetricResult
+    from pytest_mxfp4.formats.results import MetricResult
 
     r = MetricResult(server="tiny", case=Case("decode", pp=512, tg=32), metric="tg_tps", gate="fail",
                      error="every sample was flagged (client-behind)")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mxfp4.errors import PerfUserError
-from pytest_mxfp4.machine_lock import MachineLock, MachineLockTimeout
+from pytest_mxfp4.run.machine_lock import MachineLock, MachineLockTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # while), record when it held it.
 HOLDER = textwrap.dedent("""
     import json, sys, time
-    from pytest_mxfp4.machine_lock import MachineLock
+    from pytest_mxfp4.run.machine_lock import MachineLock
     lock_path, out, hold_s, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
     lock = MachineLock(lock_path, timeout_s=None if timeout == "none" else float(timeout),
                        say=lambda m: print(m, flush=True), poll_s=0.02)

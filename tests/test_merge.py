@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mxfp4 import results as results_file
-from pytest_mxfp4.cli import main as cli_main
-from pytest_mxfp4.config import Case
-from pytest_mxfp4.results import MetricResult, ServerRecord, SessionResults
-from pytest_mxfp4.stats import Summary
+from pytest_mxfp4.formats import results as results_file
+from pytest_mxfp4.cli.main import main as cli_main
+from pytest_mxfp4.formats.config import Case
+from pytest_mxfp4.formats.results import MetricResult, ServerRecord, SessionResults
+from pytest_mxfp4.stats.samples import Summary
 
 ALL = ["a", "b", "c"]
 PLAN = [["a"], ["b", "c"]]
@@ -120,7 +120,7 @@ def test_merge_imports_no_network_stack():
     import subprocess
     import sys
 
-    code = ("import sys, pytest_mxfp4.merge, pytest_mxfp4.trend, pytest_mxfp4.shard; "
+    code = ("import sys, pytest_mxfp4.cli.merge, pytest_mxfp4.cli.trend, pytest_mxfp4.run.shard; "
             "bad = [m for m in ('openai', 'httpx', 'docker', 'pytest') if m in sys.modules]; print(bad)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_mxfp4.config import Case
+from pytest_mxfp4.formats.config import Case
 from pytest_mxfp4.errors import MeasurementError
 from pytest_mxfp4.measure.metrics import (
     CLIENT_BEHIND_BOUND,

@@ -29,7 +29,7 @@ from pytest_mxfp4.measure.fidelity import (
     keep_timings,
     server_decode_tps,
 )
-from pytest_mxfp4.observe import check_expectations, observe_text
+from pytest_mxfp4.observe.facts import check_expectations, observe_text
 from pytest_mxfp4.observe.llamacpp import canonical_ftype
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,7 +132,7 @@ def test_older_log_format_without_uptime_prefix():
 
 
 def test_observe_cli_reads_a_llamacpp_log(capsys):
-    from pytest_mxfp4.cli import main
+    from pytest_mxfp4.cli.main import main
 
     assert main(["observe", "--engine", "llama.cpp", str(LOGS / "gpu-h200-moe-mxfp4.log")]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -187,10 +187,10 @@ def test_decode_ratio_and_bound():
 def test_server_check_flags_a_sample_the_server_disagrees_with():
     """The runner keeps the server's timings per sample, flags one whose client tg
     is beyond the bound, and summarises the ratio in a case note."""
-    from pytest_mxfp4.config import Case
-    from pytest_mxfp4.measure.metrics import RequestMetrics
+    from pytest_mxfp4.formats.config import Case
+    from pytest_mxfp4.formats.samples import RequestMetrics
     from pytest_mxfp4.measure.runner import CaseRunner
-    from pytest_mxfp4.measure.samples import CaseRun, Sample
+    from pytest_mxfp4.formats.samples import CaseRun, Sample
     from pytest_mxfp4.measure.timing import StreamTiming
 
     runner = CaseRunner.__new__(CaseRunner)  # no server: only the check itself
@@ -209,8 +209,8 @@ def test_server_check_flags_a_sample_the_server_disagrees_with():
 
 
 def test_results_json_keeps_server_timings():
-    from pytest_mxfp4.measure.samples import Sample
-    from pytest_mxfp4.results import sample_dict
+    from pytest_mxfp4.formats.samples import Sample
+    from pytest_mxfp4.formats.results import sample_dict
 
     s = Sample(run=0, server_timings=keep_timings(TIMINGS), server_decode_ratio=1.004)
     d = sample_dict(s)

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_mxfp4 import startstats
-from pytest_mxfp4.abtest import parse_override
-from pytest_mxfp4.baselines import BaselineStore
-from pytest_mxfp4.config import load_matrix
-from pytest_mxfp4.environment import Environment
-from pytest_mxfp4.measure.metrics import RequestMetrics
-from pytest_mxfp4.measure.samples import CaseRun, Sample
-from pytest_mxfp4.session import PerfSession
+from pytest_mxfp4.stats import starts as startstats
+from pytest_mxfp4.run.ab import parse_override
+from pytest_mxfp4.formats.baselines import BaselineStore
+from pytest_mxfp4.formats.config import load_matrix
+from pytest_mxfp4.observe.environment import Environment
+from pytest_mxfp4.formats.samples import RequestMetrics
+from pytest_mxfp4.formats.samples import CaseRun, Sample
+from pytest_mxfp4.run.session import PerfSession
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,7 +112,7 @@ def test_the_plugin_and_the_benchmark_take_the_same_decisions(tmp_path, monkeypa
 
 def test_the_same_function_object():
     gq = gate_quality()
-    import pytest_mxfp4.session as session_mod
+    import pytest_mxfp4.run.session as session_mod
 
     src_session = Path(session_mod.__file__).read_text()
     src_bench = (ROOT / "benchmarks" / "gate_quality.py").read_text()
@@ -120,4 +120,4 @@ def test_the_same_function_object():
     assert "ss.compare_starts(" in src_bench
     # both resolve the name on the one module at call time: replacing it replaces it for both
     assert gq.rule_trial.__module__ == "gate_quality"
-    assert startstats.next_action is __import__("pytest_mxfp4.startstats", fromlist=["x"]).next_action
+    assert startstats.next_action is __import__("pytest_mxfp4.stats.starts", fromlist=["x"]).next_action

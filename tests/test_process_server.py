@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mxfp4.config import ServerConfig
+from pytest_mxfp4.formats.config import ServerConfig
 from pytest_mxfp4.errors import ServerError
 from pytest_mxfp4.servers.process import ProcessServer
 

@@ -14,16 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mxfp4.baselines import BaselineFile, BaselineStore, HistoryEntry, MetricBaseline, read_baseline
-from pytest_mxfp4.config import load_matrix
+from pytest_mxfp4.formats.baselines import BaselineFile, BaselineStore, HistoryEntry, MetricBaseline, read_baseline
+from pytest_mxfp4.formats.config import load_matrix
 from pytest_mxfp4.errors import PerfUserError
-from pytest_mxfp4.judge import baseline_for, judge_metric
-from pytest_mxfp4 import results as results_file
-from pytest_mxfp4.report import benchmark_json, github, markdown, terminal
+from pytest_mxfp4.run.judge import baseline_for, judge_metric
+from pytest_mxfp4.formats import results as results_file
+from pytest_mxfp4.report import benchmark_json
+from pytest_mxfp4.report import github
+from pytest_mxfp4.report import markdown
+from pytest_mxfp4.report import terminal
 from pytest_mxfp4.report.format import num
 from pytest_mxfp4.report.history import RUN_LOG_NAME, append_run_log, read_run_log
-from pytest_mxfp4.report.regenerate import report_command
-from pytest_mxfp4.results import ServerRecord, SessionResults
+from pytest_mxfp4.cli.report import report_command
+from pytest_mxfp4.formats.results import ServerRecord, SessionResults
 
 ROOT = Path(__file__).resolve().parents[1]
 GB10 = ROOT / "configs" / "gb10-gpt-oss-120b.yaml"
@@ -528,7 +531,7 @@ def test_report_command_user_errors_name_the_file(tmp_path):
 
 
 def test_page_from_a_session_alone_and_cpu_matrix_expectations():
-    from pytest_mxfp4.config import Case
+    from pytest_mxfp4.formats.config import Case
 
     matrix = load_matrix(ROOT / "configs" / "cpu.yaml")
     session = SessionResults(matrix="cpu", environment={**ENV, "gpus": [], "hardware_key": "cpu-x86_64-epyc-2c"})
@@ -596,8 +599,8 @@ def test_the_ab_section_is_part_of_the_page_and_survives_report_from_the_json(tm
     starts = {"restarts": 3, "max_restarts": 6, "order": ["s#0", "s@head#0"], "ab": [entry],
               "windows": [{"server": "s", "start": 1, "case": "tg32", "disturbed": "busy"}]}
     session = SessionResults(matrix="m", environment={"hardware_key": "hw", "starts": starts})
-    from pytest_mxfp4.config import Case
-    from pytest_mxfp4.results import MetricResult
+    from pytest_mxfp4.formats.config import Case
+    from pytest_mxfp4.formats.results import MetricResult
 
     session.metrics.append(MetricResult(server="s", case=Case("decode", pp=512, tg=32), metric="tg_tps", gate="fail",
                                         samples=[100.0, 101.0, 99.0]))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mxfp4.config import ServerConfig
+from pytest_mxfp4.formats.config import ServerConfig
 from pytest_mxfp4.errors import ServerError
 from pytest_mxfp4.servers.exits import ENGINE_REINSTALL, IMAGE_REBUILD, describe_exit, exit_parts
 from pytest_mxfp4.servers.process import ProcessServer, group_pids

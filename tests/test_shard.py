@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mxfp4 import shard
-from pytest_mxfp4.config import ServerConfig
+from pytest_mxfp4.run import shard
+from pytest_mxfp4.formats.config import ServerConfig
 from pytest_mxfp4.errors import PerfUserError
 
 pytest_plugins = ["pytester"]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from tests.engine_guard import engine_marks
 
-from pytest_mxfp4 import results as results_file
-from pytest_mxfp4.cli import main as cli_main
+from pytest_mxfp4.formats import results as results_file
+from pytest_mxfp4.cli.main import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = engine_marks()

@@ -1,4 +1,4 @@
-"""Two-level statistics (pytest_mxfp4.startstats): known answers worked by hand.
+"""Two-level statistics (pytest_mxfp4.stats.starts): known answers worked by hand.
 
 t quantiles used below (from tables): t(4, 0.99) = 3.7469, t(4, 0.95) = 2.1318,
 t(8, 0.995) = 3.3554; z(0.99) = 2.3263, z(0.95) = 1.6449, z(0.90) = 1.2816.
@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from pytest_mxfp4 import startstats as ss
-from pytest_mxfp4.stats import StatsError, Verdict
+from pytest_mxfp4.stats import starts as ss
+from pytest_mxfp4.stats.samples import StatsError, Verdict
 
 E = math.exp
 NO_PRIOR = ss.Prior(cv=0.0, df=0.0)

@@ -1,4 +1,4 @@
-"""Known-answer tests of pytest_mxfp4.stats.
+"""Known-answer tests of pytest_mxfp4.stats.samples.
 
 Expected t statistics, degrees of freedom and p-values are computed here by
 hand (plain Python sums, the Welch-Satterthwaite formula, and the Student t
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from scipy.special import betainc
 
-from pytest_mxfp4 import stats
-from pytest_mxfp4.stats import (
+from pytest_mxfp4.stats import samples as stats
+from pytest_mxfp4.stats.samples import (
     DEFAULT_FLOOR_PCT,
     BaselineStats,
     ComparePolicy,

@@ -3,7 +3,7 @@ verified on a lent H100/H200 with scripts/nvml_probe.py)."""
 
 import time
 
-from pytest_mxfp4.telemetry import GpuSampler, decode_reasons, load_nvml, summarize
+from pytest_mxfp4.observe.telemetry import GpuSampler, decode_reasons, load_nvml, summarize
 
 from .fakes.fake_nvml import FakeNvml
 

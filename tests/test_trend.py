@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mxfp4 import trend
+from pytest_mxfp4.cli import trend
 from pytest_mxfp4.errors import PerfUserError
 
 

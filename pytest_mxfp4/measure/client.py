@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import httpx
 import openai
 
-from ..errors import MeasurementError, ServerError
-from . import rawstream
-from .timing import ReadInfo, StreamTiming
+from pytest_mxfp4.errors import MeasurementError, ServerError
+from pytest_mxfp4.measure import rawstream
+from pytest_mxfp4.measure.timing import ReadInfo, StreamTiming
 
 # Busy-poll the socket for the first 250 ms of each request: a short, fast
 # stream then has every stamp (the first one too) within a few us of arrival;

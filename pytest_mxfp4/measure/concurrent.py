@@ -20,8 +20,8 @@ from __future__ import annotations
 import sys
 import threading
 
-from ..errors import MeasurementError
-from .timing import StreamTiming
+from pytest_mxfp4.errors import MeasurementError
+from pytest_mxfp4.measure.timing import StreamTiming
 
 # A blocking read stamped by the kernel (SO_TIMESTAMPNS) is as exact as a busy
 # poll; N threads spinning would fight over the GIL and the client's core.

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .fidelity import FLAG_SERVER_DISAGREES
-from .metrics import FLAG_CLIENT_BEHIND
+from pytest_mxfp4.measure.fidelity import FLAG_SERVER_DISAGREES
+from pytest_mxfp4.formats.samples import FLAG_CLIENT_BEHIND
 
 # Other processes' CPU over the window, in cores, above which the start is
 # disturbed. 0.3: three times the idle box's worst, a third of the smallest

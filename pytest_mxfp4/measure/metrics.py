@@ -13,22 +13,9 @@ Token counts come from `usage`, never from counting chunks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..errors import MeasurementError
-from .timing import ReadInfo, StreamTiming
-
-
-@dataclass(frozen=True)
-class RequestMetrics:
-    ttfr_ms: float
-    e2e_ttft_ms: float
-    est_ppt_ms: float
-    pp_tps: float | None
-    tg_tps: float | None
-
-    def get(self, name: str) -> float | None:
-        return getattr(self, name)
+from pytest_mxfp4.errors import MeasurementError
+from pytest_mxfp4.formats.samples import FLAG_CLIENT_BEHIND, RequestMetrics  # noqa: F401  (the record lives with the samples)
+from pytest_mxfp4.measure.timing import ReadInfo, StreamTiming
 
 
 def compute_metrics(t: StreamTiming, latency_s: float, new_prompt_tokens: int, completion_tokens: int) -> RequestMetrics:
@@ -52,7 +39,6 @@ def compute_metrics(t: StreamTiming, latency_s: float, new_prompt_tokens: int, c
     )
 
 
-FLAG_CLIENT_BEHIND = "client-behind"
 # A sample is flagged `client-behind` when the client's own lateness may
 # have moved tg t/s by more than this (the tg gate floor is 1%).
 CLIENT_BEHIND_BOUND = 0.01

@@ -18,7 +18,7 @@ import random
 import secrets
 from typing import Callable
 
-from ..errors import MeasurementError, ServerError
+from pytest_mxfp4.errors import MeasurementError, ServerError
 
 # Plain English words: realistic-ish text for a BPE tokenizer, no corpus file needed.
 _WORDS = (

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from ..errors import MeasurementError
+from pytest_mxfp4.errors import MeasurementError
 
 _BUF = 1 << 18  # one read takes everything queued (a whole tg1024 stream is ~250 KB)
 _CHUNKED_END = b"0\r\n\r\n"

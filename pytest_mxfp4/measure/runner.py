@@ -3,15 +3,15 @@ runs, every sample kept with the reasons it can't be trusted, if any."""
 
 from __future__ import annotations
 
-from ..config import Case, Workloads
-from ..errors import MeasurementError, PerfUserError
-from .client import EngineClient, RequestSpec, StreamTimeout
-from .concurrent import aggregate, all_together_s, peak_streams, run_round
-from .fidelity import FLAG_SERVER_DISAGREES, SERVER_RATIO_BOUND, decode_ratio, disagrees, keep_timings
-from .lag import LagMonitor
-from .metrics import compute_metrics
-from .prompts import PromptFactory
-from .samples import (  # noqa: F401  (re-exported: Sample/CaseRun used to live here)
+from pytest_mxfp4.formats.config import Case, Workloads
+from pytest_mxfp4.errors import MeasurementError, PerfUserError
+from pytest_mxfp4.measure.client import EngineClient, RequestSpec, StreamTimeout
+from pytest_mxfp4.measure.concurrent import aggregate, all_together_s, peak_streams, run_round
+from pytest_mxfp4.measure.fidelity import FLAG_SERVER_DISAGREES, SERVER_RATIO_BOUND, decode_ratio, disagrees, keep_timings
+from pytest_mxfp4.measure.lag import LagMonitor
+from pytest_mxfp4.measure.metrics import compute_metrics
+from pytest_mxfp4.measure.prompts import PromptFactory
+from pytest_mxfp4.formats.samples import (  # noqa: F401  (re-exported: Sample/CaseRun used to live here)
     FLAG_BURST,
     FLAG_CLIENT_LAG,
     FLAG_GPU_THROTTLED,
@@ -161,7 +161,7 @@ class CaseRunner:
         if sample.client_lag_ms > self.w.max_client_lag_ms:
             sample.flags.append(FLAG_CLIENT_LAG)
         self._server_check(sample, timing)
-        from .metrics import CLIENT_BEHIND_BOUND, FLAG_CLIENT_BEHIND, burst_delivery, client_behind
+        from pytest_mxfp4.measure.metrics import CLIENT_BEHIND_BOUND, FLAG_CLIENT_BEHIND, burst_delivery, client_behind
         behind = client_behind(timing)  # the client was the limit: its own stamps say so
         if behind is not None and behind > CLIENT_BEHIND_BOUND:
             sample.flags.append(FLAG_CLIENT_BEHIND)

@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..baselines import write_atomic
-from ..results import MetricResult, SessionResults
+from pytest_mxfp4.formats.fileio import write_atomic
+from pytest_mxfp4.formats.results import MetricResult, SessionResults
 
 PROJECT = "pytest-mxfp4"
 

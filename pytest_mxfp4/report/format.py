@@ -36,7 +36,7 @@ def scope(case, metric: str) -> str:
 
 def spread(values: list[float]) -> str:
     """'p50 12.3, p99 45.6' of per-stream samples ('' with fewer than 2)."""
-    from ..stats import percentile
+    from pytest_mxfp4.stats.samples import percentile
 
     if len(values) < 2:
         return ""

@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import PerfUserError
-from ..results import SessionResults
-from ..stats import Verdict
-from .format import num, pct
+from pytest_mxfp4.errors import PerfUserError
+from pytest_mxfp4.formats.results import SessionResults
+from pytest_mxfp4.stats.samples import Verdict
+from pytest_mxfp4.report.format import num, pct
 
 # GitHub accepts up to 1 MiB of summary per step; keep well under it.
 MAX_SUMMARY_BYTES = 900 * 1024
@@ -25,7 +25,7 @@ def compact_table(session: SessionResults) -> str:
         title += f" on `{env['hardware_key']}`"
     lines = [title, ""]
     if session.interrupted:
-        from ..results import interrupted_line
+        from pytest_mxfp4.formats.results import interrupted_line
 
         lines += [f"**⏹️ {interrupted_line(session)}.**", ""]
     if session.results:

@@ -21,10 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..baselines import write_atomic
-from ..errors import PerfUserError
-from ..results import MetricResult, SessionResults
-from ..stats import Verdict
+from pytest_mxfp4.formats.fileio import write_atomic
+from pytest_mxfp4.errors import PerfUserError
+from pytest_mxfp4.formats.results import MetricResult, SessionResults
+from pytest_mxfp4.stats.samples import Verdict
 
 RUN_LOG_NAME = "run_log.jsonl"
 RUN_LOG_LIMIT = 500  # records kept; the oldest are dropped first

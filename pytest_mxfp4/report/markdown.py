@@ -19,15 +19,15 @@ from typing import Any, Iterable
 
 import yaml
 
-from .. import __version__
-from ..baselines import BaselineFile
-from ..config import HIGHER_IS_BETTER, METRIC_UNITS, Case, Matrix, Target
-from ..results import SessionResults
-from ..stats import NoiseState, Verdict, noise_state
-from .format import num, spread
-from .terminal import flags_note
-from .format import when as _when
-from .page_model import (
+from pytest_mxfp4 import __version__
+from pytest_mxfp4.formats.baselines import BaselineFile
+from pytest_mxfp4.formats.config import HIGHER_IS_BETTER, METRIC_UNITS, Case, Matrix, Target
+from pytest_mxfp4.formats.results import SessionResults
+from pytest_mxfp4.stats.samples import NoiseState, Verdict, noise_state
+from pytest_mxfp4.report.format import num, spread
+from pytest_mxfp4.report.terminal import flags_note
+from pytest_mxfp4.report.format import when as _when
+from pytest_mxfp4.report.page_model import (
     ConfigView,
     StatView,
     case_for,
@@ -38,7 +38,7 @@ from .page_model import (
     expect_status,
     server_config_block,
 )
-from .history import HEADLINE_KEY, observed_summary, run_log_records, short_key, verdict_summary
+from pytest_mxfp4.report.history import HEADLINE_KEY, observed_summary, run_log_records, short_key, verdict_summary
 
 # Columns of the comparison matrix, as on the hand-kept page; those the data
 # and matrix don't have are left out (a matrix with none of them shows its own).
@@ -625,7 +625,7 @@ def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, 
     out = [f"# {name} Benchmark Results", "", "Live tracking of benchmark results across configurations.", "",
            intro, "", "---", ""]
     if session.interrupted:  # first thing a reader sees: this run is not a complete one
-        from ..results import interrupted_line
+        from pytest_mxfp4.formats.results import interrupted_line
 
         out[2:2] = [f"> **⏹️ {interrupted_line(session)}.**", ""]
     out += ["## Current Best Results", "", *_best_results(configs, matrix, ttft), "", "---", ""]
@@ -645,7 +645,7 @@ def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, 
     starts = session.environment.get("starts")
     if isinstance(starts, dict) and (starts.get("ab") or starts.get("restarts") or starts.get("between_start")):
         # part of the page itself (rendered whole, also by `pytest-mxfp4 report` from the JSON)
-        from .abreport import page_section
+        from pytest_mxfp4.report.abreport import page_section
 
         out += page_section(list(starts.get("ab") or []), starts).splitlines() + [""]
     out += ["---", "", "## How to Run Benchmarks", "", "```bash"]

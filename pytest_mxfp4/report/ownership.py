@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import PerfUserError
+from pytest_mxfp4.errors import PerfUserError
 
 PAGE_MARK = "<!-- written by pytest-mxfp4; `pytest-mxfp4 report` regenerates this page -->"
 

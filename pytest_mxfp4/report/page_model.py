@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..baselines import BaselineFile
-from ..config import METRICS, Case, Matrix, ServerConfig
-from ..results import MetricResult, ServerRecord, SessionResults
-from ..stats import Summary
-from .format import when as _when
-from ..stats import cv as cv_of
+from pytest_mxfp4.formats.baselines import BaselineFile
+from pytest_mxfp4.formats.config import METRICS, Case, Matrix, ServerConfig
+from pytest_mxfp4.formats.results import MetricResult, ServerRecord, SessionResults
+from pytest_mxfp4.stats.samples import Summary
+from pytest_mxfp4.report.format import when as _when
+from pytest_mxfp4.stats.samples import cv as cv_of
 
 METRIC_UNIT_OF = {m.name: m.unit for m in METRICS.values()}
 
@@ -220,7 +220,7 @@ def server_config_block(c: ConfigView) -> dict[str, Any]:
 def expect_status(expect: dict[str, Any], observed: dict[str, Any]) -> dict[str, bool]:
     """fact -> does the observed value satisfy `expect:`? The plugin's own
     rule (observe.check_expectations: lists = any of, null = absent)."""
-    from ..observe import ObservedFacts, check_expectations
+    from pytest_mxfp4.observe.facts import ObservedFacts, check_expectations
 
     known = set(ObservedFacts.fact_names())
     try:

@@ -15,8 +15,8 @@ import statistics
 from datetime import datetime
 from pathlib import Path
 
-from ..baselines import BaselineFile, HistoryEntry, model_slug
-from ..errors import PerfUserError
+from pytest_mxfp4.formats.baselines import BaselineFile, HistoryEntry, model_slug
+from pytest_mxfp4.errors import PerfUserError
 
 BAND_K = 2.0
 

@@ -3,9 +3,9 @@ verdict, gate and targets."""
 
 from __future__ import annotations
 
-from ..results import MetricResult, SessionResults
-from ..stats import Verdict
-from .format import num, pct, scope, spread
+from pytest_mxfp4.formats.results import MetricResult, SessionResults
+from pytest_mxfp4.stats.samples import Verdict
+from pytest_mxfp4.report.format import num, pct, scope, spread
 
 HEADERS = ("server", "metric", "mean ± sd", "CV", "n", "baseline", "Δ", "verdict", "gate", "target")
 

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..baselines import BaselineFile
-from ..config import Matrix
-from ..errors import PerfUserError
-from ..fileio import write_atomic
-from ..options import ReportPaths
-from ..results import SessionResults
+from pytest_mxfp4.formats.baselines import BaselineFile
+from pytest_mxfp4.formats.config import Matrix
+from pytest_mxfp4.errors import PerfUserError
+from pytest_mxfp4.formats.fileio import write_atomic
+from pytest_mxfp4.options import ReportPaths
+from pytest_mxfp4.formats.results import SessionResults
 
 
 @dataclass
@@ -50,8 +50,11 @@ def write_all(session: SessionResults, matrix: Matrix | None, judged: dict[str, 
     """Render and write the reports of `paths`; store the baselines when
     `update_baselines` is given. The page is rendered against the baselines
     this run was judged by (`judged`), before they are updated."""
-    from .. import results as results_file
-    from . import benchmark_json, github, history, markdown
+    from pytest_mxfp4.formats import results as results_file
+    from pytest_mxfp4.report import benchmark_json
+    from pytest_mxfp4.report import github
+    from pytest_mxfp4.report import history
+    from pytest_mxfp4.report import markdown
 
     out = Written()
     if paths.json and _attempt(out, "--perf-json", lambda: results_file.save(session, paths.json)) is not _FAILED:
@@ -72,7 +75,7 @@ def write_all(session: SessionResults, matrix: Matrix | None, judged: dict[str, 
             out, "--perf-benchmark-json", lambda: benchmark_json.write(session, paths.benchmark_json)) is not _FAILED:
         out.lines.append(f"perf-benchmark-json: {paths.benchmark_json}")
     if paths.plots and current_baselines is not None:
-        from . import plots
+        from pytest_mxfp4.report import plots
 
         made = _attempt(out, "--perf-plots",
                         lambda: plots.trend_plots(list(current_baselines().values()), paths.plots))
@@ -92,7 +95,7 @@ def write_all(session: SessionResults, matrix: Matrix | None, judged: dict[str, 
 
 def _write_page(path: Path, page: str) -> None:
     """The page, unless `path` is a page pytest-mxfp4 did not write (hand-kept)."""
-    from .ownership import check_may_overwrite, mark
+    from pytest_mxfp4.report.ownership import check_may_overwrite, mark
 
     check_may_overwrite(path, how="delete it or pass another --perf-report path")
     write_atomic(path, mark(page))
@@ -101,8 +104,8 @@ def _write_page(path: Path, page: str) -> None:
 def _append_run_log_locked(root: Path, session: SessionResults):
     """The run log is read-modified-written: under the baselines lock, so two
     runs at once both keep their records."""
-    from ..baselines import BaselineStore
-    from . import history
+    from pytest_mxfp4.formats.baselines import BaselineStore
+    from pytest_mxfp4.report import history
 
     with BaselineStore(root).lock():
         return history.append_run_log(root, session)

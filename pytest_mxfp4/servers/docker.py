@@ -51,13 +51,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import ServerConfig
-from ..errors import ServerError
-from .base import Server, ServerInfo
-from .exits import IMAGE_REBUILD, exit_parts
-from .health import Progress, died_message, log_tail, wait_until_healthy
-from .process import expand, free_port
-from ..redact import is_secret_name, looks_secret, redact_argv, redact_env, register_config_secrets
+from pytest_mxfp4.formats.config import ServerConfig
+from pytest_mxfp4.errors import ServerError
+from pytest_mxfp4.servers.base import Server, ServerInfo
+from pytest_mxfp4.servers.exits import IMAGE_REBUILD, exit_parts
+from pytest_mxfp4.servers.health import Progress, died_message, log_tail, wait_until_healthy
+from pytest_mxfp4.servers.process import expand, free_port
+from pytest_mxfp4.redact import is_secret_name, looks_secret, redact_argv, redact_env, register_config_secrets
 
 LABEL = "pytest-mxfp4"
 LABEL_SESSION = "pytest-mxfp4.session"
@@ -537,7 +537,7 @@ class DockerServer(Server):
 
     def _exec_packages(self) -> dict[str, str]:
         """vLLM/FlashInfer/torch versions and vLLM's git sha, asked of the container."""
-        from ..environment import ENGINE_PROBE, parse_engine_probe
+        from pytest_mxfp4.observe.environment import ENGINE_PROBE, parse_engine_probe
 
         try:
             code, out = self.container.exec_run(["python3", "-c", ENGINE_PROBE])
@@ -589,7 +589,7 @@ class DockerServer(Server):
         if thread is not None:
             thread.join(timeout=2)
         if self.info and self.info.log_path:
-            from .process import scrub_file
+            from pytest_mxfp4.servers.process import scrub_file
 
             scrub_file(self.info.log_path)  # the engine may echo an --api-key into its log
 
@@ -599,7 +599,7 @@ class DockerServer(Server):
         cannot be told (published ports answer through docker-proxy)."""
         if self.config.docker is None or self.config.docker.network != "host":
             return None
-        from .process import port_listener_pids
+        from pytest_mxfp4.servers.process import port_listener_pids
 
         owners = port_listener_pids(self.port)
         if not owners:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import ServerError
-from .base import Server, ServerInfo
-from .health import http_ok
+from pytest_mxfp4.errors import ServerError
+from pytest_mxfp4.servers.base import Server, ServerInfo
+from pytest_mxfp4.servers.health import http_ok
 
 
 class ExternalServer(Server):

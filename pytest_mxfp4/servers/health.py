@@ -14,9 +14,9 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ServerError
-from ..redact import redact_text
-from .exits import TAIL_LINES, TAIL_LINES_AFTER_SIGNAL, exit_parts
+from pytest_mxfp4.errors import ServerError
+from pytest_mxfp4.redact import redact_text
+from pytest_mxfp4.servers.exits import TAIL_LINES, TAIL_LINES_AFTER_SIGNAL, exit_parts
 
 Progress = Callable[[str], None]
 ExitWords = Callable[[int], "tuple[str, str]"]  # exit code -> (head, detail), see exits.exit_parts

@@ -23,12 +23,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..config import ServerConfig
-from ..errors import ServerError
-from .base import Server, ServerInfo
-from ..redact import redact_argv, redact_env, redact_text, register_config_secrets
-from .exits import exit_parts, rebuild_step
-from .health import Progress, died_message, log_tail, wait_until_healthy
+from pytest_mxfp4.formats.config import ServerConfig
+from pytest_mxfp4.errors import ServerError
+from pytest_mxfp4.servers.base import Server, ServerInfo
+from pytest_mxfp4.redact import redact_argv, redact_env, redact_text, register_config_secrets
+from pytest_mxfp4.servers.exits import exit_parts, rebuild_step
+from pytest_mxfp4.servers.health import Progress, died_message, log_tail, wait_until_healthy
 
 _PR_SET_PDEATHSIG = 1
 
@@ -164,7 +164,7 @@ class ProcessServer(Server):
             self.progress(f"[{c.name}] healthy after {self.info.startup_s:.1f}s: pid {self.proc.pid}, "
                           f"port {self.port}, log {log_path}")
         if c.command and c.command[0] == "{python}":
-            from ..environment import probe_python
+            from pytest_mxfp4.observe.environment import probe_python
 
             self.info.details["packages"] = probe_python(self.python)
         if cores:
@@ -384,6 +384,6 @@ def scrub_file(path: Path) -> None:
         return
     clean = redact_text(text)
     if clean != text:
-        from ..baselines import write_atomic
+        from pytest_mxfp4.formats.fileio import write_atomic
 
         write_atomic(Path(path), clean)

@@ -29,7 +29,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .exits import describe_exit, exit_signal
+from pytest_mxfp4.servers.exits import describe_exit, exit_signal
 
 CRASHED, FAILED = 3, 4
 # a crash here is answered by the build script itself (it rebuilds with the safe set once)

@@ -73,11 +73,11 @@ def head_overrides(base_dir: Path, head_dir: Path) -> list[str]:
 
 
 def gate_verdict(results_path: Path, pytest_rc: int) -> dict:
-    """The PR's verdict from the A/B result file (through pytest_mxfp4.results)."""
+    """The PR's verdict from the A/B result file (through pytest_mxfp4.formats.results)."""
     if not results_path.exists():
         return {"verdict": "error", "reason": f"the A/B wrote no results (pytest exit {pytest_rc}); see the log"}
     sys.path.insert(0, str(ROOT))
-    from pytest_mxfp4 import results as results_file
+    from pytest_mxfp4.formats import results as results_file
     from pytest_mxfp4.errors import PerfUserError
 
     try:

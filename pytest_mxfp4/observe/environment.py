@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import __version__
-from .config import Requirements
+from pytest_mxfp4 import __version__
+from pytest_mxfp4.formats.config import Requirements
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class Environment:
         return None
 
     def to_dict(self) -> dict:
-        from .redact import redact_obj
+        from pytest_mxfp4.redact import redact_obj
 
         d = redact_obj(asdict(self))
         # derived from CPU/GPU model names, never a secret (redact_obj masks any "*_key" name)

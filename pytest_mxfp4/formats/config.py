@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from pytest_mxfp4.errors import ConfigError
 
 ENGINES = ("vllm", "llama.cpp", "openai")
 RUNNERS = ("process", "docker", "external")
@@ -189,7 +189,7 @@ class Workloads:
     # small model set them lower in `workloads:` to fail a stall sooner.
     request_timeout_s: float = 300.0
     idle_timeout_s: float = 180.0
-    # Server starts per config (pytest_mxfp4.startstats): each config is
+    # Server starts per config (pytest_mxfp4.stats.starts): each config is
     # started this many times, starts interleaved across configs (A B B A),
     # every case measured on each start; the verdict's unit is the start mean.
     restarts: int = 1

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..baselines import BaselineFile, read_baseline, write_atomic
-from ..config import Matrix, load_matrix
-from ..errors import PerfUserError
-from .. import results as results_file
-from ..results import SessionResults
-from .history import RUN_LOG_NAME, read_run_log, run_log_records
-from .markdown import plots_section, render
+from pytest_mxfp4.formats.baselines import BaselineFile, read_baseline
+from pytest_mxfp4.formats.fileio import write_atomic
+from pytest_mxfp4.formats.config import Matrix, load_matrix
+from pytest_mxfp4.errors import PerfUserError
+from pytest_mxfp4.formats import results as results_file
+from pytest_mxfp4.formats.results import SessionResults
+from pytest_mxfp4.report.history import RUN_LOG_NAME, read_run_log, run_log_records
+from pytest_mxfp4.report.markdown import plots_section, render
 
 
 def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
@@ -50,8 +51,8 @@ def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
 def load_baselines(baselines_dir: Path, matrix: Matrix | None, hardware_key: str | None) -> dict[str, BaselineFile]:
     """Server name -> baseline file, for one machine. `baselines_dir` may be
     the root (baselines/) or one machine's folder (baselines/<key>/)."""
-    from ..baselines import check_place
-    from ..shard import COST_FILE
+    from pytest_mxfp4.formats.baselines import check_place
+    from pytest_mxfp4.run.shard import COST_FILE
 
     files = sorted(p for p in baselines_dir.rglob("*.yaml") if not p.name.startswith(".") and p.name != COST_FILE)
     found: list[BaselineFile] = []
@@ -116,13 +117,13 @@ def report_command(results_json: list[str], baselines_dir: str, config: str | No
                             + (f" for hardware {hw}" if hw else ""))
 
     out = Path(out_md)
-    from .ownership import check_may_overwrite, mark
+    from pytest_mxfp4.report.ownership import check_may_overwrite, mark
 
     check_may_overwrite(out, force)  # before any work is written (plots included)
     text = render(session, matrix, baselines, run_log)
     plots: list[Path] = []
     if plots_dir:
-        from .plots import trend_plots
+        from pytest_mxfp4.report.plots import trend_plots
 
         plots = trend_plots(list(baselines.values()), plots_dir)
         text += plots_section(plots, out)

@@ -14,19 +14,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .baselines import BaselineFile, BaselineStore
-from .config import Case, Matrix, ServerConfig
-from .environment import Environment
-from .errors import BaselineError, PerfUserError, ServerError
-from .stats import StatsError
-from .judge import incomparable_reason, measure_and_judge
-from .measure.client import EngineClient
-from .measure.runner import CaseRunner
-from .measure.samples import flag_counts
-from .results import MetricResult, ServerRecord, SessionResults
-from .servers.base import Server, ServerInfo
-from .servers.external import ExternalServer
-from .servers.process import ProcessServer
+from pytest_mxfp4.formats.baselines import BaselineFile, BaselineStore
+from pytest_mxfp4.formats.config import Case, Matrix, ServerConfig
+from pytest_mxfp4.observe.environment import Environment
+from pytest_mxfp4.errors import BaselineError, PerfUserError, ServerError
+from pytest_mxfp4.stats.samples import StatsError
+from pytest_mxfp4.run.judge import incomparable_reason, measure_and_judge
+from pytest_mxfp4.measure.client import EngineClient
+from pytest_mxfp4.measure.runner import CaseRunner
+from pytest_mxfp4.formats.samples import flag_counts
+from pytest_mxfp4.formats.results import MetricResult, ServerRecord, SessionResults
+from pytest_mxfp4.servers.base import Server, ServerInfo
+from pytest_mxfp4.servers.external import ExternalServer
+from pytest_mxfp4.servers.process import ProcessServer
 
 Progress = Callable[[str], None]
 
@@ -91,7 +91,7 @@ class PerfSession:
     base_url: str | None = None
     progress: Progress | None = None
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    # Server starts (abtest.py): every config started `restarts`
+    # Server starts (run/ab.py): every config started `restarts`
     # times; with `ab_overrides` each config is an A/B pair of arms.
     restarts: int = 1
     ab_overrides: tuple = ()
@@ -100,7 +100,7 @@ class PerfSession:
     _judged_by: dict[str, BaselineFile] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
-        from .abtest import head_config, plan_starts
+        from pytest_mxfp4.run.ab import head_config, plan_starts
 
         self.results = SessionResults(matrix=self.matrix.name, environment=self.environment.to_dict())
         # the run's own id: run-log records of two runs started in one second stay two
@@ -117,7 +117,7 @@ class PerfSession:
                 h = head_config(s, tuple(self.ab_overrides))
                 self.arms[h.name] = h
                 self.base_of[h.name] = s.name
-        from . import startstats
+        from pytest_mxfp4.stats import starts as startstats
 
         w = self.matrix.workloads
         self.first_look = self.restarts
@@ -151,7 +151,7 @@ class PerfSession:
         self.budget_notes: list[str] = []
         self.gpu_sampler = None
         if self.environment.gpus:
-            from .telemetry import GpuSampler, load_nvml
+            from pytest_mxfp4.observe.telemetry import GpuSampler, load_nvml
 
             nvml, note = load_nvml()
             if nvml is not None:
@@ -195,7 +195,7 @@ class PerfSession:
             return ExternalServer(cfg.name, cfg.base_url or "", cfg.health_path)
         if cfg.runner == "docker":
             # docker SDK only needed here; DockerServer sweeps a crashed session's leftovers on start
-            from .servers.docker import DockerServer
+            from pytest_mxfp4.servers.docker import DockerServer
 
             return DockerServer(cfg, session_id=self.session_id, log_dir=logs, base_dir=self.base_dir,
                                 progress=self.progress)
@@ -237,13 +237,13 @@ class PerfSession:
             if cfg.expect:
                 record.notes.append("expect: not checked: the server was started elsewhere and its log is not visible")
             return
-        from .observe import ENGINES as OBSERVED_ENGINES  # engines whose logs we can read
+        from pytest_mxfp4.observe.facts import ENGINES as OBSERVED_ENGINES  # engines whose logs we can read
 
         if not text or cfg.engine not in OBSERVED_ENGINES:
             if cfg.expect:
                 raise ServerError(f"server {cfg.name!r}: `expect:` is set but no server log is available to check it")
             return
-        from .observe import check_expectations, observe_text
+        from pytest_mxfp4.observe.facts import check_expectations, observe_text
 
         facts = observe_text(text, engine=cfg.engine)
         record.observed = facts.to_dict()
@@ -254,7 +254,7 @@ class PerfSession:
 
     def check_context(self, cfg: ServerConfig, client: EngineClient, record: ServerRecord) -> None:
         """Every case must fit the server's context length, where it says (vLLM: max_model_len)."""
-        from .measure.prompts import check_fits, context_length
+        from pytest_mxfp4.measure.prompts import check_fits, context_length
 
         known = []
         for path in ("/v1/models", "/props"):  # /props: llama-server's per-slot context
@@ -373,7 +373,7 @@ class PerfSession:
                           ) -> list[MetricResult]:
         """Measure `case` on this start (samples tagged with the start index);
         judge the config (or the A/B pair) once its last start is measured."""
-        from .measure.disturbance import Window
+        from pytest_mxfp4.measure.disturbance import Window
 
         self.check_identity(running, f"before {case.id}")
         runner = CaseRunner(running.client, case, self.matrix.workloads, seed=seed, gpu_sampler=self.gpu_sampler,
@@ -404,7 +404,7 @@ class PerfSession:
         its start means, leave it out if disturbed, and judge the config (or
         the A/B pair) once the look has its starts. No server here: a
         simulated session drives the same path (tests/test_one_rule.py)."""
-        from .judge import judge_metric
+        from pytest_mxfp4.run.judge import judge_metric
 
         self.start_values.setdefault((name, case.id), {})[start] = run
         if disturbance:
@@ -433,7 +433,7 @@ class PerfSession:
 
     def check_window(self, running: RunningServer, case: Case, run, other_cores: float | None) -> str | None:
         """Why this (start, case) was disturbed while it measured, or None."""
-        from .measure.disturbance import judge_window
+        from pytest_mxfp4.measure.disturbance import judge_window
 
         gpu_others = None
         if self.gpu_sampler is not None and running.config.requires.accelerator == "nvidia":
@@ -452,7 +452,7 @@ class PerfSession:
         nvml = self.gpu_sampler.nvml
         ours = set()
         for g in running.server.process_groups() or ():
-            from .servers.process import group_pids
+            from pytest_mxfp4.servers.process import group_pids
 
             ours |= group_pids(g)
         out: list[int] = []
@@ -529,8 +529,8 @@ class PerfSession:
     def next_action(self, base: str) -> str:
         """The sequential rule on this config's fail-gated start-level
         comparisons (the head arm's in an A/B run): "more" or "stop"."""
-        from . import startstats
-        from .stats import Verdict
+        from pytest_mxfp4.stats import starts as startstats
+        from pytest_mxfp4.stats.samples import Verdict
 
         names = set(self._arms(base))
         head = any(x != base for x in names)
@@ -577,14 +577,14 @@ class PerfSession:
 
     def floor_pct(self, case: Case, metric: str) -> float:
         """The gate's practical floor (%), else the metric's default: the one place that says so."""
-        from .stats import DEFAULT_FLOOR_PCT
+        from pytest_mxfp4.stats.samples import DEFAULT_FLOOR_PCT
 
         floor = self.matrix.gates.floor_pct(case, metric)
         return floor if floor is not None else DEFAULT_FLOOR_PCT.get(metric, 5.0)
 
     def noise_prior(self, name: str):
         """The stated fallback noise of a config (its own, the workloads', else the default)."""
-        from . import startstats
+        from pytest_mxfp4.stats import starts as startstats
 
         np_ = self.matrix.noise_prior(self.base_of.get(name, name))
         return startstats.Prior(np_.cv_pct / 100.0, np_.df) if np_ else startstats.DEFAULT_PRIOR
@@ -600,7 +600,7 @@ class PerfSession:
 
     def _outliers(self, base: str, head: str, case_id: str, metric: str, sc) -> list[str]:
         """Starts far outside the pooled noise: shown, never silent."""
-        from . import startstats
+        from pytest_mxfp4.stats import starts as startstats
 
         out = []
         for arm in (base, head):
@@ -619,9 +619,9 @@ class PerfSession:
     def judge_group(self, base: str, case: Case) -> list[MetricResult]:
         """The verdict of one case of one config from its start means: against
         the stored baseline's starts, or (A/B) head arm against base arm."""
-        from .abtest import judge_starts, start_cv
-        from .judge import incomparable_reason
-        from .stats import Summary, Verdict
+        from pytest_mxfp4.run.ab import judge_starts, start_cv
+        from pytest_mxfp4.run.judge import incomparable_reason
+        from pytest_mxfp4.stats.samples import Summary, Verdict
 
         self.judged[(base, case.id)] = self.look_size(base)
         names = self._arms(base)
@@ -685,7 +685,7 @@ class PerfSession:
 
     def _judge_ab(self, base: str, head: str, case: Case, out: list[MetricResult], bf,
                   looks: int = 1) -> list[MetricResult]:
-        from .abtest import judge_starts
+        from pytest_mxfp4.run.ab import judge_starts
 
         by = {(r.server, r.metric): r for r in out}
         for metric in case.metrics:
@@ -718,7 +718,7 @@ class PerfSession:
                 entry["error"] = rh.error
                 entry["disturbed"] = self._left_out_words([base, head], case.id)
             else:
-                from . import startstats
+                from pytest_mxfp4.stats import starts as startstats
 
                 disturbed = self._left_out_words([base, head], case.id)
                 floor = self.floor_pct(case, metric)
@@ -734,9 +734,9 @@ class PerfSession:
                                             max_regression_pct=self.matrix.gates.max_regression_pct(case, metric))
                     self.start_comparisons[(head, case.id, metric)] = sc
                     rh.comparison = comp
-                    from .stats import BaselineStats
+                    from pytest_mxfp4.stats.samples import BaselineStats
                     rh.baseline = BaselineStats.from_samples(rb.samples) if rb and rb.samples else None
-                    from .abtest import noise_words
+                    from pytest_mxfp4.run.ab import noise_words
 
                     measured = sc.noise.measured_cv
                     entry.update(verdict=comp.verdict.value, delta_pct=comp.delta_pct, ci_low_pct=comp.ci_low_pct,

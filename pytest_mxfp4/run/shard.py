@@ -28,7 +28,7 @@ from typing import Mapping
 
 import yaml
 
-from .errors import PerfUserError
+from pytest_mxfp4.errors import PerfUserError
 
 DEFAULT_COST_S = 120.0  # a config we know nothing about
 LOAD_BYTES_PER_S = 1.0e9  # model weights read and placed, for an estimate from disk size
@@ -177,10 +177,10 @@ def shard_record(spec: ShardSpec, p: Plan, full: tuple[str, ...], costs_from: st
             "costs_from": costs_from, "runner": os.environ.get("RUNNER_NAME") or socket.gethostname()}
 
 
-if __name__ == "__main__":  # python -m pytest_mxfp4.shard MATRIX N [COSTS]: print the plan
+if __name__ == "__main__":  # python -m pytest_mxfp4.run.shard MATRIX N [COSTS]: print the plan
     import sys
 
-    from .config import load_matrix
+    from pytest_mxfp4.formats.config import load_matrix
 
     m = load_matrix(Path(sys.argv[1]))
     known = read_costs(sys.argv[3]) if len(sys.argv) > 3 else {}

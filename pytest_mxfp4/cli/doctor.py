@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ServerConfig, load_matrix
-from .environment import _cpu_count, _cpu_model, detect_gpus
-from .errors import PerfUserError
+from pytest_mxfp4.formats.config import ServerConfig, load_matrix
+from pytest_mxfp4.observe.environment import _cpu_count, _cpu_model, detect_gpus
+from pytest_mxfp4.errors import PerfUserError
 
 # x86 flags that decide which kernels an engine may use (ggml, torch inductor)
 CPU_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
@@ -137,7 +137,7 @@ def find_python(base_dir: Path) -> str:
 def row_problem(cfg: ServerConfig, base_dir: Path, python: str, gpus: list, llama_ok: dict[str, bool | None],
                 docker_up: bool | None) -> tuple[str, str | None]:
     """('run' | 'skip' | 'fail', why) for one row of the matrix."""
-    from .servers.process import resolve_model
+    from pytest_mxfp4.servers.process import resolve_model
 
     if cfg.pending:
         return "skip", f"pending: {cfg.pending}"
@@ -177,7 +177,7 @@ def smoke_all(binary: str, ggufs: list[str]) -> list[tuple[int, str]]:
     server), so a matrix of several models still fits the few seconds."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .servers.smoke import smoke
+    from pytest_mxfp4.servers.smoke import smoke
 
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))
 

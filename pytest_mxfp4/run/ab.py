@@ -23,10 +23,10 @@ import shlex
 import time
 from dataclasses import dataclass, replace
 
-from . import startstats
-from .config import ServerConfig
-from .errors import PerfUserError
-from .stats import Comparison, StatsError, Verdict
+from pytest_mxfp4.stats import starts as startstats
+from pytest_mxfp4.formats.config import ServerConfig
+from pytest_mxfp4.errors import PerfUserError
+from pytest_mxfp4.stats.samples import Comparison, StatsError, Verdict
 
 BASE, HEAD = "base", "head"
 HEAD_SUFFIX = "@head"

@@ -87,7 +87,7 @@ from dataclasses import dataclass
 
 from scipy import special as _special
 
-from .stats import DEFAULT_FLOOR_PCT, StatsError, Verdict
+from pytest_mxfp4.stats.samples import DEFAULT_FLOOR_PCT, StatsError, Verdict
 
 __all__ = [
     "Prior",

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import results as results_file
-from .baselines import read_baseline
-from .config import Gates, load_matrix
-from .errors import PerfUserError
-from .judge import judge_metric
-from .results import SessionResults
-from .stats import BaselineStats, Summary
+from pytest_mxfp4.formats import results as results_file
+from pytest_mxfp4.formats.baselines import read_baseline
+from pytest_mxfp4.formats.config import Gates, load_matrix
+from pytest_mxfp4.errors import PerfUserError
+from pytest_mxfp4.run.judge import judge_metric
+from pytest_mxfp4.formats.results import SessionResults
+from pytest_mxfp4.stats.samples import BaselineStats, Summary
 
 
 def start_means(res: SessionResults) -> dict[tuple[str, str], list[float]]:
@@ -134,10 +134,10 @@ def compare_results(reference_paths: list[str], current_path: str, config_path: 
         # several server starts on either side: the plugin judged start means; so does compare
         mine, (theirs, hist) = cur_starts.get((r.server, r.key), []), ref_starts.get((r.server, r.key), ([], ()))
         if mr.comparison is not None and mine and theirs and (len(mine) > 1 or len(theirs) > 1):
-            from .abtest import judge_starts
-            from .stats import DEFAULT_FLOOR_PCT, StatsError
+            from pytest_mxfp4.run.ab import judge_starts
+            from pytest_mxfp4.stats.samples import DEFAULT_FLOOR_PCT, StatsError
 
-            from . import startstats
+            from pytest_mxfp4.stats import starts as startstats
 
             floor = gates.floor_pct(r.case, r.metric)
             np_ = matrix.noise_prior(r.server) if matrix else None

@@ -30,7 +30,7 @@ from typing import Callable
 
 from filelock import FileLock, Timeout
 
-from .errors import PerfUserError
+from pytest_mxfp4.errors import PerfUserError
 
 DEFAULT_PATH = "/tmp/pytest-mxfp4-machine.lock"
 ENV_PATH = "PYTEST_MXFP4_LOCK"

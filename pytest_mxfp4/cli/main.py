@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import PerfUserError
+from pytest_mxfp4.errors import PerfUserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "the matrix will run, be skipped or fail (a few seconds)")
     dr.add_argument("--config", help="matrix file (default: configs/cpu.yaml where it exists)")
     dr.add_argument("--no-smoke", action="store_true", help="do not start llama-server for its smoke test")
-    from .merge import add_parser as add_merge
+    from pytest_mxfp4.cli.merge import add_parser as add_merge
 
     add_merge(sub)
     tr = sub.add_parser("trend", help="change-point detection over the nightly history (Apache Otava)",
@@ -45,29 +45,29 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("args", nargs=argparse.REMAINDER)
     if argv is None:
         argv = sys.argv[1:]
-    if argv and argv[0] == "trend":  # its own parser: python -m pytest_mxfp4.trend --help
-        from .trend import main as trend_main
+    if argv and argv[0] == "trend":  # its own parser: python -m pytest_mxfp4.cli.trend --help
+        from pytest_mxfp4.cli.trend import main as trend_main
 
         return trend_main(list(argv[1:]))
     args = ap.parse_args(argv)
     try:
         if args.command == "observe":
-            from .observe.cli import observe_command
+            from pytest_mxfp4.cli.observe import observe_command
 
             return observe_command(args.logfile, engine=args.engine)
         if args.command == "doctor":
-            from .doctor import doctor_command
+            from pytest_mxfp4.cli.doctor import doctor_command
 
             return doctor_command(args.config, smoke=not args.no_smoke)
         if args.command == "compare":
             return _compare(args.reference, args.current, args.config)
         if args.command == "merge":
-            from .merge import merge_command
+            from pytest_mxfp4.cli.merge import merge_command
 
             return merge_command(args.results, args.out_json, args.report, args.baselines, args.config,
                                  args.expect_shards, args.plots)
         if args.command == "report":
-            from .report.regenerate import report_command
+            from pytest_mxfp4.cli.report import report_command
 
             return report_command(args.results, args.baselines, args.config, args.out, args.plots, force=args.force)
     except PerfUserError as e:
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _compare(reference: list[str], current: str, config: str | None) -> int:
     """Print the offline verdicts; exit 1 on a fail-gated regression."""
-    from .compare import compare_results
-    from .report import terminal
+    from pytest_mxfp4.cli.compare import compare_results
+    from pytest_mxfp4.report import terminal
 
     session = compare_results(reference, current, config)
     for line in terminal.render(session):
@@ -89,7 +89,7 @@ def _compare(reference: list[str], current: str, config: str | None) -> int:
         print(f"\nFAILED: {len(failed)} gated metric(s) regressed: " + ", ".join(f"{r.server} {r.key}" for r in failed))
         return 1
     if session.interrupted:  # the run being compared was cut short: not a pass
-        from .results import interrupted_line
+        from pytest_mxfp4.formats.results import interrupted_line
 
         print(f"\n{current}: {interrupted_line(session)}")
         return 1

@@ -11,7 +11,7 @@ History file: JSON Lines, one nightly per line (`kind`: "pytest-mxfp4-nightly"):
      "points": [{"hardware": "nvidia-gb10-sm121", "model": "gpt-oss-120b", "server": "upstream",
                  "metric": "tg32/tg_tps", "mean": 57.1, "n": 5, "higher_is_better": true}]}
 
-    python -m pytest_mxfp4.trend HISTORY.jsonl [--append RESULTS.json --ref R --run URL]
+    python -m pytest_mxfp4.cli.trend HISTORY.jsonl [--append RESULTS.json --ref R --run URL]
         [--report trend.md] [--json trend.json] [--recent 3] [--min-change-pct 1] [--max-pvalue 0.001]
 
 Exit 1 when a *regression* change point begins within the last `--recent`
@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import PerfUserError
+from pytest_mxfp4.errors import PerfUserError
 
 KIND = "pytest-mxfp4-nightly"
 SCHEMA = 1
@@ -115,8 +115,8 @@ def append_history(path: Path | str, record: dict[str, Any]) -> None:
 def nightly_record(results_path: Path | str, *, ref: str = "", run: str = "", git_sha: str | None = None,
                    time: str | None = None) -> dict[str, Any]:
     """One history line from a (merged) nightly result file."""
-    from .config import METRICS
-    from .results import load
+    from pytest_mxfp4.formats.config import METRICS
+    from pytest_mxfp4.formats.results import load
 
     session = load(results_path)
     hw = session.hardware_key or "unknown"

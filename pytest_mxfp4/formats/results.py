@@ -21,11 +21,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .config import METRICS, Case, Target
-from .errors import PerfUserError
-from .measure.metrics import RequestMetrics
-from .measure.samples import CaseRun, Round, Sample
-from .stats import BaselineStats, Comparison, StatsError, Summary, Verdict, Why
+from pytest_mxfp4.formats.config import METRICS, Case, Target
+from pytest_mxfp4.errors import PerfUserError
+from pytest_mxfp4.formats.samples import CaseRun, RequestMetrics, Round, Sample
+from pytest_mxfp4.stats.samples import BaselineStats, Comparison, StatsError, Summary, Verdict, Why
 
 SCHEMA = 2
 KIND = "pytest-mxfp4-results"
@@ -226,7 +225,7 @@ def to_dict(session: SessionResults) -> dict[str, Any]:
 
 
 def save(session: SessionResults, path: Path | str) -> None:
-    from .fileio import write_atomic
+    from pytest_mxfp4.formats.fileio import write_atomic
 
     write_atomic(Path(path), json.dumps(to_dict(session), indent=2, default=str) + "\n")
 

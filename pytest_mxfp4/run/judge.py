@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .baselines import BaselineFile
-from .config import METRICS, Case, Gates, Matrix, Target
-from .measure.samples import CaseRun, Sample, flag_counts
-from .results import MetricResult
-from .stats import BaselineStats, StatsError, Summary, Verdict, compare, decide, policy_for
+from pytest_mxfp4.formats.baselines import BaselineFile
+from pytest_mxfp4.formats.config import METRICS, Case, Gates, Matrix, Target
+from pytest_mxfp4.formats.samples import CaseRun, Sample, flag_counts
+from pytest_mxfp4.formats.results import MetricResult
+from pytest_mxfp4.stats.samples import BaselineStats, StatsError, Summary, Verdict, compare, decide, policy_for
 
 
 class Measurer(Protocol):

@@ -23,9 +23,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import results as results_file
-from .errors import PerfUserError
-from .results import SessionResults
+from pytest_mxfp4.formats import results as results_file
+from pytest_mxfp4.errors import PerfUserError
+from pytest_mxfp4.formats.results import SessionResults
 
 
 @dataclass
@@ -173,7 +173,7 @@ def merge_command(paths: list[str], out_json: str, report: str | None, baselines
     results_file.save(m.session, out_json)
     print(f"merged {len(paths)} shard file(s), {len(m.session.servers)} config(s): {out_json}")
     if report:
-        from .report.regenerate import report_command
+        from pytest_mxfp4.cli.report import report_command
 
         report_command([out_json], baselines, config, report, plots)
         with open(report, "a") as f:

@@ -29,11 +29,11 @@ import yaml
 
 import filelock
 
-from .config import load_yaml, yaml_error_where
-from .errors import BaselineError
-from .redact import redact_obj
-from .fileio import write_atomic  # noqa: F401  (re-exported for older imports)
-from .stats import BaselineStats, StatsError, Summary
+from pytest_mxfp4.formats.config import load_yaml, yaml_error_where
+from pytest_mxfp4.errors import BaselineError
+from pytest_mxfp4.redact import redact_obj
+from pytest_mxfp4.formats.fileio import write_atomic
+from pytest_mxfp4.stats.samples import BaselineStats, StatsError, Summary
 
 SCHEMA = 1
 HISTORY_LIMIT = 30

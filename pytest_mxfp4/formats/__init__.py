@@ -1,0 +1,1 @@
+"""Formats: every on-disk format and the typed records it holds (stdlib + yaml only)."""

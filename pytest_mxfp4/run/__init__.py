@@ -1,0 +1,1 @@
+"""The run controller: session, start plan, judging, shards, the machine lock."""
