@@ -273,6 +273,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """pytest's -k cannot spell '@': a perf test also answers to its case id
+    with '-' for '@' (`-k tg32-c4` selects tg32@c4, `-k tg32-d4096`)."""
+    case = getattr(getattr(item, "callspec", None), "params", {}).get("perf_workload")
+    if case is not None and hasattr(case, "id") and "@" in case.id:
+        item.extra_keyword_matches.add(case.id.replace("@", "-"))
+
+
 def _deselect_outside_sweep(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A row measures only the concurrency levels of its own sweep
     (servers.X.concurrency): its other (start, case) items are deselected."""

@@ -242,3 +242,84 @@ def test_terminal_and_page_say_per_stream_and_aggregate():
     row = next(ln for ln in page.splitlines() if ln.startswith("| `tg32@c2`"))
     assert "99.75" in row and "192.0" in row and "1.91×" in row  # aggregate over the one-stream tg32
 
+
+
+# -- through the plugin (pytester, the FAKE rate server: threaded, so streams run together) --
+
+pytest_plugins = ["pytester"]
+
+PERF_TEST = """
+import pytest
+pytestmark = pytest.mark.perf
+def test_workload(perf_measure):
+    perf_measure()
+"""
+
+
+def _plugin_matrix() -> str:
+    import sys
+    import textwrap
+
+    fake = str(Path(__file__).parent / "fakes" / "rate_server.py")
+    return textwrap.dedent(f"""
+        name: conc
+        defaults:
+          engine: openai
+          runner: process
+          command: ["{sys.executable}", "{fake}", "--port", "{{port}}"]
+          env: {{FAKE_TPS: "1000"}}
+          startup_timeout_s: 20
+        servers:
+          fake: {{model: m}}
+          one: {{model: m, concurrency: [1]}}
+        workloads:
+          decode: {{tg: [16], pp: 8}}
+          concurrency: [1, 2]
+          runs: 3
+          warmup: 0
+          restarts: 2
+          reset_prefix_cache: false
+          leave_out_disturbed: false
+          max_client_lag_ms: 1000000
+        gates: {{tg16: fail, tg16@c2/agg_tps: warn}}
+        """)
+
+
+def test_plugin_measures_the_sweep_per_row_stores_it_and_k_selects_it(pytester, monkeypatch):
+    import json
+    import os
+
+    # the subprocess imports this checkout's package (not another one an editable install points at)
+    root = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+
+    pytester.makepyfile(test_perf=PERF_TEST)
+    pytester.makefile(".yaml", matrix=_plugin_matrix())
+    args = ["-m", "perf", "--perf-config=matrix.yaml", "--perf-baselines=bl", "-p", "no:cacheprovider"]
+    r = pytester.runpytest_subprocess(*args, "--perf-json=out/r.json", "--perf-report=out/page.md",
+                                      "--perf-update-baselines")
+    out = r.stdout.str()
+    assert r.ret == 0, out
+    # row `one` states [1]: its tg16@c2 items (2 starts + 2 spares) are deselected, not run or skipped
+    assert "4 deselected" in out
+    assert "[fake] tg16@c2 (2 streams)  per stream tg_tps" in out and "| aggregate agg_tps" in out
+    data = json.loads((pytester.path / "out" / "r.json").read_text())
+    keys = {(x["server"], x["workload"], x["metric"]) for x in data["results"] if x["samples"]}
+    assert {("fake", "tg16@c2", "tg_tps"), ("fake", "tg16@c2", "agg_tps"), ("fake", "tg16", "tg_tps"),
+            ("one", "tg16", "tg_tps")} <= keys
+    assert not any(w == "tg16@c2" for s, w, _ in keys if s == "one")
+    run = next(x for x in data["runs"] if x["server"] == "fake" and x["workload"] == "tg16@c2")
+    assert {s["stream"] for s in run["samples"] if "stream" in s} == {1} and len(run["rounds"]) >= 3
+    assert all(rd["peak_streams"] == 2 for rd in run["rounds"] if not rd["error"])
+    per_stream = next(x for x in data["results"] if x["workload"] == "tg16@c2" and x["metric"] == "tg_tps")
+    agg = next(x for x in data["results"] if x["workload"] == "tg16@c2" and x["metric"] == "agg_tps")
+    assert len(per_stream["samples"]) == 2 * len(agg["samples"])  # a sample per stream, one aggregate per round
+    assert "per stream vs aggregate" in (pytester.path / "out" / "page.md").read_text()
+    stored = next((pytester.path / "bl").rglob("*fake*.yaml")).read_text()
+    assert "tg16@c2/agg_tps" in stored and "tg16/tg_tps" in stored
+    # judged against those baselines; -k spells the id with '-' for '@'
+    r2 = pytester.runpytest_subprocess(*args, "--perf-json=out/r2.json", "-k", "tg16-c2", "--perf-allow-partial")
+    assert r2.ret == 0, r2.stdout.str()
+    res = json.loads((pytester.path / "out" / "r2.json").read_text())["results"]
+    assert {x["workload"] for x in res} == {"tg16@c2"}
+    assert all(x["baseline"] is not None for x in res if x["metric"] in ("tg_tps", "agg_tps"))

@@ -13,10 +13,13 @@ like vLLM's (with `token_ids`), for /v1/completions and /v1/chat/completions.
 
 Control (plain JSON over HTTP):
   POST /pace   {"rate": tok/s, "ttft_s": s, "flush_from": i|null, "stall_after": i|null,
-                "trickle_s": s|null}   pace of the following requests
+                "trickle_s": s|null, "batch": N|null, "serial": bool}   pace of the following requests
+               (batch: N streams sent as one engine batch, token i to all at once; serial:
+               one stream at a time, the others queued, as a server with one slot)
   GET  /truth  send stamps (server clock) of the last stream:
                {"n": tokens, "first": s, "last": s, "tg_tps": (n-1)/(last-first),
                 "unsure_s": longest send call of the first/last token (a preemption)}
+  GET  /truths a batch's streams since the last /pace: {first word of the prompt: truth}
 
 Run: `python tests/fakes/paced_sse_server.py [--cpu N]`; prints `PORT <n>`.
 From Python: `with PacedServer(cpu=0) as srv: srv.pace(rate=20000); srv.url`.
