@@ -485,7 +485,7 @@ def _server(r: _Reader, name: str, data: dict, defaults: dict) -> ServerConfig:
 
 def _levels(r: _Reader, value: Any, where: str) -> tuple[int, ...]:
     levels = r.int_list(value, where, minimum=1)
-    _no_repeats(r, levels, where, lambda v: f"tg..@c{v}")
+    _no_repeats(r, levels, where, lambda v: f"@c{v} of every decode case")
     return tuple(sorted(levels))
 
 
