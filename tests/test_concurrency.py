@@ -157,6 +157,8 @@ def test_four_streams_released_together_each_measured_as_one(paced):
         assert rd.together_ms > 0 and rd.release_spread_ms < 50
         # 4 streams x 32 tokens over ~(2 ms + 31 / 500 s): near 4 x the per-stream rate
         assert 0.6 * 4 * 500 < rd.agg_tps < 1.25 * 4 * 500
+    (note,) = [x for x in run.notes if x.startswith("tg32@c4: 4 streams released within")]
+    assert "all 4 decoding at once for" in note
     assert len(run.values("agg_tps")) == sum(
         1 for rd in run.rounds if all(s.clean for s in run.round_samples(rd)))
     assert len(run.values("tg_tps")) == sum(1 for s in run.samples if s.clean)

@@ -194,6 +194,20 @@ class CaseRunner:
                     smp.error = rd.error
         if run >= 0:
             self.result.rounds.append(rd)
+            self._round_note()
+
+    def _round_note(self) -> None:
+        """One note per concurrent case: how together the release and the decoding were."""
+        ok = [rd for rd in self.result.rounds if rd.error is None and rd.wall_ms]
+        if not ok:
+            return
+        n = self.case.concurrency
+        shares = sorted(rd.together_ms / rd.wall_ms for rd in ok)
+        note = (f"{self.case.id}: {n} streams released within {max(rd.release_spread_ms for rd in ok):.2f} ms "
+                f"(worst of {len(ok)} rounds); all {n} decoding at once for {shares[len(shares) // 2]:.0%} of a "
+                f"round's wall (median)")
+        self.result.notes[:] = [x for x in self.result.notes if not x.startswith(f"{self.case.id}: {n} streams ")]
+        self.result.notes.append(note)
 
     def _server_check(self, sample: Sample, timing) -> None:
         """Keep the server's own timings (llama.cpp) and flag a sample whose
