@@ -315,7 +315,10 @@ def test_plugin_measures_the_sweep_per_row_stores_it_and_k_selects_it(pytester, 
     assert all(rd["peak_streams"] == 2 for rd in run["rounds"] if not rd["error"])
     per_stream = next(x for x in data["results"] if x["workload"] == "tg16@c2" and x["metric"] == "tg_tps")
     agg = next(x for x in data["results"] if x["workload"] == "tg16@c2" and x["metric"] == "agg_tps")
-    assert len(per_stream["samples"]) == 2 * len(agg["samples"])  # a sample per stream, one aggregate per round
+    # a sample per trusted stream, one aggregate per round whose every stream is trusted
+    rounds = [rd for r_ in data["runs"] if r_["server"] == "fake" and r_["workload"] == "tg16@c2" for rd in r_["rounds"]]
+    assert 1 <= len(agg["samples"]) <= len(rounds) and len(agg["samples"]) * 2 <= len(per_stream["samples"])
+    assert len(per_stream["samples"]) <= 2 * len(rounds)
     assert "per stream vs aggregate" in (pytester.path / "out" / "page.md").read_text()
     stored = next((pytester.path / "bl").rglob("*fake*.yaml")).read_text()
     assert "tg16@c2/agg_tps" in stored and "tg16/tg_tps" in stored
