@@ -72,10 +72,10 @@ def test_sweep_expands_decode_cases_and_a_row_states_its_own():
 
 @pytest.mark.parametrize("edit,field,words", [
     (lambda d: d["servers"]["v"].update(args=["--max-num-seqs", "2"]), "workloads.concurrency",
-     ["'v'", "4 concurrent streams", "--max-num-seqs 2", "servers.v.concurrency: [1]"]),
+     ["'v'", "4 concurrent streams", "--max-num-seqs 2", "servers.v.concurrency: [1, 2]"]),
     (lambda d: d["servers"]["v"].update(args=["--max-num-seqs=2"], concurrency=[1, 2, 4]), "servers.v.concurrency",
      ["'v'", "allows 2", "[1, 2]"]),
-    (lambda d: d["servers"]["l"].pop("concurrency"), "workloads.concurrency", ["'l'", "-np 1"]),
+    (lambda d: d["servers"]["l"].pop("concurrency"), "workloads.concurrency", ["'l'", "-np 1", "concurrency: [1]"]),
     (lambda d: d["workloads"].update(concurrency=[1, 0]), "workloads.concurrency[1]", [">= 1"]),
     (lambda d: d["workloads"].update(concurrency=[2, 2]), "workloads.concurrency[1]", ["twice"]),
     (lambda d: d["workloads"].pop("decode"), "workloads.concurrency", ["decode cases"]),

@@ -523,11 +523,11 @@ def _check_stream_limits(r: _Reader, servers: list[ServerConfig], workloads: Wor
             continue
         n, flag = limit
         field_ = f"servers.{cfg.name}.concurrency" if cfg.concurrency else "workloads.concurrency"
-        fits = [c for c in levels if c <= n]
+        fits = sorted({c for c in levels if c <= n} | {n})  # what it can take, its limit included
         raise r.fail(field_, f"asks server {cfg.name!r} for {max(levels)} concurrent streams, but its command "
                      f"line allows {n} ({flag} {n}); the extra streams would queue and the case would measure "
                      f"a serialized run. Raise {flag} in servers.{cfg.name}.args, or give that server its own "
-                     f"sweep: servers.{cfg.name}.concurrency: {list(fits) or [1]}")
+                     f"sweep: servers.{cfg.name}.concurrency: {fits}")
 
 
 def _noise_prior(r: _Reader, value: Any, where: str) -> NoisePrior | None:
