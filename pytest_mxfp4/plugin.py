@@ -212,12 +212,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Perf tests run only when -m selects them by name: plain `pytest` (or
     # `-m "not engine"`) runs the project's own tests and starts no server.
     if _perf_selected(config):
+        _deselect_outside_sweep(config, items)
         config.stash[PERF_ITEMS_KEY] = sum(1 for i in items if i.get_closest_marker("perf") is not None)
         return
     keep = [i for i in items if i.get_closest_marker("perf") is None]
     if len(keep) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("perf") is not None])
         items[:] = keep
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """pytest's -k cannot spell '@': a perf test also answers to its case id
+    with '-' for '@' (`-k tg32-c4` selects tg32@c4, `-k tg32-d4096`)."""
+    case = getattr(getattr(item, "callspec", None), "params", {}).get("perf_workload")
+    if case is not None and hasattr(case, "id") and "@" in case.id:
+        item.extra_keyword_matches.add(case.id.replace("@", "-"))
+
+
+def _deselect_outside_sweep(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A row measures only the concurrency levels of its own sweep
+    (servers.X.concurrency): its other (start, case) items are deselected."""
+    perf = _perf_session(config)
+    drop = []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        case, sid = params.get("perf_workload"), params.get("perf_server")
+        if case is None or sid is None:
+            continue
+        slot = perf.slot_by_id.get(sid)
+        cfg = perf.arms.get(slot.server) if slot else None
+        if cfg is not None and case not in perf.matrix.cases_for(cfg):
+            drop.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [i for i in items if i not in drop]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from pytest_mxfp4.formats.config import METRICS, Case, Target
 from pytest_mxfp4.errors import PerfUserError
-from pytest_mxfp4.formats.samples import CaseRun, RequestMetrics, Sample
+from pytest_mxfp4.formats.samples import CaseRun, RequestMetrics, Round, Sample
 from pytest_mxfp4.stats.samples import BaselineStats, Comparison, StatsError, Summary, Verdict, Why
 
 SCHEMA = 2
@@ -325,7 +325,8 @@ def interrupted_line(session: SessionResults) -> str | None:
 
 
 def _case_dict(case: Case) -> dict[str, Any]:
-    return {"kind": case.kind, "pp": case.pp, "tg": case.tg, "depth": case.depth}
+    return {"kind": case.kind, "pp": case.pp, "tg": case.tg, "depth": case.depth,
+            **({"concurrency": case.concurrency} if case.concurrency > 1 else {})}
 
 
 def _comparison_dict(c: Comparison) -> dict[str, Any]:
@@ -365,6 +366,7 @@ def sample_dict(s: Sample) -> dict[str, Any]:
     return {
         "run": s.run,
         "start": s.start,
+        **({"stream": s.stream} if s.stream else {}),
         "metrics": asdict(s.metrics) if s.metrics else None,
         "prompt_tokens": s.prompt_tokens,
         "completion_tokens": s.completion_tokens,
@@ -388,6 +390,7 @@ def run_dict(run: CaseRun) -> dict[str, Any]:
         "latency_ms": run.latency_ms,
         "notes": run.notes,
         "samples": [sample_dict(s) for s in run.samples],
+        **({"rounds": [asdict(rd) for rd in run.rounds]} if run.rounds else {}),
     }
 
 
@@ -503,8 +506,11 @@ class _Reader:
         kind = self.typed(c, "kind", f"{where}.case", str)
         if kind not in ("prefill", "decode"):
             raise self.fail(f"{where}.case.kind", f"expected prefill or decode, got {kind!r}")
+        conc = self.typed(c, "concurrency", f"{where}.case", int, required=False, default=1)
+        if conc < 1 or (conc > 1 and kind != "decode"):
+            raise self.fail(f"{where}.case.concurrency", f"expected 1, or more on a decode case, got {conc!r}")
         return Case(kind, self.typed(c, "pp", f"{where}.case", int), self.typed(c, "tg", f"{where}.case", int),
-                    self.typed(c, "depth", f"{where}.case", int, required=False, default=0))
+                    self.typed(c, "depth", f"{where}.case", int, required=False, default=0), concurrency=conc)
 
 
 def migrate(data: dict, path: Path | str) -> dict:
@@ -763,6 +769,7 @@ def _case_run(r: _Reader, d: Any, where: str) -> CaseRun:
                                         for k in metric_names})
         run.samples.append(Sample(
             run=r.typed(s, "run", sw, int), start=r.typed(s, "start", sw, int, required=False, default=0),
+            stream=r.typed(s, "stream", sw, int, required=False, default=0),
             metrics=metrics, prompt_tokens=r.typed(s, "prompt_tokens", sw, int, required=False),
             completion_tokens=r.typed(s, "completion_tokens", sw, int, required=False),
             content_chunks=r.typed(s, "content_chunks", sw, int, required=False, default=0),
@@ -772,4 +779,17 @@ def _case_run(r: _Reader, d: Any, where: str) -> CaseRun:
             server_timings=s["server_timings"] if isinstance(s.get("server_timings"), dict) else None,
             server_decode_ratio=r.typed(s, "server_decode_ratio", sw, float, required=False),
             error=r.typed(s, "error", sw, str, required=False)))
+    for j, rd in enumerate(r.typed(d, "rounds", where, list, required=False, default=[])):
+        rw = f"{where}.rounds[{j}]"
+        if not isinstance(rd, dict):
+            raise r.fail(rw, "expected an object")
+        num = {k: r.typed(rd, k, rw, float, required=False)
+               for k in ("wall_ms", "agg_tps", "release_spread_ms", "together_ms")}
+        run.rounds.append(Round(
+            run=r.typed(rd, "run", rw, int), streams=r.typed(rd, "streams", rw, int),
+            start=r.typed(rd, "start", rw, int, required=False, default=0),
+            tokens=r.typed(rd, "tokens", rw, int, required=False, default=0),
+            peak_streams=r.typed(rd, "peak_streams", rw, int, required=False, default=0),
+            together_ms=num["together_ms"] or 0.0, wall_ms=num["wall_ms"], agg_tps=num["agg_tps"],
+            release_spread_ms=num["release_spread_ms"], error=r.typed(rd, "error", rw, str, required=False)))
     return run

@@ -24,7 +24,7 @@ from pytest_mxfp4.formats.baselines import BaselineFile
 from pytest_mxfp4.formats.config import HIGHER_IS_BETTER, METRIC_UNITS, Case, Matrix, Target
 from pytest_mxfp4.formats.results import SessionResults
 from pytest_mxfp4.stats.samples import NoiseState, Verdict, noise_state
-from pytest_mxfp4.report.format import num
+from pytest_mxfp4.report.format import num, spread
 from pytest_mxfp4.report.terminal import flags_note
 from pytest_mxfp4.report.format import when as _when
 from pytest_mxfp4.report.page_model import ConfigView, Page, StatView, build
@@ -263,7 +263,7 @@ def _variance_notes(c: ConfigView, key: str, s: StatView) -> list[str]:
             notes.append("lower prefill shows higher relative variance")
     if case is not None and case.kind == "decode":
         shorter = [cs for k, cs in cases.items() if cs.kind == "decode" and cs.depth == case.depth
-                   and cs.tg < case.tg and f"{k}/{metric}" in c.stats]
+                   and cs.concurrency == case.concurrency and cs.tg < case.tg and f"{k}/{metric}" in c.stats]
         if shorter:
             prev = c.stats[f"{shorter[-1].id}/{metric}"]
             drop = 100.0 * (prev.mean - s.mean) / abs(prev.mean) if prev.mean else 0.0
@@ -326,9 +326,18 @@ def _workload_section(matrix: Matrix) -> list[str]:
     data["depth"] = depths
     data.update({"runs": w.runs, "warmup": w.warmup, "latency_mode": w.latency_mode,
                  "max_client_lag_ms": w.max_client_lag_ms, "reset_prefix_cache": w.reset_prefix_cache,
-                 "batch_size": 1, "concurrency": 1, "tool": f"pytest-mxfp4 {__version__}"})
+                 "batch_size": 1, "concurrency": _concurrency(matrix), "tool": f"pytest-mxfp4 {__version__}"})
     gates = {"default": matrix.gates.default, **matrix.gates.rules}
     return [*_yaml_block(data), "", "Gates: " + ", ".join(f"`{k}`: {v}" for k, v in gates.items()), ""]
+
+
+def _concurrency(matrix: Matrix) -> Any:
+    """1, the sweep ([1, 2, 4]), or per config where rows state their own."""
+    own = {s.name: list(s.concurrency) for s in matrix.servers if s.concurrency and not s.pending}
+    levels = list(matrix.workloads.concurrency)
+    if not own:
+        return levels[0] if levels == [1] else levels
+    return {"default": levels, **own}
 
 
 def _observed_lines(c: ConfigView) -> list[str]:
@@ -379,7 +388,8 @@ def _result_line(key: str, s: StatView, comment: str = "") -> str:
 
 def _results(c: ConfigView) -> list[str]:
     pre = [x for x in c.cases.values() if x.kind == "prefill"]
-    dec = [x for x in c.cases.values() if x.kind == "decode"]
+    dec = [x for x in c.cases.values() if x.kind == "decode" and x.concurrency == 1]
+    conc = [x for x in c.cases.values() if x.kind == "decode" and x.concurrency > 1]
     out: list[str] = []
     if pre:
         out += ["#### Prefill Throughput (varying context length)", "```yaml"]
@@ -396,6 +406,7 @@ def _results(c: ConfigView) -> list[str]:
         out += [_result_line(_primary_key(case), c.stats[_primary_key(case)])
                 for case in dec if _primary_key(case) in c.stats]
         out += ["```", ""]
+    out += _concurrent(c, conc)
     for case in pre + dec:
         lat = sorted((k for k in c.stats if k.partition("/")[0] == case.id and k != _primary_key(case)),
                      key=lambda k: case.metrics.index(k.partition("/")[2]) if k.partition("/")[2] in case.metrics else 99)
@@ -408,6 +419,52 @@ def _results(c: ConfigView) -> list[str]:
     if errs:
         out += ["#### Not measured", *(f"- `{r.key}`: {r.error}" for r in errs), ""]
     return out
+
+
+def _concurrent(c: ConfigView, cases: list[Case]) -> list[str]:
+    """The concurrency sweep of one config: per stream (each stream's own tg
+    and TTFT, as one stream is measured) beside the aggregate (all streams'
+    tokens / wall), each with its verdict."""
+    if not cases:
+        return []
+    single = {(x.tg, x.depth): x for x in c.cases.values() if x.kind == "decode" and x.concurrency == 1}
+    rows = []
+    for case in cases:
+        tg, tt, agg = (c.stats.get(f"{case.id}/{m}") for m in ("tg_tps", TTFT_METRIC, "agg_tps"))
+        if tg is None and agg is None:
+            continue
+
+        def cell(s: StatView | None, with_spread: bool) -> str:
+            if s is None:
+                return "-"
+            text = f"{num(s.mean)} ± {num(s.stdev)}"
+            if with_spread and s.result is not None and spread(s.result.samples):
+                text += f" ({spread(s.result.samples)})"
+            return text
+
+        def verdict(s: StatView | None) -> str:
+            r = s.result if s is not None else None
+            if r is None:
+                return "-"
+            d = r.comparison.delta_pct if r.comparison is not None else None
+            return r.verdict.value + (f" {d:+.1f}%" if d is not None else "")
+
+        one = single.get((case.tg, case.depth))
+        base = c.stats.get(f"{one.id}/tg_tps") if one is not None else None
+        scaling = f"{agg.mean / base.mean:.2f}×" if agg is not None and base is not None and base.mean else "-"
+        rows.append([f"`{case.id}`", str(case.concurrency), cell(tg, True), cell(tt, True), verdict(tg),
+                     cell(agg, False), scaling, verdict(agg)])
+    if not rows:
+        return []
+    pps = sorted({x.pp for x in cases if x.pp})
+    head = f" (pp={pps[0]})" if len(pps) == 1 else ""
+    return [f"#### Concurrent streams{head}: per stream vs aggregate", "",
+            *_table(["Case", "Streams", "Per-stream tg (tok/s)", "Per-stream TTFT (ms)", "tg verdict",
+                     "Aggregate (tok/s)", "Aggregate / 1 stream", "Aggregate verdict"], rows), "",
+            "Per stream: each stream's own tg and TTFT, measured as one stream is (mean ± sd over every "
+            "stream of every round; p50/p99 of the same samples). Aggregate: generated tokens of all "
+            "streams / wall from the first request sent to the last token, one value per round. "
+            "Aggregate / 1 stream: over the one-stream tg of the same output length.", ""]
 
 
 def _status(c: ConfigView) -> str:

@@ -175,7 +175,7 @@ def case_for(case_id: str, matrix: Matrix | None) -> Case | None:
 
 
 def case_order(case: Case) -> tuple:
-    return (case.depth, case.pp if case.kind == "prefill" else case.tg)
+    return (case.depth, case.pp if case.kind == "prefill" else case.tg, case.concurrency)
 
 
 def cases_of(configs: list[ConfigView], matrix: Matrix | None, kind: str) -> list[Case]:

@@ -385,6 +385,8 @@ class PerfSession:
         run = runner.result
         for smp in run.samples:
             smp.start = slot.start
+        for rd in run.rounds:
+            rd.start = slot.start
         self.results.case_runs.append(run)
         record = self.results.servers[running.config.name]
         if run.system_fingerprint:
@@ -487,7 +489,7 @@ class PerfSession:
     def _needs(self, arm: str, n: int) -> bool:
         base = self.base_of.get(arm, arm)
         return any(self.judged.get((base, c.id), 0) < n and len(self.clean_starts(arm, c.id)) < n
-                   for c in self.matrix.workloads.cases)
+                   for c in self.matrix.cases_for(self.arms[arm]))
 
     def slot_skip_reason(self, slot) -> str | None:
         """None: run this start; else why it is not needed. The look's starts
@@ -652,9 +654,12 @@ class PerfSession:
                 disturbed = self._left_out_words([name], case.id)
                 failed = self.start_errors.get(name, [])
                 if not values or not means_d:
+                    errs = [e for x in runs.values() for e in x.errors]
                     r.error = ("no start measured this case" + (f" ({failed[0]})" if failed else "")
                                if not self.start_values.get((name, case.id)) else
-                               f"every start of this case was disturbed ({disturbed})")
+                               f"every start of this case was disturbed ({disturbed})" if disturbed else
+                               f"no sample of any start gave a number ({errs[0]})" if errs else
+                               "no sample of any start gave a trusted number (every one flagged)")
                     out.append(r)
                     continue
                 r.summary = Summary.from_samples(values, metric=key)
