@@ -15,8 +15,16 @@ only for this comparison, not a dependency).
 
     .venv/bin/python benchmarks/client_ceiling.py   # ~5 min, nothing else running
     ... --quick     (3 runs, fewer rates; ~1 min)
+    ... --concurrency 4   (N streams released together, as a tg32@c4 case runs them)
 
-Results: benchmarks/results/client_ceiling.txt
+Results: benchmarks/results/client_ceiling.txt, client_ceiling_c4.txt
+
+With --concurrency N the fake sends the N streams as one engine batch (token
+i to every stream at t0 + i / rate; the rate is per stream, N x rate in all),
+and the client is the plugin's concurrent round (measure/concurrent.py: N
+threads, blocking reads stamped by the kernel). Each stream is judged against
+its own send stamps; the aggregate column is the round's tokens / wall over
+the same quantity from the fake's stamps.
 """
 
 from __future__ import annotations
@@ -83,6 +91,81 @@ class Benchy:
         self.loop.close()
 
 
+def concurrent(a, rates: list[float], tgs: list[int], srv, client_cpu, server_cpu, pinned) -> int:
+    """N streams per round; per stream measured tg / its truth; flags as the plugin sets them."""
+    from pytest_mxfp4.measure.concurrent import aggregate, run_round
+    from pytest_mxfp4.measure.metrics import compute_metrics
+
+    n = a.concurrency
+    client = EngineClient("paced-fake", srv.url, "m")
+    load = os.getloadavg()
+    print(f"# client_ceiling --concurrency {n}: paced FAKE server (one batch: token i to all {n} streams at once) "
+          f"on cpu {server_cpu}, the client's {n} threads on cpu {client_cpu}{'' if pinned else ' (not pinned)'}; "
+          f"{a.runs} rounds per cell")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, python {sys.version.split()[0]}, "
+          f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    print(f"{'case':>7} {'rate/stream':>11} {'all':>7} | {'per-stream mean':>15} {'worst':>6} {'flagged':>8} "
+          f"{'clean mean':>10} {'clean worst':>11} | {'aggregate':>9} | {'release ms':>10} {'re':>3}")
+    print("# ratio = measured / truth (the fake's send stamps); per stream: every stream of every round; "
+          "flagged: client-behind / burst-delivery / client-lag (the plugin replaces the round); "
+          "aggregate: measured tokens/wall over the truth's (first send of the round -> last token); "
+          "release: the spread of the N send stamps (max over rounds)")
+    failures = []
+    for tg in tgs:
+        for rate in rates:
+            srv.pace(rate=rate, ttft_s=0.002, batch=n)
+            ratios, flags, aggs, spreads = [], [], [], []
+            rnd, unsure = -1, 0
+            while len(aggs) < a.runs:
+                rnd += 1
+                specs = [RequestSpec(f"s{k}r{rnd} hello world", tg) for k in range(n)]
+                with LagMonitor() as lag:
+                    timings = run_round(client, specs, exact=False)
+                truths = srv.truths()
+                if not rnd:
+                    continue  # a warm-up round
+                bad = [t for t in timings if isinstance(t, BaseException)]
+                if bad:
+                    raise SystemExit(f"round {rnd}: {bad[0]}")
+                tr = [truths.get(f"s{k}r{rnd}") for k in range(n)]
+                if any(t is None for t in tr):
+                    raise SystemExit(f"round {rnd}: the fake kept no truth for every stream: {sorted(truths)}")
+                if max(t["unsure_s"] for t in tr) > 50e-6 and unsure < 3 * a.runs:
+                    unsure += 1  # the fake was preempted around a send: no truth, measure again
+                    continue
+                for t, truth in zip(timings, tr):
+                    m = compute_metrics(t, 0.0, 1, tg)
+                    ratios.append(m.tg_tps / truth["tg_tps"])
+                    behind = client_behind(t)
+                    f = ("client-behind" if behind is not None and behind > CLIENT_BEHIND_BOUND else
+                         "burst-delivery" if burst_delivery(t) else
+                         "client-lag" if lag.max_lag_ms() > 50 else "")
+                    flags.append(f)
+                wall, tokens, agg = aggregate(timings)
+                starts = [t.start for t in timings]
+                # the truth's wall: the same first request sent, to the last token the fake sent, on the
+                # fake's clock (perf_counter is one clock on one machine)
+                true_wall = max(t["last"] for t in tr) - min(starts)
+                aggs.append(agg / (tokens / true_wall))
+                spreads.append((max(starts) - min(starts)) * 1000)
+            clean = [r for r, f in zip(ratios, flags) if not f]
+            nflag = sum(1 for f in flags if f)
+            mc = statistics.fmean(clean) if clean else float("nan")
+            wc = max(clean, key=lambda r: abs(r - 1)) if clean else float("nan")
+            worst = max(ratios, key=lambda r: abs(r - 1))
+            print(f"{'tg' + str(tg):>7} {rate / 1000:>10g}k {n * rate / 1000:>6g}k | {statistics.fmean(ratios):>15.4f} "
+                  f"{worst:>6.3f} {nflag:>4}/{len(flags):<3} {mc:>10.4f} {wc:>11.4f} | {statistics.fmean(aggs):>9.4f} "
+                  f"| {max(spreads):>10.2f} {unsure:>3}", flush=True)
+            if any(abs(r - 1) > 0.01 for r in clean):
+                failures.append(f"c{n} tg{tg} {rate:g}/stream: a clean stream more than 1% off the truth")
+    client.close()
+    load = os.getloadavg()
+    print(f"# load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    for f in failures:
+        print("FAIL:", f)
+    return 1 if failures else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rates", default=None, help="tok/s, comma-separated")
@@ -90,6 +173,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument("--concurrency", type=int, default=1, help="N streams released together (as tg32@cN)")
     a = ap.parse_args()
     if a.quick:
         a.runs = 3
@@ -103,6 +187,8 @@ def main() -> int:
     with PacedServer(cpu=server_cpu) as srv:
         if pinned:
             os.sched_setaffinity(0, {client_cpu})
+        if a.concurrency > 1:
+            return concurrent(a, rates, tgs, srv, client_cpu, server_cpu, pinned)
         clients = {
             "ours": EngineClient("paced-fake", srv.url, "m"),
             "ours-blocking": EngineClient("paced-fake", srv.url, "m", busy_poll_s=0.0),

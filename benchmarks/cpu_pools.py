@@ -199,11 +199,11 @@ def measure_case(http: httpx.Client, rng: random.Random, max_tokens: int, runs: 
 
 
 def quiet_enough(max_wait_s: float = 15.0) -> dict:
-    """The plugin's CPU pre-flight (abtest.preflight_cpu) before a start:
+    """The plugin's CPU pre-flight (run/preflight.preflight_cpu) before a start:
     wait (up to max_wait_s) while other processes keep cores busy; the
     facts of the last check are kept with the start."""
     sys.path.insert(0, str(ROOT))
-    from pytest_mxfp4.run.ab import preflight_cpu
+    from pytest_mxfp4.run.preflight import preflight_cpu
 
     t0 = time.time()
     while True:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mxfp4.formats.config import Matrix, load_matrix
+from pytest_mxfp4.formats.results import StartWindow
 from pytest_mxfp4.errors import PerfUserError
 from pytest_mxfp4.options import PerfOptions, ReportPaths, parse_server_list
 from pytest_mxfp4.report import terminal
@@ -166,6 +167,7 @@ def _perf_session(config: pytest.Config):
         return config.stash[SESSION_KEY]
     from pytest_mxfp4.formats.baselines import BaselineStore
     from pytest_mxfp4.observe.environment import capture
+    from pytest_mxfp4.run import plan
     from pytest_mxfp4.run.session import PerfSession, install_sigterm_handler
 
     opts = config.stash[OPTIONS_KEY]
@@ -178,13 +180,13 @@ def _perf_session(config: pytest.Config):
 
             if base_url_problem(opts.base_url):
                 raise PerfUserError(f"--perf-base-url: {base_url_problem(opts.base_url)}")
-        matrix = _select(load_matrix(opts.config), opts.servers, opts.base_url)
+        matrix = plan.select(load_matrix(opts.config), opts.servers, opts.base_url)
         environment = capture(Path(config.rootpath))
-        matrix, shard_info = _shard(matrix, opts, environment.hardware_key)
+        matrix, shard_info = plan.shard_of(matrix, opts, environment.hardware_key)
         from pytest_mxfp4.run.machine_lock import MachineLock
 
         config.stash[LOCK_KEY] = MachineLock(opts.lock_path, opts.lock_timeout_s, say=progress_writer(config))
-        restarts, max_restarts, overrides = _starts_options(opts, matrix)
+        restarts, max_restarts, overrides = plan.starts_options(opts, matrix)
         session = PerfSession(
             matrix=matrix,
             environment=environment,
@@ -200,76 +202,50 @@ def _perf_session(config: pytest.Config):
     except PerfUserError as e:
         raise pytest.UsageError(str(e)) from None
     if shard_info is not None:
-        session.results.environment["shard"] = shard_info
+        session.results.shard = shard_info
     install_sigterm_handler()
     config.stash[SESSION_KEY] = session
     return session
-
-
-def _starts_options(opts: PerfOptions, matrix: Matrix) -> tuple[int, int, tuple]:
-    """(starts per config, the most starts the sequential rule may reach,
-    A/B head overrides), checked: R >= 1; an A/B needs servers this run starts."""
-    from pytest_mxfp4.run.ab import ABError, parse_override
-
-    if opts.restarts is not None and opts.restarts < 1:
-        raise ABError(f"--perf-restarts {opts.restarts}: must be >= 1 (server starts per config)")
-    restarts = opts.restarts if opts.restarts is not None else matrix.workloads.restarts
-    max_r = opts.max_restarts if opts.max_restarts is not None else matrix.workloads.max_restarts
-    if opts.max_restarts is not None and opts.max_restarts < restarts:
-        raise ABError(f"--perf-max-restarts {opts.max_restarts}: must be >= the starts per config ({restarts})")
-    max_r = max(restarts, max_r or restarts)
-    overrides = tuple(parse_override(s) for s in opts.ab_head)
-    from pytest_mxfp4.run.ab import check_programs
-
-    check_programs(overrides, opts.base_dir)
-    if overrides and opts.base_url:
-        raise ABError("--perf-ab-head needs servers this run starts (two arms); it cannot be combined with "
-                      "--perf-base-url, a server started elsewhere")
-    if opts.base_url:
-        return 1, 1, overrides
-    return restarts, max_r, overrides
-
-
-def _shard(matrix: Matrix, opts: PerfOptions, hardware_key: str):
-    """--perf-shard K/N: (this shard's matrix, what the results record about the split)."""
-    if not opts.shard:
-        return matrix, None
-    from pytest_mxfp4.run import shard
-
-    spec = shard.parse_shard(opts.shard)
-    costs_path = opts.shard_costs or shard.default_costs_path(opts.baselines, hardware_key)
-    known = shard.read_costs(costs_path) if (opts.shard_costs or costs_path.exists()) else {}
-    mine, plan, full = shard.select(matrix, spec, opts.base_dir, known)
-    return mine, shard.shard_record(spec, plan, full, str(costs_path) if known else None)
-
-
-def _select(matrix: Matrix, names: tuple[str, ...], base_url: str | None) -> Matrix:
-    servers = matrix.servers
-    if names:
-        unknown = [n for n in names if n not in {s.name for s in servers}]
-        if unknown:
-            raise PerfUserError(f"--perf-server: no server {unknown[0]!r} in {matrix.path}; "
-                                f"known: {', '.join(s.name for s in servers)}")
-        servers = tuple(s for s in servers if s.name in names)
-    if base_url:
-        runnable = [s for s in servers if not s.pending]
-        if len(runnable) != 1:
-            raise PerfUserError(f"--perf-base-url measures one server, but {len(runnable)} configs are selected in "
-                                f"{matrix.path}; pick the one it runs with --perf-server NAME")
-        servers = tuple(runnable)
-    return replace(matrix, servers=servers)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Perf tests run only when -m selects them by name: plain `pytest` (or
     # `-m "not engine"`) runs the project's own tests and starts no server.
     if _perf_selected(config):
+        _deselect_outside_sweep(config, items)
         config.stash[PERF_ITEMS_KEY] = sum(1 for i in items if i.get_closest_marker("perf") is not None)
         return
     keep = [i for i in items if i.get_closest_marker("perf") is None]
     if len(keep) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("perf") is not None])
         items[:] = keep
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """pytest's -k cannot spell '@': a perf test also answers to its case id
+    with '-' for '@' (`-k tg32-c4` selects tg32@c4, `-k tg32-d4096`)."""
+    case = getattr(getattr(item, "callspec", None), "params", {}).get("perf_workload")
+    if case is not None and hasattr(case, "id") and "@" in case.id:
+        item.extra_keyword_matches.add(case.id.replace("@", "-"))
+
+
+def _deselect_outside_sweep(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A row measures only the concurrency levels of its own sweep
+    (servers.X.concurrency): its other (start, case) items are deselected."""
+    perf = _perf_session(config)
+    drop = []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        case, sid = params.get("perf_workload"), params.get("perf_server")
+        if case is None or sid is None:
+            continue
+        slot = perf.slot_by_id.get(sid)
+        cfg = perf.arms.get(slot.server) if slot else None
+        if cfg is not None and case not in perf.matrix.cases_for(cfg):
+            drop.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = [i for i in items if i not in drop]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -322,7 +298,9 @@ def perf_server(request: pytest.FixtureRequest, perf_session):
         if not_needed:
             pytest.skip(not_needed)
     if slot is not None and (perf_session.max_starts > 1 or perf_session.ab_overrides):
-        _preflight(perf_session, cfg, slot, progress_writer(request.config))
+        from pytest_mxfp4.run.preflight import before_start
+
+        before_start(perf_session, cfg, slot, progress_writer(request.config))
     failure = None
     import time
 
@@ -356,48 +334,6 @@ def _note_phase(perf_session, cfg, slot, when: str) -> None:
                  if slot.start >= perf_session.first_look else "")
         what = f"start {slot.start + 1} of {cfg.name}{extra}"
     perf_session.phase = f"during {what}" if when == "during" else f"between starts (after {what})"
-
-
-def _preflight(perf_session, cfg, slot, say) -> None:
-    """Before a start: on CPU, other processes busy; on NVIDIA, other compute
-    processes, a busy GPU or slowing clock-event reasons. Polled for up to
-    15 s; still so -> recorded as a busy start (what is left out of the
-    verdict is decided by the measuring window itself, session.check_window)."""
-    if cfg.runner == "external":
-        return
-    from pytest_mxfp4.run.ab import preflight_cpu
-
-    sampler = perf_session.gpu_sampler
-    if cfg.requires.accelerator == "nvidia" and sampler is not None:
-        # polls (returns at once on an idle GPU) instead of a fixed 15 s pause
-        from pytest_mxfp4.observe.telemetry import preflight_poll
-
-        tag = f"[{cfg.name} start {slot.start}] "
-        why, facts = preflight_poll(sampler.nvml, sampler.handles, say=lambda m: say(tag + m))
-        perf_session.preflight.append({"server": cfg.name, "start": slot.start, **facts, "disturbed": why})
-        if why:
-            say(f"{tag}disturbed: {why}")
-            perf_session.note_disturbed(cfg.name, why)
-        return
-    elif cfg.requires.accelerator == "cpu":
-        check = preflight_cpu
-    else:
-        return
-    why, facts = check()
-    if why:
-        # poll, not a fixed pause: a box that quietens is used at once
-        import time
-
-        say(f"[{cfg.name} start {slot.start}] pre-flight: {why}; checking again for up to 15 s")
-        deadline = time.monotonic() + 15.0
-        while why and time.monotonic() < deadline:
-            time.sleep(0.5)
-            why, facts = check()
-    perf_session.preflight.append({"server": cfg.name, "start": slot.start, **facts,
-                                   "disturbed": why})
-    if why:
-        say(f"[{cfg.name} start {slot.start}] disturbed: {why}")
-        perf_session.note_disturbed(cfg.name, why)
 
 
 @pytest.fixture
@@ -492,14 +428,8 @@ def _finish_starts(perf, opts) -> list:
     An interrupted run judges nothing here: its missing starts never ran."""
     late = (perf.finish_starts() if (perf.max_starts > 1 or perf.ab_overrides) and not perf.results.interrupted
             else [])
-    st = perf.results.environment.get("starts")
-    if st is not None:
-        st["ab"] = perf.ab
-        st["preflight"] = perf.preflight
-        st["windows"] = perf.windows
-        st["start_errors"] = perf.start_errors
-        st["start_seconds"] = [round(x, 1) for x in perf.start_seconds]
-        st["budget_notes"] = perf.budget_notes
+    if perf.results.starts is not None:  # the rest of the record filled itself as the starts ran
+        perf.results.starts.start_seconds = [round(x, 1) for x in perf.start_seconds]
     return [r for r in late if r.fails]
 
 
@@ -507,13 +437,12 @@ def _write_starts_reports(perf, opts, written) -> None:
     """The PR comment (the page's A/B section is rendered with the page)."""
     from pytest_mxfp4.report import abreport
 
-    st = perf.results.environment.get("starts")
     if opts.pr_comment:
         from pytest_mxfp4.formats.fileio import write_atomic
 
         try:
             opts.pr_comment.parent.mkdir(parents=True, exist_ok=True)
-            text = abreport.pr_comment(perf.ab, st, perf.environment.hardware_key)
+            text = abreport.pr_comment(perf.results.starts, perf.environment.hardware_key)
             if perf.results.interrupted:
                 text = abreport.mark_interrupted(text, perf.results.interrupted)
             write_atomic(opts.pr_comment, text)
@@ -539,9 +468,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
     for line in abreport.terminal_lines(session.ab):
         tr.write_line(line)
-    st = session.results.environment.get("starts") or {}
-    if st.get("between_start"):
-        tr.write_line(f"one server start (started elsewhere): the between-start term is taken {st['between_start']}")
+    st = session.results.starts
+    if st is not None and st.between_start:
+        tr.write_line(f"one server start (started elsewhere): the between-start term is taken {st.between_start}")
     written = config.stash.get(WRITTEN_KEY, None)
     if written is not None:
         for line in written.lines:

@@ -12,6 +12,9 @@ if os.environ.get("CI"):
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "rehearsal: the PR gate rehearsed outside Actions (7 min; the act suite "
+                            "runs the same gate under a real Actions engine, so CI leaves this out: "
+                            "scripts/test -m rehearsal)")
     config.addinivalue_line("markers", "act: runs the workflow files under nektos/act on the host (minutes; "
                                        "tests/test_act_workflows.py, scripts/act-rehearse)")
 

@@ -19,6 +19,7 @@ import pytest
 from pytest_mxfp4.formats import results as results_file
 from pytest_mxfp4.formats.config import Case
 from pytest_mxfp4.formats.results import MetricResult, ServerRecord, SessionResults
+from pytest_mxfp4.formats.results import RunEnvironment
 from pytest_mxfp4.stats.samples import Summary
 
 from .fakes.fake_github import FakeGitHub
@@ -242,7 +243,7 @@ def _shard_file(d: Path, k: int, servers: list[str], tg: float) -> None:
     env = {"hardware_key": "cpu-x86_64-test-2c", "hostname": f"box{k}",
            "shard": {"index": k, "count": 2, "servers": servers, "matrix_servers": ["a", "b"],
                      "plan": [["a"], ["b"]], "costs_from": None, "runner": f"gb10-shard-{k}"}}
-    s = SessionResults(matrix="cpu", environment=env)
+    s = SessionResults(matrix="cpu", environment=RunEnvironment.from_dict(env))
     for srv in servers:
         s.servers[srv] = ServerRecord(name=srv, runner="process", model="tiny")
         samples = [tg, tg * 1.01, tg * 0.99]
@@ -371,7 +372,7 @@ from pytest_mxfp4.stats.samples import Comparison, Verdict  # noqa: E402
 
 
 def _ab_results(path: Path, head_verdict: Verdict | None, *, error: str | None = None) -> Path:
-    s = SessionResults(matrix="m", environment={"hardware_key": "cpu-x"})
+    s = SessionResults(matrix="m", environment=RunEnvironment.from_dict({"hardware_key": "cpu-x"}))
     for name in ("tiny", "tiny@head"):
         s.servers[name] = ServerRecord(name=name, runner="process", model="tiny",
                                        error=error if name.endswith("@head") else None)

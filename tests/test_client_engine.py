@@ -37,9 +37,26 @@ def test_client_tg_agrees_with_vllm_inter_token_latency(tmp_path):
         s0, c0 = itl_counters(client)
         runner.measure(8, max_extra=0)
         s1, c1 = itl_counters(client)
+        # two streams released together (tg32@c2): each measured as one stream, against the same counter
+        conc = CaseRunner(client, Case("decode", 128, 64, concurrency=2), Workloads(cases=(), runs=4, warmup=1))
+        conc.warmup()
+        s2, c2 = itl_counters(client)
+        conc.measure(4, max_extra=0)
+        s3, c3 = itl_counters(client)
         client.close()
     finally:
         server.stop()
+    rounds, streams = conc.result.rounds, conc.result.samples
+    assert all(s.error is None for s in streams) and len(streams) == 8, [s.error for s in streams]
+    assert all(rd.error is None and rd.peak_streams == 2 and rd.tokens == 128 for rd in rounds), rounds
+    c_tps = statistics.harmonic_mean([s.metrics.tg_tps for s in streams])
+    s_tps = (c3 - c2) / (s3 - s2)  # vLLM's inter-token latency, per stream, both streams pooled
+    print(f"c2: client per stream {c_tps:.1f} tok/s, vLLM ITL {s_tps:.1f} tok/s, ratio {c_tps / s_tps:.4f}; "
+          f"aggregate {[round(rd.agg_tps) for rd in rounds]}, release ms {[round(rd.release_spread_ms, 2) for rd in rounds]}")
+    assert abs(c_tps / s_tps - 1) < 0.03, f"per stream {c_tps:.1f} vs vLLM's own {s_tps:.1f} tok/s"
+    # the aggregate: both streams' tokens over the round's wall, below 2 x per stream (it holds the prefills)
+    assert all(c_tps < rd.agg_tps < 2 * c_tps for rd in rounds)
+    assert max(rd.release_spread_ms for rd in rounds) < 20
     samples = runner.result.samples
     assert all(s.error is None for s in samples), [s.error for s in samples]
     tg = [s.metrics.tg_tps for s in samples]

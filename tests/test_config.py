@@ -123,8 +123,14 @@ def test_shipped_configs_are_valid():
     runnable = [s for s in cpu.servers if not s.pending]
     assert len(runnable) >= 2
     assert len({(s.args, s.model) for s in runnable}) == len(runnable), "CPU configs must differ for real"
-    assert {c.id for c in cpu.workloads.cases} == {"pp512", "pp2048", "tg32", "tg128"}
+    assert {c.id for c in cpu.workloads.cases} == {"pp512", "pp2048", "tg32", "tg128", "tg32@c2", "tg128@c2"}
+    # one concurrency sweep on the vLLM rows (--max-num-seqs 2); the llama.cpp rows (-np 1) state [1]
+    assert {s.name: [c.id for c in cpu.cases_for(s) if c.concurrency > 1] for s in runnable} == {
+        "tiny-eager": ["tg32@c2", "tg128@c2"], "tiny-compiled": ["tg32@c2", "tg128@c2"],
+        "llamacpp-tiny": [], "llamacpp-moe-mxfp4": [],
+        "llamacpp-tiny-spec": [], "tiny-ngram": []}  # spec rows: acceptance is read around one request
     gb10 = load_matrix(ROOT / "configs/gb10-gpt-oss-120b.yaml")
+    assert gb10.server("eagle3-throughput").concurrency == (1, 4, 8)  # the throughput row's sweep
     names = {s.name for s in gb10.servers}
     assert {"upstream-baseline", "pr31740-marlin-triton", "pr31740-native", "cutlass-gemm", "cutlass-mxfp8",
             "eagle3-short", "eagle3-long", "eagle3-throughput"} <= names
@@ -140,7 +146,8 @@ def test_shipped_configs_are_valid():
 def test_gate_floor_override():
     m = parse({**MINIMAL, "gates": {"tg32": {"policy": "fail", "floor_pct": 20}, "pp512": "warn"}})
     tg32 = m.workloads.cases[1]
-    assert m.gates.policy(tg32, "tg_tps") == "fail" and m.gates.floor_pct(tg32, "tg_tps") == 20.0
-    assert m.gates.floor_pct(m.workloads.cases[0], "pp_tps") is None
+    assert m.gates.policy(tg32, "tg_tps") == "fail" and m.gates.rule(tg32, "tg_tps").floor_pct == 20.0
+    pp = m.gates.rule(m.workloads.cases[0], "pp_tps")
+    assert not pp.floor_given and pp.floor_pct == 5.0  # the metric's default floor
     with pytest.raises(ConfigError, match=r"gates\.tg32\.floor: unknown field"):
         parse({**MINIMAL, "gates": {"tg32": {"policy": "fail", "floor": 20}}})

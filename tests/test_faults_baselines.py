@@ -17,6 +17,7 @@ import yaml
 
 from pytest_mxfp4.formats.baselines import LOCK_NAME, BaselineStore, read_baseline
 from pytest_mxfp4.errors import BaselineError
+from pytest_mxfp4.formats.results import RunEnvironment, ServerInfo
 
 KEY, MODEL, SERVER = "cpu-x86_64-test-2c", "models/tiny", "tiny-eager"
 
@@ -187,7 +188,7 @@ def _run_logger(root: str, n: int, tag: str) -> None:
     from pytest_mxfp4.formats.results import SessionResults
 
     for i in range(n):
-        s = SessionResults(matrix="m", environment={"hardware_key": KEY})
+        s = SessionResults(matrix="m", environment=RunEnvironment.from_dict({"hardware_key": KEY}))
         _append_run_log_locked(Path(root), _one_metric_session(s, f"{tag}-{i}"))
 
 
@@ -196,7 +197,7 @@ def _one_metric_session(s, server):
     from pytest_mxfp4.formats.results import MetricResult, ServerRecord
     from pytest_mxfp4.stats.samples import Summary
 
-    s.servers[server] = ServerRecord(name=server, runner="process", model="m", info={"kind": "process"})
+    s.servers[server] = ServerRecord(name=server, runner="process", model="m", info=ServerInfo(server, "process", "http://127.0.0.1:1"))
     s.metrics.append(MetricResult(server=server, case=Case("decode", pp=8, tg=32), metric="tg_tps", gate="fail",
                                   samples=[1.0, 2.0], summary=Summary.from_samples([1.0, 2.0])))
     return s

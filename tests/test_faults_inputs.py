@@ -22,6 +22,7 @@ from pytest_mxfp4.formats.config import load_matrix
 from pytest_mxfp4.errors import ConfigError
 
 from .test_faults_session import FAKE, no_server_left, one_line, results, run, write_matrix
+from pytest_mxfp4.formats.results import RunEnvironment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,8 +146,8 @@ def test_merge_json_pointed_at_an_input_shard_is_refused_and_the_shard_kept(tmp_
     from pytest_mxfp4.formats.results import SessionResults, save
 
     for k in (1, 2):
-        save(SessionResults(matrix="m", environment={"hardware_key": "hw", "shard": {
-            "index": k, "count": 2, "matrix_servers": ["a", "b"], "plan": [["a"], ["b"]]}}),
+        save(SessionResults(matrix="m", environment=RunEnvironment.from_dict({"hardware_key": "hw", "shard": {
+            "index": k, "count": 2, "matrix_servers": ["a", "b"], "plan": [["a"], ["b"]]}})),
              tmp_path / f"s{k}.json")
     before = (tmp_path / "s2.json").read_bytes()
     rc = main(["merge", str(tmp_path / "s1.json"), str(tmp_path / "s2.json"), "--json",

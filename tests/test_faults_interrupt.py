@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pytest_mxfp4.formats.results import RunEnvironment
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = ROOT / "tests" / "fakes" / "rate_server.py"
@@ -40,6 +41,8 @@ workloads:
   restarts: {restarts}
   latency_mode: none
   reset_prefix_cache: false
+  max_replacements: 0         # the start count is what this test steers by
+  leave_out_disturbed: false  # a busy box reports, never replaces
 gates: {{tg16: fail}}
 """
     path = d / "m.yaml"
@@ -152,8 +155,8 @@ def test_merge_of_an_interrupted_shard_is_not_complete(tmp_path):
     from pytest_mxfp4.formats.results import SessionResults, save
 
     for k, cut in ((1, None), (2, "stopped by SIGTERM during start 2 of b")):
-        s = SessionResults(matrix="m", environment={"hardware_key": "hw", "shard": {
-            "index": k, "count": 2, "matrix_servers": ["a", "b"], "plan": [["a"], ["b"]]}}, interrupted=cut)
+        s = SessionResults(matrix="m", environment=RunEnvironment.from_dict({"hardware_key": "hw", "shard": {
+            "index": k, "count": 2, "matrix_servers": ["a", "b"], "plan": [["a"], ["b"]]}}), interrupted=cut)
         save(s, tmp_path / f"s{k}.json")
     m = merge([tmp_path / "s1.json", tmp_path / "s2.json"])
     assert not m.complete and any("interrupted" in p and "s2.json" in p for p in m.problems), m.problems

@@ -29,7 +29,8 @@ from pytest_mxfp4.measure.fidelity import (
     keep_timings,
     server_decode_tps,
 )
-from pytest_mxfp4.observe.facts import check_expectations, observe_text
+from pytest_mxfp4.observe.facts import check_expectations
+from pytest_mxfp4.observe.logs import observe_text
 from pytest_mxfp4.observe.llamacpp import canonical_ftype
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -66,8 +66,8 @@ def drive_session(tmp_path: Path, base: list[float], head: list[float]):
             continue
         ps.record_start(slot.server, case, slot.start, run_of(slot.server, slot.start, case, draws[slot.server][slot.start]))
     ps.finish_starts()
-    (entry,) = [e for e in ps.ab if e["metric"] == "tg_tps"]
-    return entry["verdict"], len(entry["head_starts"])
+    (entry,) = [e for e in ps.ab if e.metric == "tg_tps"]
+    return entry.verdict, len(entry.head_starts)
 
 
 SCENARIOS = {

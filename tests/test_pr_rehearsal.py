@@ -10,10 +10,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.engine_guard import engine_marks
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = engine_marks()
+pytestmark = engine_marks() + [pytest.mark.rehearsal]
 
 
 def test_rehearsal_passes_base_equals_head_and_fails_a_planted_slowdown(tmp_path):

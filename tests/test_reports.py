@@ -27,6 +27,7 @@ from pytest_mxfp4.report.format import num
 from pytest_mxfp4.report.history import RUN_LOG_NAME, append_run_log, read_run_log
 from pytest_mxfp4.cli.report import report_command
 from pytest_mxfp4.formats.results import ServerRecord, SessionResults
+from pytest_mxfp4.formats.results import RunEnvironment, ServerInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 GB10 = ROOT / "configs" / "gb10-gpt-oss-120b.yaml"
@@ -65,7 +66,7 @@ def samples(mean: float, sd: float, seed: int, n: int = 10) -> list[float]:
 def gb10_session(env: dict | None = None, shift: float = 0.0) -> tuple[SessionResults, object, BaselineFile]:
     matrix = load_matrix(GB10)
     seed_bf = read_baseline(SEED)
-    session = SessionResults(matrix=matrix.name, environment=dict(env or ENV))
+    session = SessionResults(matrix=matrix.name, environment=RunEnvironment.from_dict(dict(env or ENV)))
     for s in matrix.servers:
         rec = ServerRecord(name=s.name, runner=s.runner, model=s.model_name, description=s.description)
         if s.pending:
@@ -75,10 +76,10 @@ def gb10_session(env: dict | None = None, shift: float = 0.0) -> tuple[SessionRe
     for i, (server, metrics) in enumerate(TRUTH.items()):
         rec = session.servers[server]
         rec.observed = dict(OBSERVED)
-        rec.info = {"name": server, "kind": "docker", "base_url": "http://127.0.0.1:8000", "log_path": None,
-                    "startup_s": 312.4, "command": ["vllm", "serve", "openai/gpt-oss-120b", "--enforce-eager"],
-                    "env": {"HF_HUB_OFFLINE": "1", "VLLM_SERVER_DEV_MODE": "1"},
-                    "details": {"image": matrix.server(server).docker.image, "image_id": "sha256:0f3c9a"}}
+        rec.info = ServerInfo(name=server, kind="docker", base_url="http://127.0.0.1:8000", log_path=None,
+                              startup_s=312.4, command=["vllm", "serve", "openai/gpt-oss-120b", "--enforce-eager"],
+                              env={"HF_HUB_OFFLINE": "1", "VLLM_SERVER_DEV_MODE": "1"},
+                              details={"image": matrix.server(server).docker.image, "image_id": "sha256:0f3c9a"})
         bf = seed_bf if server == "upstream-baseline" else None
         for j, (key, (mean, sd)) in enumerate(metrics.items()):
             case_id, _, metric = key.partition("/")
@@ -257,7 +258,7 @@ def test_benchmark_json_machine_and_commit_info():
 def test_gb10_page_from_seeded_baseline_only():
     matrix = load_matrix(GB10)
     seed_bf = read_baseline(SEED)
-    md = markdown.render(SessionResults(matrix="", environment={}), matrix, {seed_bf.server: seed_bf})
+    md = markdown.render(SessionResults(matrix="", environment=RunEnvironment.from_dict({})), matrix, {seed_bf.server: seed_bf})
     assert md.startswith("# gb10-gpt-oss-120b Benchmark Results")
     for line in ("tg32_tps: 31.58 ± 0.06", "tg256_tps: 31.12 ± 0.35", "pp2048_tps: 4340.70 ± 12.22   # TTFT: 555ms",
                  "pp512_tps: 2209.10 ± 97.25", "e2e_ttft_ms: 554.80 ± 14.04", "ttfr_ms: 457.13 ± 13.94"):
@@ -317,7 +318,7 @@ def test_low_cv_against_history_is_flagged():
                       updated=hist[-1].date)
 
     def note(values):
-        s = SessionResults(matrix="gb10", environment=dict(ENV))
+        s = SessionResults(matrix="gb10", environment=RunEnvironment.from_dict(dict(ENV)))
         s.results.append(judge_metric("upstream-baseline", case, "tg_tps", values, baseline_for(bf, "tg32/tg_tps"), matrix.gates, matrix.targets_for(case, "tg_tps")))
         return row(md_table(markdown.render(s, matrix, {"upstream-baseline": bf}), "Variance Analysis"), "tg32")["Notes"]
 
@@ -373,7 +374,7 @@ def test_run_log_append_read_bounded(tmp_path):
         append_run_log(tmp_path, later, limit=5)
     recs = read_run_log(tmp_path)
     assert len(recs) == 5 and recs[-1]["date"] == "2026-02-19T09:00:00+00:00"
-    assert append_run_log(tmp_path, SessionResults(matrix="x", environment={})) is None  # nothing measured
+    assert append_run_log(tmp_path, SessionResults(matrix="x", environment=RunEnvironment.from_dict({}))) is None  # nothing measured
 
 
 def test_damaged_run_log_names_file_and_line(tmp_path):
@@ -536,7 +537,7 @@ def test_page_from_a_session_alone_and_cpu_matrix_expectations():
     from pytest_mxfp4.formats.config import Case
 
     matrix = load_matrix(ROOT / "configs" / "cpu.yaml")
-    session = SessionResults(matrix="cpu", environment={**ENV, "gpus": [], "hardware_key": "cpu-x86_64-epyc-2c"})
+    session = SessionResults(matrix="cpu", environment=RunEnvironment.from_dict({**ENV, "gpus": [], "hardware_key": "cpu-x86_64-epyc-2c"}))
     rec = ServerRecord(name="tiny-compiled", runner="process", model="tiny",
                        observed={"compilation_mode": "VLLM_COMPILE", "enforce_eager": False, "quantization": "mxfp4"})
     session.servers = {"tiny-compiled": rec,
@@ -561,7 +562,7 @@ def test_page_from_a_session_alone_and_cpu_matrix_expectations():
 def test_a_run_that_measured_nothing_says_so_and_shows_the_baseline():
     matrix = load_matrix(GB10)
     seed_bf = read_baseline(SEED)
-    session = SessionResults(matrix=matrix.name, environment=dict(ENV))
+    session = SessionResults(matrix=matrix.name, environment=RunEnvironment.from_dict(dict(ENV)))
     session.servers["upstream-baseline"] = ServerRecord(name="upstream-baseline", runner="docker", model="m")
     case = next(c for c in matrix.workloads.cases if c.id == "tg32")
     session.results.append(judge_metric("upstream-baseline", case, "tg_tps", [], baseline_for(seed_bf, "tg32/tg_tps"), matrix.gates))
@@ -575,7 +576,7 @@ def test_a_run_that_measured_nothing_says_so_and_shows_the_baseline():
 def test_incomparable_result_shows_why_and_survives_the_json(tmp_path):
     matrix = load_matrix(GB10)
     seed_bf = read_baseline(SEED)
-    session = SessionResults(matrix=matrix.name, environment=dict(ENV))
+    session = SessionResults(matrix=matrix.name, environment=RunEnvironment.from_dict(dict(ENV)))
     session.servers["upstream-baseline"] = ServerRecord(name="upstream-baseline", runner="docker", model="m",
                                                         observed={"attention_backend": "FLASHINFER"})
     case = next(c for c in matrix.workloads.cases if c.id == "tg32")
@@ -598,9 +599,11 @@ def test_the_ab_section_is_part_of_the_page_and_survives_report_from_the_json(tm
              "head_starts": [90.0, 91.0, 89.0], "overrides": ["env.X=1"], "verdict": "regressed", "gate": "fail",
              "delta_pct": -10.0, "ci_low_pct": -12.0, "ci_high_pct": -8.0, "between_start_cv_pct": 1.0,
              "noise": "between-start CV 1.00% learned from this run's arms 4 df", "disturbed": "s start 1 (busy)"}
-    starts = {"restarts": 3, "max_restarts": 6, "order": ["s#0", "s@head#0"], "ab": [entry],
-              "windows": [{"server": "s", "start": 1, "case": "tg32", "disturbed": "busy"}]}
-    session = SessionResults(matrix="m", environment={"hardware_key": "hw", "starts": starts})
+    from pytest_mxfp4.formats.results import ABEntry, StartsRecord, StartWindow
+
+    starts = StartsRecord(restarts=3, max_restarts=6, order=["s#0", "s@head#0"], ab=[ABEntry(**entry)],
+                          windows=[StartWindow(server="s", start=1, case="tg32", disturbed="busy")])
+    session = SessionResults(matrix="m", environment=RunEnvironment.from_dict({"hardware_key": "hw"}), starts=starts)
     from pytest_mxfp4.formats.config import Case
     from pytest_mxfp4.formats.results import MetricResult
 

@@ -14,11 +14,12 @@ import pytest
 
 from pytest_mxfp4.errors import ConfigError
 from pytest_mxfp4.formats.config import Case, load_matrix
-from pytest_mxfp4.formats.results import SessionResults, ServerRecord, load, save
+from pytest_mxfp4.formats.results import (ABEntry, RunEnvironment, SessionResults, ServerRecord, StartsRecord, load,
+                                          save)
 from pytest_mxfp4.formats.samples import CaseRun, RequestMetrics, Sample
 from pytest_mxfp4.measure import spec
 from pytest_mxfp4.measure.prompts import PromptFactory, corpus_words
-from pytest_mxfp4.observe.facts import observe_text
+from pytest_mxfp4.observe.logs import observe_text
 from pytest_mxfp4.report import abreport, acceptance, markdown, terminal
 from pytest_mxfp4.run.judge import judge_metric
 from pytest_mxfp4.stats.samples import BaselineStats
@@ -86,7 +87,7 @@ def test_samples_keep_the_counts_and_old_files_without_them_still_load(tmp_path)
     run = CaseRun(server="s", case=case, latency_ms=0.5,
                   samples=[Sample(run=0, metrics=m, spec={"drafted": 47, "accepted": 30, "drafts": 17,
                                                           "source": "metrics"})])
-    session = SessionResults(matrix="m", environment={})
+    session = SessionResults(matrix="m", environment=RunEnvironment())
     session.case_runs.append(run)
     path = tmp_path / "r.json"
     save(session, path)
@@ -184,7 +185,7 @@ def test_tg_regression_at_equal_acceptance_is_the_kernels():
 
 def test_terminal_and_page_show_acceptance_beside_tg():
     results, matrix = _judged(tg_head=600.0, acc_head=60.0, len_head=2.8)
-    session = SessionResults(matrix="cpu", environment={"hardware_key": "cpu-x"})
+    session = SessionResults(matrix="cpu", environment=RunEnvironment(hardware_key="cpu-x"))
     session.servers["llamacpp-tiny-spec"] = ServerRecord(name="llamacpp-tiny-spec", runner="process", model="tiny",
                                                          observed={"spec_decode": "draft-simple"})
     session.results.extend(results)
@@ -202,9 +203,10 @@ def test_terminal_and_page_show_acceptance_beside_tg():
 
 def test_ab_lines_say_whether_acceptance_moved():
     def entry(metric, base, head, delta, verdict):
-        return {"server": "s", "case": "tg32", "metric": metric, "base_starts": base, "head_starts": head,
-                "delta_pct": delta, "ci_low_pct": delta - 1, "ci_high_pct": delta + 1, "verdict": verdict,
-                "gate": "fail" if metric == "tg_tps" else "warn", "overrides": ["wrap=x"]}
+        return ABEntry(server="s", head="s@head", case="tg32", metric=metric, base_starts=base, head_starts=head,
+                       delta_pct=delta, ci_low_pct=None if delta is None else delta - 1,
+                       ci_high_pct=None if delta is None else delta + 1, verdict=verdict,
+                       gate="fail" if metric == "tg_tps" else "warn", overrides=["wrap=x"])
 
     slow = [entry("tg_tps", [850, 860], [690, 700], -19.0, "regressed"),
             entry("accept_pct", [100, 100], [100, 100], 0.0, "pass"),
@@ -212,11 +214,11 @@ def test_ab_lines_say_whether_acceptance_moved():
     text = "\n".join(abreport.terminal_lines(slow))
     assert "tg fell at EQUAL acceptance" in text
     drafter = [entry("tg_tps", [850, 860], [220, 210], -74.0, "regressed"),
-               {**entry("accept_pct", [100, 100], [0, 0], 0.0, "error"), "delta_pct": None},
+               entry("accept_pct", [100, 100], [0, 0], None, "error"),
                entry("accept_len", [3.9, 3.9], [1.0, 1.0], -74.2, "regressed")]
     text = "\n".join(abreport.terminal_lines(drafter))
     assert "tg fell WITH acceptance: acceptance 100.0% → 0.0%" in text  # judged on the length: a 0% rate has no log
-    assert "tg fell WITH acceptance" in abreport.pr_comment(drafter, {}, "cpu-x")
+    assert "tg fell WITH acceptance" in abreport.pr_comment(StartsRecord(ab=drafter), "cpu-x")
 
 
 # --- the draft maker ---------------------------------------------------------------------

@@ -408,14 +408,16 @@ def test_small_current_run_is_never_screened():
 
 def test_default_floors():
     assert set(DEFAULT_FLOOR_PCT) == {"tg_tps", "pp_tps", "ttfr_ms", "est_ppt_ms", "e2e_ttft_ms",
-                                      "accept_pct", "accept_len"}  # every metric of config.METRICS has one
+                                      "accept_pct", "accept_len", "agg_tps"}  # every metric of config.METRICS has one
     from pytest_mxfp4.formats.config import METRICS
 
     assert set(METRICS) == set(DEFAULT_FLOOR_PCT)
     assert DEFAULT_FLOOR_PCT["tg_tps"] >= 0.8  # +0.8 % tg32 is parity
     assert DEFAULT_FLOOR_PCT["tg_tps"] < 1.5
-    for m in ("pp_tps", "ttfr_ms", "est_ppt_ms", "e2e_ttft_ms"):
+    for m in ("pp_tps", "ttfr_ms", "est_ppt_ms", "e2e_ttft_ms", "agg_tps"):
         assert DEFAULT_FLOOR_PCT[m] > DEFAULT_FLOOR_PCT["tg_tps"]
+    # N streams' aggregate holds their prefills and scheduling: looser than one stream's tg
+    assert DEFAULT_FLOOR_PCT["agg_tps"] < DEFAULT_FLOOR_PCT["pp_tps"]
 
 
 def test_policy_for():

@@ -24,10 +24,9 @@ def start_means(res: SessionResults) -> dict[tuple[str, str], list[float]]:
     samples' `start` index (trusted samples only), in start order; a start
     the run left out as disturbed while it measured is left out here too."""
     acc: dict[tuple[str, str], dict[int, list[float]]] = {}
-    windows = (res.environment.get("starts") or {}).get("windows") or []
-    left_out = {(w.get("server"), w.get("start"), w.get("case")) for w in windows
-                if isinstance(w, dict) and w.get("disturbed")}
-    leave_out = not any(isinstance(w, dict) and w.get("kept") for w in windows)
+    windows = res.starts.windows if res.starts else []
+    left_out = {(w.server, w.start, w.case) for w in windows if w.disturbed}
+    leave_out = not any(w.kept for w in windows)
     for run in res.case_runs:
         for metric in run.case.metrics:
             for smp in run.samples:
@@ -122,10 +121,10 @@ def compare_results(reference_paths: list[str], current_path: str, config_path: 
                             f"(servers here: {', '.join(mine)}; in the references: {', '.join(theirs) or 'none'}); "
                             "nothing would be judged")
     session = SessionResults(matrix=current.matrix, environment=current.environment, servers=current.servers,
-                             interrupted=current.interrupted)
+                             interrupted=current.interrupted, starts=current.starts)
     cur_starts = start_means(current)
-    st = current.environment.get("starts") or {}
-    looks = 2 if (st.get("max_restarts") or 1) > (st.get("restarts") or 1) else 1
+    st = current.starts
+    looks = 2 if st is not None and (st.max_restarts or 1) > (st.restarts or 1) else 1
     ref_starts = load_reference_starts(reference_paths)
     for r in current.metrics:
         mr = judge_metric(r.server, r.case, r.metric, r.samples, refs.get((r.server, r.key)), gates, r.targets)
@@ -135,19 +134,16 @@ def compare_results(reference_paths: list[str], current_path: str, config_path: 
         mine, (theirs, hist) = cur_starts.get((r.server, r.key), []), ref_starts.get((r.server, r.key), ([], ()))
         if mr.comparison is not None and mine and theirs and (len(mine) > 1 or len(theirs) > 1):
             from pytest_mxfp4.run.ab import judge_starts
-            from pytest_mxfp4.stats.samples import DEFAULT_FLOOR_PCT, StatsError
-
             from pytest_mxfp4.stats import starts as startstats
+            from pytest_mxfp4.stats.samples import StatsError
 
-            floor = gates.floor_pct(r.case, r.metric)
-            np_ = matrix.noise_prior(r.server) if matrix else None
+            rule = gates.rule(r.case, r.metric)
             try:
                 mr.comparison, _ = judge_starts(
-                    theirs, mine, higher_is_better=mr.higher_is_better,
-                    floor_pct=floor if floor is not None else DEFAULT_FLOOR_PCT.get(r.metric, 5.0),
+                    theirs, mine, higher_is_better=mr.higher_is_better, floor_pct=rule.floor_pct,
                     history_cvs=hist, label=r.key, what_base="reference", looks=looks,
-                    prior=startstats.Prior(np_.cv_pct / 100, np_.df) if np_ else startstats.DEFAULT_PRIOR,
-                    max_regression_pct=gates.max_regression_pct(r.case, r.metric),
+                    prior=matrix.start_prior(r.server) if matrix else startstats.DEFAULT_PRIOR,
+                    max_regression_pct=rule.max_regression_pct,
                     arms_label="baseline and this run's starts")
             except StatsError as e:
                 mr.error = str(e)

@@ -20,100 +20,112 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pytest_mxfp4.formats import results as results_file
 from pytest_mxfp4.errors import PerfUserError
-from pytest_mxfp4.formats.results import SessionResults
+from pytest_mxfp4.formats.results import SessionResults, ShardEntry, ShardInfo
 
 
 @dataclass
 class Merged:
-    session: SessionResults
-    problems: list[str] = field(default_factory=list)
-    shards: list[dict] = field(default_factory=list)  # one per input: index, runner, host, servers, file
+    session: SessionResults  # its `shards` and `incomplete` say how it was put together
+
+    @property
+    def problems(self) -> list[str]:
+        return self.session.incomplete
 
     @property
     def complete(self) -> bool:
         return not self.problems
 
 
+@dataclass
+class _Shard:
+    """One input file as merge sees it."""
+
+    file: str
+    session: SessionResults
+    info: ShardInfo
+
+    def entry(self) -> ShardEntry:
+        return ShardEntry(index=self.info.index, count=self.info.count, runner=self.info.runner,
+                          host=self.session.environment.hostname, servers=sorted(self.session.servers),
+                          file=self.file)
+
+
 def merge(paths: list[str | Path], expect_shards: int | None = None) -> Merged:
     if not paths:
         raise PerfUserError("merge: no result files given")
-    loaded = [(str(p), results_file.load(p)) for p in paths]
     problems: list[str] = []
-    shards: list[dict] = []
-    for path, s in loaded:
-        sh = s.environment.get("shard")
+    shards: list[_Shard] = []
+    for path in map(str, paths):
+        s = results_file.load(path)
         if s.interrupted:
             problems.append(f"{path}: interrupted ({s.interrupted}); its configs' verdicts are incomplete")
-        if not isinstance(sh, dict):
+        if s.shard is None:
             problems.append(f"{path}: not a shard (no environment.shard; run with --perf-shard K/N)")
-            sh = {}
-        shards.append({"file": path, "index": sh.get("index"), "count": sh.get("count"),
-                       "runner": sh.get("runner"), "host": s.environment.get("hostname"),
-                       "servers": sorted(s.servers), "matrix_servers": sh.get("matrix_servers"),
-                       "plan": sh.get("plan"), "hardware": s.hardware_key, "matrix": s.matrix})
+        shards.append(_Shard(path, s, s.shard or ShardInfo(index=None, count=None)))
     first = shards[0]
 
     # one run: same split, same matrix, same hardware
-    counts = sorted({sh["count"] for sh in shards if sh["count"] is not None})
+    counts = sorted({sh.info.count for sh in shards if sh.info.count is not None})
     if len(counts) > 1:
         problems.append("mismatched split: shard counts " + ", ".join(
-            f"{sh['file']} {sh['index']}/{sh['count']}" for sh in shards))
+            f"{sh.file} {sh.info.index}/{sh.info.count}" for sh in shards))
     n = expect_shards or (counts[0] if counts else len(shards))
     if expect_shards and counts and counts != [expect_shards]:
         problems.append(f"expected {expect_shards} shards, the files say {'/'.join(map(str, counts))}")
     for sh in shards[1:]:
-        if sh["matrix"] != first["matrix"] or sh["matrix_servers"] != first["matrix_servers"]:
-            problems.append(f"mismatched matrix: {sh['file']} ran matrix {sh['matrix']!r} with configs "
-                            f"{sh['matrix_servers']}, {first['file']} ran {first['matrix']!r} with {first['matrix_servers']}")
-        elif sh["plan"] != first["plan"]:
-            problems.append(f"mismatched split: {sh['file']} and {first['file']} split the matrix differently "
-                            f"(different shard costs?): {sh['plan']} vs {first['plan']}")
-        if sh["hardware"] != first["hardware"]:
-            problems.append(f"mismatched hardware: {sh['file']} ran on {sh['hardware']}, "
-                            f"{first['file']} on {first['hardware']}")
+        if sh.session.matrix != first.session.matrix or sh.info.matrix_servers != first.info.matrix_servers:
+            problems.append(f"mismatched matrix: {sh.file} ran matrix {sh.session.matrix!r} with configs "
+                            f"{sh.info.matrix_servers}, {first.file} ran {first.session.matrix!r} with "
+                            f"{first.info.matrix_servers}")
+        elif sh.info.plan != first.info.plan:
+            problems.append(f"mismatched split: {sh.file} and {first.file} split the matrix differently "
+                            f"(different shard costs?): {sh.info.plan} vs {first.info.plan}")
+        if sh.session.hardware_key != first.session.hardware_key:
+            problems.append(f"mismatched hardware: {sh.file} ran on {sh.session.hardware_key}, "
+                            f"{first.file} on {first.session.hardware_key}")
 
     by_index: dict[int, list[str]] = {}
     for sh in shards:
-        if sh["index"] is not None:
-            by_index.setdefault(sh["index"], []).append(sh["file"])
+        if sh.info.index is not None:
+            by_index.setdefault(sh.info.index, []).append(sh.file)
     for k, files in sorted(by_index.items()):
         if len(files) > 1:
             problems.append(f"duplicate shard {k}/{n}: {', '.join(files)}")
-    plan = first["plan"] or []
+    plan = first.info.plan
     for k in range(1, n + 1):
         if k not in by_index:
             lost = plan[k - 1] if k - 1 < len(plan) else []
             problems.append(f"missing shard {k}/{n}" + (f": configs {', '.join(lost)} not measured" if lost else ""))
     owner: dict[str, str] = {}
     for sh in shards:
-        for name in sh["servers"]:
-            if name in owner and owner[name] != sh["file"]:
-                problems.append(f"duplicate config {name!r}: in {owner[name]} and {sh['file']}")
-            owner.setdefault(name, sh["file"])
+        for name in sorted(sh.session.servers):
+            if name in owner and owner[name] != sh.file:
+                problems.append(f"duplicate config {name!r}: in {owner[name]} and {sh.file}")
+            owner.setdefault(name, sh.file)
 
-    env = {k: v for k, v in loaded[0][1].environment.items() if k != "shard"}
-    env["shards"] = [{k: sh[k] for k in ("index", "count", "runner", "host", "servers", "file")} for sh in shards]
-    cut = [f"{path}: {s.interrupted}" for path, s in loaded if s.interrupted]
-    merged = SessionResults(matrix=first["matrix"], environment=env, interrupted="; ".join(cut) or None)
+    cut = [f"{sh.file}: {sh.session.interrupted}" for sh in shards if sh.session.interrupted]
+    merged = SessionResults(matrix=first.session.matrix, environment=replace(first.session.environment),
+                            interrupted="; ".join(cut) or None, shards=[sh.entry() for sh in shards])
     seen: set[str] = set()
-    for (path, s), sh in zip(loaded, shards):
-        for name, rec in s.servers.items():
+    for sh in shards:
+        for name, rec in sh.session.servers.items():
             if name in seen:
                 continue  # a duplicate: reported above, the first file's numbers are kept
             seen.add(name)
-            rec.info = {**rec.info, "shard": f"{sh['index']}/{sh['count']}", "runner": sh["runner"]}
+            rec.shard, rec.shard_runner = f"{sh.info.index}/{sh.info.count}", sh.info.runner
             merged.servers[name] = rec
-            merged.metrics += s.for_server(name)
-            merged.case_runs += [r for r in s.case_runs if getattr(r, "server", None) == name]
+            merged.metrics += sh.session.for_server(name)
+            merged.case_runs += [r for r in sh.session.case_runs if r.server == name]
     nothing = nothing_judged(merged)
     if nothing:
         problems.append(nothing)
-    return Merged(session=merged, problems=problems, shards=shards)
+    merged.incomplete = problems
+    return Merged(session=merged)
 
 
 NOTHING_JUDGED = "nothing was judged"
@@ -143,19 +155,6 @@ def nothing_judged(s: SessionResults) -> str | None:
     return f"{NOTHING_JUDGED}: no fail-gated metric was measured ({'; '.join(why) or 'no config ran'})"
 
 
-def shards_section(m: Merged) -> str:
-    lines = ["", "## Shards", "",
-             "Each config runs on the same shard, and shard K on runner `gb10-shard-K`, every night "
-             "(`--perf-shard`); numbers of one config are only compared with that box's.", "",
-             "| shard | runner | host | configs | file |", "|---|---|---|---|---|"]
-    for sh in sorted(m.shards, key=lambda s: (s["index"] or 0, s["file"])):
-        lines.append(f"| {sh['index']}/{sh['count']} | {sh['runner'] or '?'} | {sh['host'] or '?'} "
-                     f"| {', '.join(sh['servers']) or '(none)'} | {Path(sh['file']).name} |")
-    if m.problems:
-        lines += ["", "**Incomplete run:**", ""] + [f"- {p}" for p in m.problems]
-    return "\n".join(lines) + "\n"
-
-
 def _refuse_overwriting_inputs(paths: list[str], outputs: dict[str, str | None]) -> None:
     """An output that is one of the input shards would overwrite it: refuse
     before anything is read or written."""
@@ -175,9 +174,7 @@ def merge_command(paths: list[str], out_json: str, report: str | None, baselines
     if report:
         from pytest_mxfp4.cli.report import report_command
 
-        report_command([out_json], baselines, config, report, plots)
-        with open(report, "a") as f:
-            f.write(shards_section(m))
+        report_command([out_json], baselines, config, report, plots)  # the page shows the shards
     for p in m.problems:
         print(f"pytest-mxfp4 merge: {p}", file=sys.stderr)
     failed = m.session.failed

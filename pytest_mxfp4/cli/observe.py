@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from pytest_mxfp4.observe.facts import ENGINES, observe_text
+from pytest_mxfp4.observe.logs import ENGINES, observe_text
 
 _PROG = "pytest-mxfp4 observe"
 

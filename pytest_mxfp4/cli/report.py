@@ -10,28 +10,27 @@ files, the last file wins; every file's configs go to the run log section.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from pytest_mxfp4.formats.baselines import BaselineFile, read_baseline
-from pytest_mxfp4.formats.fileio import write_atomic
 from pytest_mxfp4.formats.config import Matrix, load_matrix
 from pytest_mxfp4.errors import PerfUserError
 from pytest_mxfp4.formats import results as results_file
 from pytest_mxfp4.formats.results import SessionResults
 from pytest_mxfp4.report.history import RUN_LOG_NAME, read_run_log, run_log_records
-from pytest_mxfp4.report.markdown import plots_section, render
 
 
 def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
     """One session from several: per server config, the last session that
     measured (or mentioned) it wins. Each server record keeps its own
-    session's environment under info['environment'] when they differ."""
+    session's environment (`ServerRecord.environment`) when they differ."""
     if not sessions:
-        return SessionResults(matrix="", environment={})
+        return SessionResults(matrix="")
     if len(sessions) == 1:
         return sessions[0]
     last = sessions[-1]
-    merged = SessionResults(matrix=last.matrix, environment=dict(last.environment),
+    merged = SessionResults(matrix=last.matrix, environment=replace(last.environment), starts=last.starts,
                             interrupted="; ".join(s.interrupted for s in sessions if s.interrupted) or None)
     owner: dict[str, SessionResults] = {}
     for s in sessions:
@@ -42,7 +41,7 @@ def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
         rec = s.servers.get(name)
         if rec is not None:
             if s is not last and s.environment != last.environment:
-                rec.info = {**rec.info, "environment": s.environment}
+                rec.environment = s.environment
             merged.servers[name] = rec
         merged.metrics += s.for_server(name)
     return merged
@@ -96,7 +95,7 @@ def report_command(results_json: list[str], baselines_dir: str, config: str | No
     bdir = Path(baselines_dir)
     if not bdir.is_dir():
         raise PerfUserError(f"{bdir}: baseline directory not found (pass --baselines DIR; default baselines/)")
-    hw = session.environment.get("hardware_key")
+    hw = session.hardware_key
     baselines = load_baselines(bdir, matrix, hw)
 
     # the run log lives in the baselines root; --baselines may name one machine's folder below it
@@ -117,21 +116,15 @@ def report_command(results_json: list[str], baselines_dir: str, config: str | No
                             + (f" for hardware {hw}" if hw else ""))
 
     out = Path(out_md)
-    from pytest_mxfp4.report.ownership import check_may_overwrite, mark
+    from pytest_mxfp4.options import ReportPaths
+    from pytest_mxfp4.report.ownership import check_may_overwrite
+    from pytest_mxfp4.report.writer import write_all
 
     check_may_overwrite(out, force)  # before any work is written (plots included)
-    text = render(session, matrix, baselines, run_log)
-    plots: list[Path] = []
-    if plots_dir:
-        from pytest_mxfp4.report.plots import trend_plots
-
-        plots = trend_plots(list(baselines.values()), plots_dir)
-        text += plots_section(plots, out)
-    try:
-        write_atomic(out, mark(text))
-    except OSError as e:
-        raise PerfUserError(f"{out}: cannot write the results page ({e.strerror})") from None
-    print(f"results page: {out}")
-    for p in plots:
-        print(f"trend plot: {p}")
+    written = write_all(session, matrix, baselines, ReportPaths(page=out, plots=Path(plots_dir) if plots_dir else None),
+                        None, current_baselines=lambda: baselines, run_log=run_log, force=force, step_summary=False)
+    for line in written.lines:
+        print(line)
+    if written.errors:
+        raise PerfUserError("; ".join(written.errors))
     return 0

@@ -131,7 +131,7 @@ def nightly_record(results_path: Path | str, *, ref: str = "", run: str = "", gi
                        "higher_is_better": METRICS[r.metric].higher_is_better})
     return {"kind": KIND, "schema": SCHEMA,
             "time": time or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "run": run, "ref": ref, "git_sha": git_sha or session.environment.get("git_sha"),
+            "run": run, "ref": ref, "git_sha": git_sha or session.environment.git_sha,
             "matrix": session.matrix, "points": points}
 
 

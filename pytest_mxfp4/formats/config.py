@@ -7,7 +7,7 @@ was expected and what was found, so a user never needs a traceback.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     # speculative decoding only (a server that drafts nothing reports neither)
     Metric("accept_pct", "%", True, ("decode",)),
     Metric("accept_len", "tok", True, ("decode",)),
+    # N concurrent streams (a decode case at concurrency N > 1): generated
+    # tokens of all N streams / wall from the first request sent to the last
+    # token, one value per round of N streams (measure/concurrent.py)
+    Metric("agg_tps", "tok/s", True, ("concurrent",)),
 )}
 
 
@@ -61,7 +65,9 @@ DECODE_METRICS = metrics_for("decode")
 METRIC_UNITS = {m.name: m.unit for m in METRICS.values()}
 HIGHER_IS_BETTER = {m.name: m.higher_is_better for m in METRICS.values()}
 
-CASE_ID_RE = re.compile(r"(pp|tg)(\d+)(?:@d(\d+))?")
+CONCURRENT_METRICS = metrics_for("concurrent")
+# tg32, pp2048@d4096, tg32@c4 (4 concurrent streams), tg32@d4096@c4
+CASE_ID_RE = re.compile(r"(pp|tg)(\d+)(?:@d(\d+))?(?:@c(\d+))?")
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,9 @@ class ServerConfig:
     # all but one, so the measuring client is never starved by the engine.
     cpu_cores: int | None = None
     noise_prior: "NoisePrior | None" = None  # overrides workloads.noise_prior for this config
+    # This row's concurrency sweep (streams per decode case), overriding
+    # workloads.concurrency; None: the workloads' sweep.
+    concurrency: tuple[int, ...] | None = None
 
     @property
     def model_name(self) -> str:
@@ -132,6 +141,9 @@ class Case:
     pp: int
     tg: int
     depth: int = 0
+    # streams started together (decode cases only); 1 = the plain case, whose
+    # id has no @c, so ids and baselines from before concurrency stay valid
+    concurrency: int = 1
     # where the prompt's words come from (measure/prompts.py PROMPT_SOURCES):
     # "random" words, or "text", natural text from the corpus the package ships
     prompt: str = "random"
@@ -139,11 +151,16 @@ class Case:
     @property
     def id(self) -> str:
         base = f"pp{self.pp}" if self.kind == "prefill" else f"tg{self.tg}"
-        return base if self.depth == 0 else f"{base}@d{self.depth}"
+        base = base if self.depth == 0 else f"{base}@d{self.depth}"
+        return base if self.concurrency == 1 else f"{base}@c{self.concurrency}"
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return PREFILL_METRICS if self.kind == "prefill" else DECODE_METRICS
+        """Per stream (tg_tps, e2e_ttft_ms: each stream's own sample), then at
+        concurrency > 1 the aggregate (agg_tps: one value per round)."""
+        if self.kind == "prefill":
+            return PREFILL_METRICS
+        return DECODE_METRICS + (CONCURRENT_METRICS if self.concurrency > 1 else ())
 
     @property
     def primary_metric(self) -> str:
@@ -155,12 +172,12 @@ class Case:
         (nor a prefill id its output length): pass it as `pp`/`tg`, else 0/1.
         Raises ValueError for anything that is not a case id."""
         m = CASE_ID_RE.fullmatch(case_id)
-        if not m:
-            raise ValueError(f"not a case id like tg32, pp2048 or tg32@d4096: {case_id!r}")
+        if not m or (m.group(4) is not None and (m.group(1) == "pp" or int(m.group(4)) < 2)):
+            raise ValueError(f"not a case id like tg32, pp2048, tg32@d4096 or tg32@c4: {case_id!r}")
         n, depth = int(m.group(2)), int(m.group(3) or 0)
         if m.group(1) == "pp":
             return cls("prefill", pp=n, tg=tg or 1, depth=depth)
-        return cls("decode", pp=pp, tg=n, depth=depth)
+        return cls("decode", pp=pp, tg=n, depth=depth, concurrency=int(m.group(4) or 1))
 
 
 @dataclass(frozen=True)
@@ -190,6 +207,9 @@ class Workloads:
     # ... and only while the extra starts fit this many minutes of starts in
     # the whole run (the estimate: the mean duration of the starts so far).
     max_restart_minutes: float | None = None
+    # Streams started together per decode case (each level a case, tg32@c4);
+    # a server's own `concurrency` replaces it for that row.
+    concurrency: tuple[int, ...] = (1,)
     # Between-start noise stated for a box that has not measured itself yet
     # (startstats.learned_noise); None: startstats.DEFAULT_PRIOR.
     noise_prior: NoisePrior | None = None
@@ -210,6 +230,18 @@ class NoisePrior:
 
     cv_pct: float
     df: float = 2.0
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """How one metric of one case is gated: the policy, the practical floor
+    (the gate's own, else the metric's default) and the largest drop a pass
+    may admit."""
+
+    gate: str  # fail | warn | off
+    floor_pct: float | None  # None: a metric with no default floor and none given
+    floor_given: bool
+    max_regression_pct: float | None
 
 
 @dataclass(frozen=True)
@@ -237,11 +269,15 @@ class Gates:
     def policy(self, case: Case, metric: str) -> str:
         return self._lookup(self.rules, case, metric) or self.default
 
-    def floor_pct(self, case: Case, metric: str) -> float | None:
-        return self._lookup(self.floors, case, metric)
+    def rule(self, case: Case, metric: str) -> GateRule:
+        """Everything the gate says about one metric of one case, resolved once."""
+        from pytest_mxfp4.stats.samples import DEFAULT_FLOOR_PCT
 
-    def max_regression_pct(self, case: Case, metric: str) -> float | None:
-        return self._lookup(self.max_regressions, case, metric)
+        given = self._lookup(self.floors, case, metric)
+        return GateRule(gate=self.policy(case, metric),
+                        floor_pct=given if given is not None else DEFAULT_FLOOR_PCT.get(metric),
+                        floor_given=given is not None,
+                        max_regression_pct=self._lookup(self.max_regressions, case, metric))
 
 
 @dataclass(frozen=True)
@@ -268,6 +304,19 @@ class Matrix:
         """The stated fallback noise of a config: its own, else the workloads' (None: the default)."""
         cfg = next((c for c in self.servers if c.name == server), None)
         return (cfg.noise_prior if cfg else None) or self.workloads.noise_prior
+
+    def start_prior(self, server: str):
+        """The noise prior the start-level rule uses for `server`: stated, else the default."""
+        from pytest_mxfp4.stats import starts as startstats
+
+        np_ = self.noise_prior(server)
+        return startstats.Prior(np_.cv_pct / 100.0, np_.df) if np_ else startstats.DEFAULT_PRIOR
+
+    def cases_for(self, cfg: ServerConfig) -> tuple[Case, ...]:
+        """The cases this row measures: every prefill case, and the decode
+        cases at the concurrency levels of its sweep (its own, else the workloads')."""
+        levels = cfg.concurrency or self.workloads.concurrency
+        return tuple(c for c in self.workloads.cases if c.kind == "prefill" or c.concurrency in levels)
 
     def server(self, name: str) -> ServerConfig:
         for s in self.servers:
@@ -366,12 +415,13 @@ _SERVER_KEYS = {
     "engine", "runner", "model", "served_model_name", "command", "args", "env",
     "health_path", "startup_timeout_s", "requires", "api", "base_url", "pending",
     "expect", "docker", "description", "cpu_cores", "extends", "noise_prior",
+    "concurrency",
 }
 _DOCKER_KEYS = {"image", "gpus", "shm_size", "ipc_mode", "cpus", "volumes", "network"}
 _WORKLOAD_KEYS = {"prefill", "decode", "depth", "runs", "warmup", "latency_mode",
                   "max_client_lag_ms", "reset_prefix_cache", "request_timeout_s", "idle_timeout_s",
                   "restarts", "max_restarts", "max_restart_minutes", "noise_prior", "max_replacements",
-                  "leave_out_disturbed", "prompt"}
+                  "leave_out_disturbed", "concurrency", "prompt"}
 _TOP_KEYS = {"name", "defaults", "servers", "workloads", "gates", "targets"}
 
 
@@ -458,7 +508,56 @@ def _server(r: _Reader, name: str, data: dict, defaults: dict) -> ServerConfig:
         description=r.string(merged.get("description", ""), f"{where}.description"),
         cpu_cores=int(r.number(cores, f"{where}.cpu_cores", 1, integer=True)) if cores is not None else None,
         noise_prior=_noise_prior(r, merged.get("noise_prior"), f"{where}.noise_prior"),
+        concurrency=(_levels(r, merged["concurrency"], f"{where}.concurrency")
+                     if merged.get("concurrency") is not None else None),
     )
+
+
+def _levels(r: _Reader, value: Any, where: str) -> tuple[int, ...]:
+    levels = r.int_list(value, where, minimum=1)
+    _no_repeats(r, levels, where, lambda v: f"@c{v} of every decode case")
+    return tuple(sorted(levels))
+
+
+# Where a server's command line caps its concurrent streams (engine -> flags).
+# Absent, the engine's default applies (not known here); the measurement
+# itself then shows whether the streams ran together (measure/concurrent.py).
+STREAM_LIMIT_FLAGS = {"vllm": ("--max-num-seqs",), "llama.cpp": ("-np", "--parallel")}
+
+
+def stream_limit(cfg: ServerConfig) -> tuple[int, str] | None:
+    """(most concurrent streams, the flag that says so) from the server's
+    command and args, or None where the command line does not say."""
+    argv = list(cfg.command) + list(cfg.args)
+    found = None
+    for i, a in enumerate(argv):
+        for flag in STREAM_LIMIT_FLAGS.get(cfg.engine, ()):
+            value = a[len(flag) + 1:] if a.startswith(flag + "=") else (
+                argv[i + 1] if a == flag and i + 1 < len(argv) else None)
+            if value is not None and value.strip().lstrip("-").isdigit():
+                found = (int(value), flag)  # the last one wins, as in argparse
+    if found and found[0] < 1:  # llama.cpp -np -1: automatic
+        return None
+    return found
+
+
+def _check_stream_limits(r: _Reader, servers: list[ServerConfig], workloads: Workloads) -> None:
+    """A case asking for more streams than a server takes at once would be
+    measured serialized (queued in the server): a config error, not a number."""
+    for cfg in servers:
+        if cfg.pending:
+            continue
+        levels = cfg.concurrency or workloads.concurrency
+        limit = stream_limit(cfg)
+        if limit is None or max(levels) <= limit[0]:
+            continue
+        n, flag = limit
+        field_ = f"servers.{cfg.name}.concurrency" if cfg.concurrency else "workloads.concurrency"
+        fits = sorted({c for c in levels if c <= n} | {n})  # what it can take, its limit included
+        raise r.fail(field_, f"asks server {cfg.name!r} for {max(levels)} concurrent streams, but its command "
+                     f"line allows {n} ({flag} {n}); the extra streams would queue and the case would measure "
+                     f"a serialized run. Raise {flag} in servers.{cfg.name}.args, or give that server its own "
+                     f"sweep: servers.{cfg.name}.concurrency: {fits}")
 
 
 def _noise_prior(r: _Reader, value: Any, where: str) -> NoisePrior | None:
@@ -497,7 +596,7 @@ def _base_url(r: _Reader, value: Any, where: str) -> str:
     return url
 
 
-def _workloads(r: _Reader, value: Any) -> Workloads:
+def _workloads(r: _Reader, value: Any, server_levels: tuple[int, ...] = ()) -> Workloads:
     where = "workloads"
     data = r.mapping(value, where)
     if not data:
@@ -508,6 +607,15 @@ def _workloads(r: _Reader, value: Any) -> Workloads:
     prompt = r.string(data.get("prompt", "random"), f"{where}.prompt", PROMPT_SOURCES)
     cases = [c for kind in ("prefill", "decode") if kind in data
              for c in _sweep(r, data[kind], kind, depths, prompt)]
+    levels = _levels(r, data["concurrency"], f"{where}.concurrency") if data.get("concurrency") is not None else (1,)
+    extra = tuple(sorted({lv for lv in server_levels if lv not in levels}))
+    if max(levels + extra) > 1:
+        if not any(c.kind == "decode" for c in cases):
+            raise r.fail(f"{where}.concurrency", "concurrent streams are measured on decode cases; "
+                         "add `decode: {tg: [...]}`")
+        # each decode case once per level, the sweep of one case side by side
+        cases = [c for c in cases if c.kind == "prefill"] + [
+            replace(c, concurrency=lv) for c in cases if c.kind == "decode" for lv in sorted(levels + extra)]
     if not cases:
         raise r.fail(where, "no cases: add `prefill: {pp: [...]}` or `decode: {tg: [...]}`")
     restarts = int(r.number(data.get("restarts", 1), f"{where}.restarts", 1, integer=True))
@@ -536,6 +644,7 @@ def _workloads(r: _Reader, value: Any) -> Workloads:
         max_replacements=int(r.number(data.get("max_replacements", 2), f"{where}.max_replacements", 0,
                                       integer=True)),
         leave_out_disturbed=r.boolean(data.get("leave_out_disturbed"), f"{where}.leave_out_disturbed", True),
+        concurrency=levels,
     )
 
 
@@ -610,13 +719,17 @@ def _check_metric_key(r: _Reader, where: str, key: str, cases, case_ids, allow_u
     case_id, _, metric = key.partition("/")
     if not CASE_ID_RE.fullmatch(case_id):
         raise r.fail(where, f"expected a case id like tg32 or pp2048 (optionally /metric), got {key!r}")
+    try:
+        case = Case.parse(case_id)
+    except ValueError as e:
+        raise r.fail(where, f"{e}: a concurrency is @c2 or more (one stream is the plain id, tg32)") from None
     if not allow_unknown_case and case_ids is not None and case_id not in case_ids:
         why = (". A gate on no case would replace the default gate and judge nothing"
                if where.startswith("gates") else "")
         raise r.fail(where, f"names no case of this matrix ({case_id!r}); its cases: "
                      f"{', '.join(sorted(case_ids)) or '(none)'}{why}")
     if metric:
-        allowed = PREFILL_METRICS if case_id.startswith("pp") else DECODE_METRICS
+        allowed = case.metrics
         if metric not in allowed:
             raise r.fail(where, f"unknown metric {metric!r} for {case_id}; allowed: {', '.join(allowed)}")
 
@@ -697,7 +810,9 @@ def parse_matrix(data: Any, path: Path) -> Matrix:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", str(name)):
             raise r.fail(f"servers.{name}", "names may use letters, digits, '_', '.', '+', '-' only")
     servers = _extended_servers(r, servers_raw, defaults)
-    workloads = _workloads(r, data.get("workloads"))
+    workloads = _workloads(r, data.get("workloads"),
+                           tuple(lv for s in servers if s.concurrency for lv in s.concurrency))
+    _check_stream_limits(r, servers, workloads)
     return Matrix(
         path=path,
         name=r.string(data.get("name", path.stem), "name"),

@@ -14,6 +14,8 @@ FLAG_PREFIX_CACHE_HIT = "prefix-cache-hit"
 FLAG_CLIENT_LAG = "client-lag"
 FLAG_GPU_THROTTLED = "gpu-throttled"
 FLAG_BURST = "burst-delivery"
+# the metric measured per round of N concurrent streams, not per stream
+ROUND_METRIC = "agg_tps"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Sample:
 
     run: int
     start: int = 0  # which server start of this config measured it (0-based)
+    stream: int = 0  # a concurrent case: which of the round's N streams (0-based)
     metrics: RequestMetrics | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -56,6 +59,23 @@ class Sample:
 
 
 @dataclass
+class Round:
+    """One round of a concurrent case: N streams released together. Its
+    streams are the samples with the same `run` and `start`."""
+
+    run: int
+    streams: int
+    start: int = 0
+    wall_ms: float | None = None  # first request sent -> last token of any stream
+    tokens: int = 0  # generated tokens of all streams (usage)
+    agg_tps: float | None = None  # tokens / wall
+    release_spread_ms: float | None = None  # last send stamp - first: how together the release was
+    peak_streams: int = 0  # most streams decoding at one instant (N: they ran together)
+    together_ms: float = 0.0  # how long all N were decoding at once
+    error: str | None = None
+
+
+@dataclass
 class CaseRun:
     """Everything measured for one (server, case)."""
 
@@ -65,9 +85,14 @@ class CaseRun:
     samples: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     system_fingerprint: str | None = None
+    rounds: list[Round] = field(default_factory=list)  # a concurrent case only
 
     def values(self, metric: str) -> list[float]:
-        """Numbers of the trusted samples only."""
+        """Numbers of the trusted samples only (per stream); the aggregate of
+        a concurrent case: one per round whose every stream is trusted."""
+        if metric == ROUND_METRIC:
+            return [rd.agg_tps for rd in self.rounds if rd.agg_tps is not None and rd.error is None
+                    and all(s.clean for s in self.round_samples(rd))]
         out = []
         for s in self.samples:
             if s.clean:
@@ -75,6 +100,9 @@ class CaseRun:
                 if v is not None:
                     out.append(v)
         return out
+
+    def round_samples(self, rd: Round) -> list[Sample]:
+        return [s for s in self.samples if s.run == rd.run and s.start == rd.start]
 
     @property
     def errors(self) -> list[str]:

@@ -42,6 +42,14 @@ class RequestSpec:
     max_tokens: int
 
 
+@dataclass
+class OpenStream:
+    """A connected socket and the request bytes, not yet sent."""
+
+    sock: object
+    request: bytes
+
+
 class EngineClient:
     def __init__(self, name: str, base_url: str, model: str, engine: str = "vllm", api: str = "completions",
                  timeout_s: float = 600.0, total_timeout_s: float | None = None,
@@ -259,6 +267,12 @@ class EngineClient:
 
     def stream(self, spec: RequestSpec, exact: bool = True) -> StreamTiming:
         """One streamed request, timed on the socket (see rawstream.py)."""
+        return self.send(self.open_stream(spec, exact))
+
+    def open_stream(self, spec: RequestSpec, exact: bool = True) -> "OpenStream":
+        """Connect and build the request, sending nothing: N concurrent streams
+        connect first and are then released together (measure/concurrent.py),
+        so connection setup never staggers their start."""
         path = "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
         body = self._request_body(spec, exact)
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream",
@@ -267,23 +281,37 @@ class EngineClient:
             sock, host, base_path = rawstream.connect(self.base_url, min(self.idle_timeout_s, self.total_timeout_s))
         except OSError as e:
             raise MeasurementError(f"server {self.name!r}: connection failed: {e}") from None
+        return OpenStream(sock, rawstream.request_bytes("POST", base_path + path, host, body, headers))
+
+    def send(self, opened: "OpenStream", busy_poll_s: float | None = None, parse: bool = True):
+        """Send an opened request and read its stream to the end (the socket is
+        closed after); its StreamTiming, or with parse=False what was read
+        (`timing(raw)` later: concurrent streams parse after every stream has
+        ended, so no stream's parsing holds the GIL while another reads)."""
+        sock = opened.sock
         try:
-            request = rawstream.request_bytes("POST", base_path + path, host, body, headers)
             start = time.perf_counter()
             try:
-                sock.sendall(request)
+                sock.sendall(opened.request)
             except OSError as e:
                 raise MeasurementError(f"server {self.name!r}: connection failed: {e}") from None
-            resp = rawstream.read_response(sock, start, self.total_timeout_s, self.idle_timeout_s, self.busy_poll_s)
+            resp = rawstream.read_response(sock, start, self.total_timeout_s, self.idle_timeout_s,
+                                           self.busy_poll_s if busy_poll_s is None else busy_poll_s)
         except rawstream.StreamTimeout as e:
             what = ("the streamed request was not over in time; if it is only slow, raise "
                     "workloads.request_timeout_s" if e.which == "total" else
                     "not a byte arrived for that long (a stalled engine?); if its first token is only slow, "
                     "raise workloads.idle_timeout_s")
             raise StreamTimeout(f"server {self.name!r}: {e.which} timeout ({e.limit_s:g} s): {what}") from None
+        except OSError as e:  # closed under it (an interrupted concurrent round)
+            raise MeasurementError(f"server {self.name!r}: connection failed: {e}") from None
         finally:
             sock.close()
-        return self._timing(resp)
+        return self._timing(resp) if parse else resp
+
+    def timing(self, raw: rawstream.RawResponse) -> StreamTiming:
+        """The StreamTiming of a response read by send(parse=False)."""
+        return self._timing(raw)
 
     def _timing(self, resp: rawstream.RawResponse) -> StreamTiming:
         """Parse what was read, after the fact; stamps come from the reads

@@ -15,14 +15,8 @@ from pathlib import Path
 
 from pytest_mxfp4 import __version__
 from pytest_mxfp4.formats.config import Requirements
-
-
-@dataclass(frozen=True)
-class Gpu:
-    name: str
-    sm: str  # compute capability "12.1"
-    memory_mib: int | None = None
-    driver: str | None = None
+from pytest_mxfp4.formats.results import GpuRecord as Gpu  # one GPU record, captured and stored
+from pytest_mxfp4.formats.results import RunEnvironment
 
 
 @dataclass
@@ -69,6 +63,10 @@ class Environment:
         # derived from CPU/GPU model names, never a secret (redact_obj masks any "*_key" name)
         d["hardware_key"] = self.hardware_key
         return d
+
+    def record(self) -> RunEnvironment:
+        """What the result file keeps of it (secret-looking values masked)."""
+        return RunEnvironment.from_dict(self.to_dict())
 
 
 def slug(s: str) -> str:

@@ -24,7 +24,6 @@ __all__ = [
     "ENGINES",
 ]
 
-ENGINES = ("vllm", "llama.cpp")
 
 # Always present in to_dict(); None (or []) when the log doesn't show them.
 CORE_FACTS = (
@@ -134,21 +133,6 @@ class Mismatch:
     observed: Any
     evidence_line: str | None
     message: str
-
-
-def observe_text(text: str, engine: str = "vllm") -> ObservedFacts:
-    """Extract the observed facts from a server log."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r} for log observation (known: {', '.join(ENGINES)})")
-    # imported here: the engine modules build on ObservedFacts above
-    if engine == "llama.cpp":
-        from pytest_mxfp4.observe import llamacpp as rules
-    else:
-        from pytest_mxfp4.observe import vllm as rules
-
-    facts = ObservedFacts(_core=getattr(rules, "CORE_FACTS", CORE_FACTS))
-    rules.observe(text, facts)
-    return facts
 
 
 # --- expectations ---------------------------------------------------------------

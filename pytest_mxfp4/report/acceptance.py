@@ -77,21 +77,23 @@ def _pick(rate: tuple, length: tuple) -> tuple:
     return (length if length[1] in _USABLE else rate)
 
 
-def from_ab(entries: list[dict], server: str, case: str) -> Acceptance | None:
-    """The acceptance side of an A/B from its per-metric entries (PerfSession.ab)."""
-    by = {e["metric"]: e for e in entries if e.get("server") == server and e.get("case") == case}
+def from_ab(entries, server: str, case: str) -> Acceptance | None:
+    """The acceptance side of an A/B from its per-metric entries (formats.results.ABEntry)."""
+    by = {e.metric: e for e in entries if e.server == server and e.case == case}
     e = by.get(ACCEPT_METRIC)
     if e is None:
         return None
-    el = by.get(LENGTH_METRIC) or {}
+    el = by.get(LENGTH_METRIC)
 
     def mean(xs):
         return sum(xs) / len(xs) if xs else None
 
-    delta, verdict, judged = _pick((e.get("delta_pct"), e.get("verdict"), ACCEPT_METRIC),
-                                   (el.get("delta_pct"), el.get("verdict"), LENGTH_METRIC))
-    return Acceptance(mean(e.get("base_starts") or []), mean(e.get("head_starts") or []), delta, verdict,
-                      mean(el.get("base_starts") or []), mean(el.get("head_starts") or []), judged)
+    delta, verdict, judged = _pick((e.delta_pct, e.verdict, ACCEPT_METRIC),
+                                   (el.delta_pct, el.verdict, LENGTH_METRIC) if el is not None else
+                                   (None, None, LENGTH_METRIC))
+    return Acceptance(mean(e.base_starts), mean(e.head_starts), delta, verdict,
+                      mean(el.base_starts) if el is not None else None,
+                      mean(el.head_starts) if el is not None else None, judged)
 
 
 def from_results(results, server: str, case_id: str) -> Acceptance | None:

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import platform
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pytest_mxfp4.formats.fileio import write_atomic
-from pytest_mxfp4.formats.results import MetricResult, SessionResults
+from pytest_mxfp4.formats.results import MetricResult, RunEnvironment, SessionResults
 
 PROJECT = "pytest-mxfp4"
 
@@ -97,29 +98,29 @@ def _benchmark(r: MetricResult, matrix: str) -> dict[str, Any] | None:
     }
 
 
-def _machine_info(env: dict[str, Any]) -> dict[str, Any]:
-    os_name, _, release = str(env.get("os") or "").partition(" ")
+def _machine_info(env: RunEnvironment) -> dict[str, Any]:
+    os_name, _, release = (env.os or "").partition(" ")
     return {
-        "node": env.get("hostname") or "",
-        "processor": env.get("arch") or "",
-        "machine": env.get("arch") or "",
+        "node": env.hostname or "",
+        "processor": env.arch or "",
+        "machine": env.arch or "",
         "python_compiler": platform.python_compiler(),
         "python_implementation": platform.python_implementation(),
-        "python_implementation_version": env.get("python") or platform.python_version(),
-        "python_version": env.get("python") or platform.python_version(),
+        "python_implementation_version": env.python or platform.python_version(),
+        "python_version": env.python or platform.python_version(),
         "python_build": list(platform.python_build()),
         "release": release,
         "system": os_name,
-        "cpu": {"brand_raw": env.get("cpu_model") or "", "count": env.get("cpu_count"), "arch": env.get("arch") or ""},
-        "memory_gib": env.get("memory_gib"),
-        "gpus": env.get("gpus") or [],
-        "hardware_key": env.get("hardware_key"),
-        "plugin_version": env.get("plugin_version"),
+        "cpu": {"brand_raw": env.cpu_model or "", "count": env.cpu_count, "arch": env.arch or ""},
+        "memory_gib": env.memory_gib,
+        "gpus": [asdict(g) for g in env.gpus],
+        "hardware_key": env.hardware_key,
+        "plugin_version": env.plugin_version,
     }
 
 
-def _commit_info(env: dict[str, Any], matrix: str) -> dict[str, Any]:
-    sha = env.get("git_sha")
+def _commit_info(env: RunEnvironment, matrix: str) -> dict[str, Any]:
+    sha = env.git_sha
     return {
         "id": sha or "unversioned",
         "time": None,
@@ -137,13 +138,13 @@ def to_pytest_benchmark(session: SessionResults) -> dict[str, Any]:
         from pytest_benchmark import __version__ as pb_version
     except ImportError:  # pragma: no cover - pytest-benchmark is a dependency
         pb_version = "5.0.0"
-    env = session.environment or {}
+    env = session.environment
     benchmarks = [b for b in (_benchmark(r, session.matrix) for r in session.results) if b is not None]
     doc = {
         "machine_info": _machine_info(env),
         "commit_info": _commit_info(env, session.matrix),
         "benchmarks": benchmarks,
-        "datetime": env.get("captured_at") or datetime.now(timezone.utc).isoformat(),
+        "datetime": env.captured_at or datetime.now(timezone.utc).isoformat(),
         "version": pb_version,
     }
     if session.interrupted:  # additive: pytest-benchmark ignores keys it does not know

@@ -20,3 +20,24 @@ def pct(v: float | None, signed: bool = True) -> str:
 def when(iso: str) -> str:
     """'2026-12-04T13:52:51+00:00' -> '2026-12-04 13:52:51' ('-' if unknown)."""
     return iso.replace("T", " ")[:19] if iso else "-"
+
+
+# A concurrent case's numbers are of two kinds; the reports always say which.
+PER_STREAM = "per stream"
+AGGREGATE = "aggregate"
+
+
+def scope(case, metric: str) -> str:
+    """'per stream' / 'aggregate' for a concurrent case's metric, '' otherwise."""
+    if getattr(case, "concurrency", 1) <= 1:
+        return ""
+    return AGGREGATE if metric == "agg_tps" else PER_STREAM
+
+
+def spread(values: list[float]) -> str:
+    """'p50 12.3, p99 45.6' of per-stream samples ('' with fewer than 2)."""
+    from pytest_mxfp4.stats.samples import percentile
+
+    if len(values) < 2:
+        return ""
+    return f"p50 {num(percentile(values, 50))}, p99 {num(percentile(values, 99))}"

@@ -19,10 +19,9 @@ ICONS = {Verdict.PASS: "✅", Verdict.IMPROVED: "🚀", Verdict.REGRESSED: "❌"
 
 
 def compact_table(session: SessionResults) -> str:
-    env = session.environment or {}
     title = f"### pytest-mxfp4: {session.matrix or 'perf'}"
-    if env.get("hardware_key"):
-        title += f" on `{env['hardware_key']}`"
+    if session.hardware_key:
+        title += f" on `{session.hardware_key}`"
     lines = [title, ""]
     if session.interrupted:
         from pytest_mxfp4.formats.results import interrupted_line

@@ -90,17 +90,17 @@ def run_log_records(session: SessionResults) -> list[dict[str, Any]]:
         head = next((r for r in measured if r.key == HEADLINE_KEY), None)
         record = session.servers.get(name)
         # a merged session (report regeneration) keeps each config's own environment
-        env = (record.info.get("environment") if record else None) or session.environment or {}
-        date = str(env.get("captured_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        env = (record.environment if record else None) or session.environment
+        date = env.captured_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
         notes = [s for s in (observed_summary(record.observed if record else None), verdict_summary(results)) if s]
         out.append({
             "schema": RECORD_SCHEMA,
-            "run_id": run_id(date, name, env.get("run_id")),
+            "run_id": run_id(date, name, env.run_id),
             "date": date,
             "matrix": session.matrix,
             "config": name,
-            "hardware_key": env.get("hardware_key"),
-            "git_sha": env.get("git_sha"),
+            "hardware_key": env.hardware_key,
+            "git_sha": env.git_sha,
             "tg32": head.summary.mean if head else None,
             "metrics": {r.key: r.summary.mean for r in measured if r.metric == r.case.primary_metric},
             "verdicts": {r.key: r.verdict.value for r in results if r.verdict not in QUIET_VERDICTS},

@@ -25,20 +25,10 @@ from pytest_mxfp4.formats.config import HIGHER_IS_BETTER, METRIC_UNITS, Case, Ma
 from pytest_mxfp4.formats.results import SessionResults
 from pytest_mxfp4.stats.samples import NoiseState, Verdict, noise_state
 from pytest_mxfp4.report.acceptance import ACCEPT_METRIC, LENGTH_METRIC, from_results, sentence
-from pytest_mxfp4.report.format import num
+from pytest_mxfp4.report.format import num, spread
 from pytest_mxfp4.report.terminal import flags_note
 from pytest_mxfp4.report.format import when as _when
-from pytest_mxfp4.report.page_model import (
-    ConfigView,
-    StatView,
-    case_for,
-    case_order,
-    cases_of,
-    collect,
-    environment_block,
-    expect_status,
-    server_config_block,
-)
+from pytest_mxfp4.report.page_model import ConfigView, Page, StatView, build
 from pytest_mxfp4.report.history import HEADLINE_KEY, observed_summary, run_log_records, short_key, verdict_summary
 
 # Columns of the comparison matrix, as on the hand-kept page; those the data
@@ -52,12 +42,11 @@ def _primary_key(case: Case) -> str:
     return f"{case.id}/{case.primary_metric}"
 
 
-def _ttft_case(configs: list[ConfigView], matrix: Matrix | None, targets: Iterable[Target]) -> Case | None:
+def _ttft_case(page: Page, targets: Iterable[Target]) -> Case | None:
     """The prefill case whose TTFT the page shows: pp2048 where present, else
     the longest prompt with a TTFT number."""
-    pre = cases_of(configs, matrix, "prefill")
-    have = {k for c in configs for k in c.stats} | {t.metric for t in targets}
-    with_ttft = [c for c in pre if f"{c.id}/{TTFT_METRIC}" in have]
+    have = {k for c in page.configs for k in c.stats} | {t.metric for t in targets}
+    with_ttft = [c for c in page.prefill if f"{c.id}/{TTFT_METRIC}" in have]
     for c in with_ttft:
         if c.id == "pp2048":
             return c
@@ -128,8 +117,8 @@ def _reason(text: str) -> str:
 # Sections
 
 
-def _best_results(configs: list[ConfigView], matrix: Matrix | None, ttft: Case | None) -> list[str]:
-    cases = cases_of(configs, matrix, "decode") + cases_of(configs, matrix, "prefill")
+def _best_results(page: Page, ttft: Case | None) -> list[str]:
+    configs, cases = page.configs, page.decode + page.prefill
     keys = [(_primary_key(c), f"{c.id} ({METRIC_UNITS[c.primary_metric]})") for c in cases]
     if ttft is not None:
         keys.append((f"{ttft.id}/{TTFT_METRIC}", f"TTFT@{ttft.id} (ms)"))
@@ -161,8 +150,8 @@ def _best_results(configs: list[ConfigView], matrix: Matrix | None, ttft: Case |
     return _table(["Metric", "Baseline", "Best", "Config", "Date"], rows)
 
 
-def _matrix_columns(configs: list[ConfigView], matrix: Matrix | None, targets: list[Target]) -> list[Case]:
-    pool = cases_of(configs, matrix, "decode") + cases_of(configs, matrix, "prefill")
+def _matrix_columns(page: Page, matrix: Matrix | None, targets: list[Target]) -> list[Case]:
+    configs, pool = page.configs, page.decode + page.prefill
     have = {k.partition("/")[0] for c in configs for k in c.stats} | {t.metric.partition("/")[0] for t in targets}
     if matrix is not None:
         have |= {c.id for c in matrix.workloads.cases}
@@ -224,9 +213,9 @@ def _acceptance_cell(c: ConfigView, case: Case) -> str:
     return f"{a.mean:.1f}%" + (f" · {n.mean:.2f}" if n is not None else "")
 
 
-def _comparison_matrix(configs: list[ConfigView], matrix: Matrix | None, targets: list[Target],
-                       ttft: Case | None) -> list[str]:
-    cols = _matrix_columns(configs, matrix, targets)
+def _comparison_matrix(page: Page, matrix: Matrix | None, targets: list[Target], ttft: Case | None) -> list[str]:
+    configs = page.configs
+    cols = _matrix_columns(page, matrix, targets)
     acc_case = _acceptance_case(configs, cols)
     acc_at = 1 + max((i for i, c in enumerate(cols) if c.kind == "decode"), default=-1)
     headers = ["Config", *(c.id for c in cols), "TTFT p50", "Notes"]
@@ -274,7 +263,8 @@ def _comparison_matrix(configs: list[ConfigView], matrix: Matrix | None, targets
     return _table(headers, rows)
 
 
-def _variance_notes(c: ConfigView, key: str, s: StatView, cases: dict[str, Case]) -> list[str]:
+def _variance_notes(c: ConfigView, key: str, s: StatView) -> list[str]:
+    cases = c.cases  # in page order
     notes = []
     cv = s.cv
     case_id, _, metric = key.partition("/")
@@ -290,15 +280,15 @@ def _variance_notes(c: ConfigView, key: str, s: StatView, cases: dict[str, Case]
         notes.append(f"suspiciously low CV — warm state? (other {case_id[:2]}* median {_pct(med)})")
     case = cases.get(case_id)
     if case is not None and case.kind == "prefill":
-        same = sorted((cs for k, cs in cases.items() if cs.kind == "prefill" and cs.depth == case.depth
-                       and f"{k}/{metric}" in c.stats), key=case_order)
+        same = [cs for k, cs in cases.items() if cs.kind == "prefill" and cs.depth == case.depth
+                and f"{k}/{metric}" in c.stats]
         cvs = {cs.id: c.stats[f"{cs.id}/{metric}"].cv for cs in same}
         if (len(same) >= 3 and same[0].id == case_id and all(v is not None for v in cvs.values())
                 and cv == max(cvs.values())):
             notes.append("lower prefill shows higher relative variance")
     if case is not None and case.kind == "decode":
-        shorter = sorted((cs for k, cs in cases.items() if cs.kind == "decode" and cs.depth == case.depth
-                          and cs.tg < case.tg and f"{k}/{metric}" in c.stats), key=case_order)
+        shorter = [cs for k, cs in cases.items() if cs.kind == "decode" and cs.depth == case.depth
+                   and cs.concurrency == case.concurrency and cs.tg < case.tg and f"{k}/{metric}" in c.stats]
         if shorter:
             prev = c.stats[f"{shorter[-1].id}/{metric}"]
             drop = 100.0 * (prev.mean - s.mean) / abs(prev.mean) if prev.mean else 0.0
@@ -313,17 +303,12 @@ def _variance_notes(c: ConfigView, key: str, s: StatView, cases: dict[str, Case]
     return notes
 
 
-def _variance(configs: list[ConfigView], matrix: Matrix | None) -> list[str]:
+def _variance(page: Page) -> list[str]:
     out: list[str] = []
-    for c in configs:
+    for c in page.configs:
         if not c.stats:
             continue
-        cases: dict[str, Case] = {}
-        for k in c.stats:
-            case = case_for(k.partition("/")[0], matrix)
-            if case is not None:
-                cases[case.id] = case
-        keys = [_primary_key(cs) for cs in sorted(cases.values(), key=lambda x: (x.kind != "prefill", case_order(x)))]
+        keys = [_primary_key(cs) for cs in c.cases.values()]
         keys = [k for k in keys if k in c.stats]
         if not keys:
             continue
@@ -331,7 +316,7 @@ def _variance(configs: list[ConfigView], matrix: Matrix | None) -> list[str]:
         for k in keys:
             s = c.stats[k]
             rows.append([k.partition("/")[0], num(s.mean), f"±{num(s.stdev)}", _pct(s.cv), str(s.n),
-                         "; ".join(_variance_notes(c, k, s, cases))])
+                         "; ".join(_variance_notes(c, k, s))])
         source = "this run" if c.source == "run" else f"stored baseline, {_day(c.date)}"
         out += [f"### {c.name} ({source})", "", *_table(["Metric", "Mean", "Std Dev", "CV%", "n", "Notes"], rows), ""]
         dec = [c.stats[k].cv for k in keys if k.endswith("/tg_tps") and c.stats[k].cv is not None]
@@ -370,24 +355,28 @@ def _workload_section(matrix: Matrix) -> list[str]:
         data["decode_prompt_length"] = dec_pp[0] if len(dec_pp) == 1 else dec_pp
     data["depth"] = depths
     sources = {kind: sorted({c.prompt for c in w.cases if c.kind == kind}) for kind in ("prefill", "decode")}
-    data["prompt_text"] = {kind: ", ".join(PROMPT_WORDS.get(s, s) for s in v) for kind, v in sources.items() if v}
+    if any(c.prompt != "random" for c in w.cases):  # said where a case names another source than random words
+        data["prompt_text"] = {kind: ", ".join(PROMPT_WORDS.get(s, s) for s in v) for kind, v in sources.items() if v}
     data.update({"runs": w.runs, "warmup": w.warmup, "latency_mode": w.latency_mode,
                  "max_client_lag_ms": w.max_client_lag_ms, "reset_prefix_cache": w.reset_prefix_cache,
-                 "batch_size": 1, "concurrency": 1, "tool": f"pytest-mxfp4 {__version__}"})
+                 "batch_size": 1, "concurrency": _concurrency(matrix), "tool": f"pytest-mxfp4 {__version__}"})
     gates = {"default": matrix.gates.default, **matrix.gates.rules}
     return [*_yaml_block(data), "", "Gates: " + ", ".join(f"`{k}`: {v}" for k, v in gates.items()), ""]
 
 
+def _concurrency(matrix: Matrix) -> Any:
+    """1, the sweep ([1, 2, 4]), or per config where rows state their own."""
+    own = {s.name: list(s.concurrency) for s in matrix.servers if s.concurrency and not s.pending}
+    levels = list(matrix.workloads.concurrency)
+    if not own:
+        return levels[0] if levels == [1] else levels
+    return {"default": levels, **own}
+
+
 def _observed_lines(c: ConfigView) -> list[str]:
-    observed = dict(c.record.observed) if c.record and c.record.observed else {}
-    src = "from the server log"
-    if not observed and c.baseline is not None and isinstance(c.baseline.environment.get("observed"), dict):
-        observed, src = dict(c.baseline.environment["observed"]), "from the stored baseline"
-    observed = {k: v for k, v in observed.items() if v not in (None, [], {}, "")}
-    expect = dict(c.cfg.expect) if c.cfg is not None else {}
+    observed, src, expect, ok = c.observed, c.observed_source, c.expect, c.expect_ok
     if not observed and not expect:
         return []
-    ok = expect_status(expect, observed)
     lines = ["```yaml", f"# {src}" if observed else "# nothing observed: no server log was available"]
     for k, v in observed.items():
         line = f"{k}: {_scalar(v)}"
@@ -446,14 +435,10 @@ def _acceptance_lines(c: ConfigView, case: Case, everything: list | None = None)
     return out
 
 
-def _results(c: ConfigView, matrix: Matrix | None, everything: list | None = None) -> list[str]:
-    cases: dict[str, Case] = {}
-    for k in c.stats:
-        case = case_for(k.partition("/")[0], matrix)
-        if case is not None:
-            cases[case.id] = case
-    pre = sorted((x for x in cases.values() if x.kind == "prefill"), key=case_order)
-    dec = sorted((x for x in cases.values() if x.kind == "decode"), key=case_order)
+def _results(c: ConfigView, everything: list | None = None) -> list[str]:
+    pre = [x for x in c.cases.values() if x.kind == "prefill"]
+    dec = [x for x in c.cases.values() if x.kind == "decode" and x.concurrency == 1]
+    conc = [x for x in c.cases.values() if x.kind == "decode" and x.concurrency > 1]
     out: list[str] = []
     if pre:
         out += ["#### Prefill Throughput (varying context length)", "```yaml"]
@@ -472,6 +457,7 @@ def _results(c: ConfigView, matrix: Matrix | None, everything: list | None = Non
                 out.append(_result_line(_primary_key(case), c.stats[_primary_key(case)]))
                 out += _acceptance_lines(c, case, everything)
         out += ["```", ""]
+    out += _concurrent(c, conc)
     for case in pre + dec:
         lat = sorted((k for k in c.stats if k.partition("/")[0] == case.id and k != _primary_key(case)
                       and k.partition("/")[2] not in (ACCEPT_METRIC, LENGTH_METRIC)),
@@ -485,6 +471,52 @@ def _results(c: ConfigView, matrix: Matrix | None, everything: list | None = Non
     if errs:
         out += ["#### Not measured", *(f"- `{r.key}`: {r.error}" for r in errs), ""]
     return out
+
+
+def _concurrent(c: ConfigView, cases: list[Case]) -> list[str]:
+    """The concurrency sweep of one config: per stream (each stream's own tg
+    and TTFT, as one stream is measured) beside the aggregate (all streams'
+    tokens / wall), each with its verdict."""
+    if not cases:
+        return []
+    single = {(x.tg, x.depth): x for x in c.cases.values() if x.kind == "decode" and x.concurrency == 1}
+    rows = []
+    for case in cases:
+        tg, tt, agg = (c.stats.get(f"{case.id}/{m}") for m in ("tg_tps", TTFT_METRIC, "agg_tps"))
+        if tg is None and agg is None:
+            continue
+
+        def cell(s: StatView | None, with_spread: bool) -> str:
+            if s is None:
+                return "-"
+            text = f"{num(s.mean)} ± {num(s.stdev)}"
+            if with_spread and s.result is not None and spread(s.result.samples):
+                text += f" ({spread(s.result.samples)})"
+            return text
+
+        def verdict(s: StatView | None) -> str:
+            r = s.result if s is not None else None
+            if r is None:
+                return "-"
+            d = r.comparison.delta_pct if r.comparison is not None else None
+            return r.verdict.value + (f" {d:+.1f}%" if d is not None else "")
+
+        one = single.get((case.tg, case.depth))
+        base = c.stats.get(f"{one.id}/tg_tps") if one is not None else None
+        scaling = f"{agg.mean / base.mean:.2f}×" if agg is not None and base is not None and base.mean else "-"
+        rows.append([f"`{case.id}`", str(case.concurrency), cell(tg, True), cell(tt, True), verdict(tg),
+                     cell(agg, False), scaling, verdict(agg)])
+    if not rows:
+        return []
+    pps = sorted({x.pp for x in cases if x.pp})
+    head = f" (pp={pps[0]})" if len(pps) == 1 else ""
+    return [f"#### Concurrent streams{head}: per stream vs aggregate", "",
+            *_table(["Case", "Streams", "Per-stream tg (tok/s)", "Per-stream TTFT (ms)", "tg verdict",
+                     "Aggregate (tok/s)", "Aggregate / 1 stream", "Aggregate verdict"], rows), "",
+            "Per stream: each stream's own tg and TTFT, measured as one stream is (mean ± sd over every "
+            "stream of every round; p50/p99 of the same samples). Aggregate: generated tokens of all "
+            "streams / wall from the first request sent to the last token, one value per round. "
+            "Aggregate / 1 stream: over the one-stream tg of the same output length.", ""]
 
 
 def _status(c: ConfigView) -> str:
@@ -508,19 +540,19 @@ def _status(c: ConfigView) -> str:
     return "NOT RUN"
 
 
-def _config_section(c: ConfigView, matrix: Matrix | None, everything: list | None = None) -> list[str]:
+def _config_section(c: ConfigView, everything: list | None = None) -> list[str]:
     out = [f"## {c.name}", ""]
     if c.description:
         out += [f"_{c.description}_", ""]
     out += [f"**Status**: {_status(c)}", ""]
-    out += ["### Environment", *_yaml_block(environment_block(c)), ""]
+    out += ["### Environment", *_yaml_block(c.environment_block), ""]
     engine = (c.cfg.engine if c.cfg is not None else "") or "server"
-    out += [f"### {'vLLM' if engine == 'vllm' else 'Server'} Configuration", *_yaml_block(server_config_block(c)), ""]
+    out += [f"### {'vLLM' if engine == 'vllm' else 'Server'} Configuration", *_yaml_block(c.server_block), ""]
     obs = _observed_lines(c)
     if obs:
         out += ["### Observed Runtime Configuration", *obs, ""]
     if c.stats:
-        out += ["### Results", "", *_results(c, matrix, everything)]
+        out += ["### Results", "", *_results(c, everything)]
     notes = list(c.record.notes) if c.record else []
     if notes:
         out += ["### Notes", *(f"- {n}" for n in notes), ""]
@@ -596,7 +628,8 @@ def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, 
     A config measured in `session` shows those numbers, otherwise its
     baseline's; pending configs and the matrix's targets always appear."""
     baselines = dict(baselines or {})
-    configs = collect(session, matrix, baselines)
+    page = build(session, matrix, baselines)
+    configs = page.configs
     targets = list(matrix.targets) if matrix is not None else []
     if not targets:
         seen: dict[tuple, Target] = {}
@@ -604,9 +637,9 @@ def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, 
             for t in r.targets:
                 seen.setdefault((t.engine, t.metric, t.value), t)
         targets = list(seen.values())
-    ttft = _ttft_case(configs, matrix, targets)
+    ttft = _ttft_case(page, targets)
     name = (matrix.name if matrix is not None else "") or session.matrix or "pytest-mxfp4"
-    hw = session.environment.get("hardware_key") or next((b.hardware_key for b in baselines.values()), "")
+    hw = session.hardware_key or next((b.hardware_key for b in baselines.values()), "")
     latest = _latest_date(configs)
     intro = f"Generated by pytest-mxfp4 {__version__}"
     if hw:
@@ -621,26 +654,27 @@ def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, 
         from pytest_mxfp4.formats.results import interrupted_line
 
         out[2:2] = [f"> **⏹️ {interrupted_line(session)}.**", ""]
-    out += ["## Current Best Results", "", *_best_results(configs, matrix, ttft), "", "---", ""]
-    out += ["## Comparison Matrix", "", *_comparison_matrix(configs, matrix, targets, ttft), ""]
+    out += ["## Current Best Results", "", *_best_results(page, ttft), "", "---", ""]
+    out += ["## Comparison Matrix", "", *_comparison_matrix(page, matrix, targets, ttft), ""]
     if ttft is not None:
         out += [f"TTFT is `{ttft.id}/{TTFT_METRIC}` (request sent → first generated token); `~` marks a mean "
                 "where only a summary is stored (no samples for a median).", ""]
-    out += ["---", "", "## Variance Analysis", "", *_variance(configs, matrix), "---", ""]
+    out += ["---", "", "## Variance Analysis", "", *_variance(page), "---", ""]
     if matrix is not None:
         out += ["## Workload Parameters", "", *_workload_section(matrix), "---", ""]
     for c in configs:
         if c.stats or c.error or (c.skipped and not c.pending) or (c.record is not None and c.record.info):
-            out += _config_section(c, matrix, session.results)  # all of them: an A/B head arm's base
+            out += _config_section(c, session.results)  # all of them: an A/B head arm's base
     out += _pending_section(configs)
     out += _targets_section(targets)
     out += _run_log(session, baselines, run_log)
-    starts = session.environment.get("starts")
-    if isinstance(starts, dict) and (starts.get("ab") or starts.get("restarts") or starts.get("between_start")):
+    if session.starts is not None:
         # part of the page itself (rendered whole, also by `pytest-mxfp4 report` from the JSON)
         from pytest_mxfp4.report.abreport import page_section
 
-        out += page_section(list(starts.get("ab") or []), starts).splitlines() + [""]
+        out += page_section(session.starts).splitlines() + [""]
+    if session.shards or session.incomplete:
+        out += _shards_section(session)
     out += ["---", "", "## How to Run Benchmarks", "", "```bash"]
     cfg_path = str(matrix.path) if matrix is not None else "configs/<matrix>.yaml"
     out += [f"pytest -m perf --perf-config {cfg_path} --perf-json .perf/results.json",
@@ -662,3 +696,17 @@ def plots_section(plot_paths: Iterable[Path], page_path: Path) -> str:
         rel = os.path.relpath(Path(p).resolve(), Path(page_path).resolve().parent)
         lines.append(f"![{Path(p).stem}]({Path(rel).as_posix()})")
     return "\n".join(lines) + "\n"
+
+
+def _shards_section(session: SessionResults) -> list[str]:
+    """A merged run: which shard ran which configs where, and what is missing."""
+    lines = ["## Shards", "",
+             "Each config runs on the same shard, and shard K on runner `gb10-shard-K`, every night "
+             "(`--perf-shard`); numbers of one config are only compared with that box's.", "",
+             "| shard | runner | host | configs | file |", "|---|---|---|---|---|"]
+    for sh in sorted(session.shards, key=lambda s: (s.index or 0, s.file)):
+        lines.append(f"| {sh.index}/{sh.count} | {sh.runner or '?'} | {sh.host or '?'} "
+                     f"| {', '.join(sh.servers) or '(none)'} | {Path(sh.file).name} |")
+    if session.incomplete:
+        lines += ["", "**Incomplete run:**", ""] + [f"- {p}" for p in session.incomplete]
+    return lines + [""]

@@ -10,7 +10,7 @@ from typing import Any
 
 from pytest_mxfp4.formats.baselines import BaselineFile
 from pytest_mxfp4.formats.config import METRICS, Case, Matrix, ServerConfig
-from pytest_mxfp4.formats.results import MetricResult, ServerRecord, SessionResults
+from pytest_mxfp4.formats.results import MetricResult, RunEnvironment, ServerRecord, SessionResults
 from pytest_mxfp4.stats.samples import Summary
 from pytest_mxfp4.report.format import when as _when
 from pytest_mxfp4.stats.samples import cv as cv_of
@@ -49,11 +49,50 @@ class ConfigView:
     stats: dict[str, StatView] = field(default_factory=dict)
     source: str | None = None  # "run" | "baseline" | None
     date: str = ""
-    environment: dict[str, Any] = field(default_factory=dict)
+    environment: RunEnvironment | None = None  # where this run measured it (source "run")
     pending: str | None = None
     skipped: str | None = None
     error: str | None = None
     results: list[MetricResult] = field(default_factory=list)
+    # built once with the view (the page's sections only format them)
+    cases: dict[str, Case] = field(default_factory=dict)  # the cases of its stats, prefill first, in order
+    environment_block: dict[str, Any] = field(default_factory=dict)
+    server_block: dict[str, Any] = field(default_factory=dict)
+    observed: dict[str, Any] = field(default_factory=dict)  # what the log showed (or the stored baseline's)
+    observed_source: str = ""
+    expect: dict[str, Any] = field(default_factory=dict)
+    expect_ok: dict[str, bool] = field(default_factory=dict)  # fact -> does the observed value satisfy expect
+
+
+@dataclass
+class Page:
+    """The whole results page's view, built once from the results, matrix and baselines."""
+
+    configs: list[ConfigView]
+    decode: list[Case]  # every decode case of the matrix or the stats, in order
+    prefill: list[Case]
+
+
+def build(session: SessionResults, matrix: Matrix | None, baselines: dict[str, BaselineFile]) -> Page:
+    configs = collect(session, matrix, baselines)
+    for c in configs:
+        found = {case.id: case for case in (case_for(k.partition("/")[0], matrix) for k in c.stats) if case}
+        c.cases = {cs.id: cs for cs in sorted(found.values(), key=lambda x: (x.kind != "prefill", case_order(x)))}
+        c.environment_block = environment_block(c)
+        c.server_block = server_config_block(c)
+        c.observed, c.observed_source = _observed(c)
+        c.expect = dict(c.cfg.expect) if c.cfg is not None else {}
+        c.expect_ok = expect_status(c.expect, c.observed) if (c.observed or c.expect) else {}
+    return Page(configs=configs, decode=cases_of(configs, matrix, "decode"), prefill=cases_of(configs, matrix, "prefill"))
+
+
+def _observed(c: ConfigView) -> tuple[dict[str, Any], str]:
+    observed = dict(c.record.observed) if c.record and c.record.observed else {}
+    src = "from the server log"
+    stored = c.baseline.environment.get("observed") if c.baseline is not None else None
+    if not observed and isinstance(stored, dict):
+        observed, src = dict(stored), "from the stored baseline"
+    return {k: v for k, v in observed.items() if v not in (None, [], {}, "")}, src
 
 
 def history_cvs(bf: BaselineFile, key: str, exclude_latest: bool) -> tuple[float, ...]:
@@ -89,8 +128,8 @@ def collect(session: SessionResults, matrix: Matrix | None, baselines: dict[str,
         c.results = session.for_server(name)
         measured = [r for r in c.results if r.summary is not None]
         if measured:
-            env = (c.record.info.get("environment") if c.record else None) or session.environment or {}
-            c.source, c.environment, c.date = "run", env, str(env.get("captured_at") or "")
+            env = (c.record.environment if c.record else None) or session.environment
+            c.source, c.environment, c.date = "run", env, env.captured_at or ""
             for r in measured:
                 s = r.summary
                 hist = r.baseline.history_cv if r.baseline is not None else ()
@@ -100,7 +139,7 @@ def collect(session: SessionResults, matrix: Matrix | None, baselines: dict[str,
                                        tuple(hist), r, r.flagged_samples)
         elif c.baseline is not None and c.baseline.metrics:
             bf = c.baseline
-            c.source, c.environment, c.date = "baseline", dict(bf.environment), bf.updated
+            c.source, c.date = "baseline", bf.updated
             for key, m in bf.metrics.items():
                 median = Summary.from_samples(m.samples).median if m.samples else None
                 unit = m.unit or METRIC_UNIT_OF.get(key.partition("/")[2], "")
@@ -136,7 +175,7 @@ def case_for(case_id: str, matrix: Matrix | None) -> Case | None:
 
 
 def case_order(case: Case) -> tuple:
-    return (case.depth, case.pp if case.kind == "prefill" else case.tg)
+    return (case.depth, case.pp if case.kind == "prefill" else case.tg, case.concurrency)
 
 
 def cases_of(configs: list[ConfigView], matrix: Matrix | None, kind: str) -> list[Case]:
@@ -151,24 +190,23 @@ def cases_of(configs: list[ConfigView], matrix: Matrix | None, kind: str) -> lis
 
 def environment_block(c: ConfigView) -> dict[str, Any]:
     """The config's environment block: this run's where it measured, else the baseline's."""
-    env = c.environment or {}
     out: dict[str, Any] = {}
-    if c.source == "run":
-        out["date"] = _when(str(env.get("captured_at", "")))
+    if c.source == "run" and c.environment is not None:
+        env = c.environment
+        out["date"] = _when(env.captured_at or "")
         for k in ("hardware_key", "git_sha", "plugin_version"):
-            if env.get(k) is not None:
-                out[k] = env[k]
-        gpus = env.get("gpus") or []
-        if gpus:
-            names = [f"{g.get('name')} (SM {g.get('sm')}" + (f", driver {g['driver']}" if g.get("driver") else "")
-                     + (f", {g['memory_mib']} MiB" if g.get("memory_mib") else "") + ")" for g in gpus]
+            if getattr(env, k) is not None:
+                out[k] = getattr(env, k)
+        if env.gpus:
+            names = [f"{g.name} (SM {g.sm}" + (f", driver {g.driver}" if g.driver else "")
+                     + (f", {g.memory_mib} MiB" if g.memory_mib else "") + ")" for g in env.gpus]
             out["gpu"] = names[0] if len(names) == 1 else names
-        if env.get("cpu_model"):
-            out["cpu"] = f"{env['cpu_model']} ({env.get('cpu_count', '?')} cores)"
+        if env.cpu_model:
+            out["cpu"] = f"{env.cpu_model} ({env.cpu_count if env.cpu_count is not None else '?'} cores)"
         for k in ("memory_gib", "os", "python", "telemetry"):
-            if env.get(k) not in (None, ""):
-                out[k] = env[k]
-        details = (c.record.info.get("details") if c.record else None) or {}
+            if getattr(env, k) not in (None, ""):
+                out[k] = getattr(env, k)
+        details = c.record.info.details if c.record and c.record.info else {}
         for k in ("image", "image_id", "engine_version"):
             if details.get(k):
                 out[k] = details[k]
@@ -189,7 +227,7 @@ def environment_block(c: ConfigView) -> dict[str, Any]:
 def server_config_block(c: ConfigView) -> dict[str, Any]:
     """How the server was started: from the run, else the baseline, else the matrix."""
     out: dict[str, Any] = {}
-    cfg, info = c.cfg, (c.record.info if c.record else {}) or {}
+    cfg, info = c.cfg, c.record.info if c.record else None
     bf_env = c.baseline.environment if c.baseline is not None else {}
     if cfg is not None:
         out["runner"] = cfg.runner
@@ -206,12 +244,12 @@ def server_config_block(c: ConfigView) -> dict[str, Any]:
         out["model"] = c.baseline.model
         if c.baseline.engine.get("runner"):
             out["runner"] = c.baseline.engine["runner"]
-    command = info.get("command") or bf_env.get("server_command")
+    command = (info.command if info else None) or bf_env.get("server_command")
     if not command and cfg is not None:
         command = [*cfg.command, *cfg.args]
     if command:
         out["command"] = " ".join(str(x) for x in command)
-    env = info.get("env") or bf_env.get("server_env") or (dict(cfg.env) if cfg is not None else {})
+    env = (info.env if info else None) or bf_env.get("server_env") or (dict(cfg.env) if cfg is not None else {})
     if env:
         out["env_vars"] = dict(env)
     return out

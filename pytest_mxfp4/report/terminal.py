@@ -6,7 +6,7 @@ from __future__ import annotations
 from pytest_mxfp4.formats.results import MetricResult, SessionResults
 from pytest_mxfp4.stats.samples import Verdict
 from pytest_mxfp4.report import acceptance
-from pytest_mxfp4.report.format import num, pct
+from pytest_mxfp4.report.format import num, pct, scope, spread
 
 HEADERS = ("server", "metric", "mean ± sd", "CV", "n", "baseline", "Δ", "verdict", "gate", "target")
 
@@ -19,7 +19,7 @@ def rows(session: SessionResults) -> list[tuple[str, ...]]:
         verdict = r.verdict.value + (" (confirmed)" if r.confirmed and r.verdict is Verdict.REGRESSED else "")
         targets = ", ".join(f"{t.engine} {num(t.value)}" for t in r.targets) or ""
         out.append((
-            r.server, r.key, mean_sd, pct(s.cv * 100, signed=False) if s else "-", str(s.n if s else 0),
+            r.server, r.key + (f" ({scope(r.case, r.metric)})" if scope(r.case, r.metric) else ""), mean_sd, pct(s.cv * 100, signed=False) if s else "-", str(s.n if s else 0),
             num(b.mean) if b else "-", pct(c.delta_pct) if c else "-", verdict, r.gate, targets,
         ))
     return out
@@ -73,17 +73,21 @@ def case_lines(results: list[MetricResult]) -> list[str]:
             parts.append(f"{r.metric} {r.verdict.value}" + (f": {r.error}" if r.error else ""))
             continue
         s = r.summary
-        text = f"{r.metric} {num(s.mean)}"
-        if r is results[0]:
+        label = f"{scope(r.case, r.metric)} {r.metric}".lstrip()
+        text = f"{label} {num(s.mean)}"
+        if r is results[0] or r.metric == "agg_tps":
             text += f" ± {num(s.stdev)} {r.unit} CV {pct(s.cv * 100, signed=False)} n={s.n}"
         else:
             text += f" {r.unit}"
+        if scope(r.case, r.metric) == "per stream" and spread(r.samples):
+            text += f" ({spread(r.samples)})"
         text += f" {r.verdict.value}"
         if r.comparison is not None and r.comparison.delta_pct is not None:
             text += f" (Δ {pct(r.comparison.delta_pct)})"
         parts.append(text)
     first = results[0]
-    return [f"[{first.server}] {first.case.id}  " + " | ".join(parts)]
+    streams = f" ({first.case.concurrency} streams)" if first.case.concurrency > 1 else ""
+    return [f"[{first.server}] {first.case.id}{streams}  " + " | ".join(parts)]
 
 
 # What a flag says about who was the limit, for the notes.

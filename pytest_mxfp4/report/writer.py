@@ -46,10 +46,14 @@ def _attempt(written: Written, what: str, fn: Callable[[], object]) -> object:
 def write_all(session: SessionResults, matrix: Matrix | None, judged: dict[str, BaselineFile],
               paths: ReportPaths, baselines_root: Path | None,
               update_baselines: Callable[[], list[Path]] | None = None,
-              current_baselines: Callable[[], dict[str, BaselineFile]] | None = None) -> Written:
+              current_baselines: Callable[[], dict[str, BaselineFile]] | None = None,
+              run_log: list | None = None, force: bool = False, step_summary: bool = True) -> Written:
     """Render and write the reports of `paths`; store the baselines when
     `update_baselines` is given. The page is rendered against the baselines
-    this run was judged by (`judged`), before they are updated."""
+    this run was judged by (`judged`), before they are updated. The plugin,
+    `report` and `merge --report` all write the page here: `run_log` given
+    (the offline tools gather it from several files) is used as it is;
+    `force` replaces a page pytest-mxfp4 did not write."""
     from pytest_mxfp4.formats import results as results_file
     from pytest_mxfp4.report import benchmark_json
     from pytest_mxfp4.report import github
@@ -59,11 +63,11 @@ def write_all(session: SessionResults, matrix: Matrix | None, judged: dict[str, 
     out = Written()
     if paths.json and _attempt(out, "--perf-json", lambda: results_file.save(session, paths.json)) is not _FAILED:
         out.lines.append(f"perf-json: {paths.json}")
-    run_log: object = []
-    if baselines_root is not None:
-        run_log = _attempt(out, "run log", lambda: history.read_run_log(baselines_root))
-    if run_log is _FAILED:
+    if run_log is None:
         run_log = []
+        if baselines_root is not None:
+            read = _attempt(out, "run log", lambda: history.read_run_log(baselines_root))
+            run_log = [] if read is _FAILED else read
     page = _attempt(out, "results page", lambda: markdown.render(session, matrix, judged, run_log))
     if update_baselines is not None:
         stored = _attempt(out, "baselines", update_baselines)
@@ -85,19 +89,19 @@ def write_all(session: SessionResults, matrix: Matrix | None, judged: dict[str, 
             if page is not _FAILED and paths.page:
                 page += "\n" + markdown.plots_section(made, paths.page)
     if page is not _FAILED:
-        if paths.page and _attempt(out, "--perf-report", lambda: _write_page(paths.page, page)) is not _FAILED:
+        if paths.page and _attempt(out, "results page", lambda: _write_page(paths.page, page, force)) is not _FAILED:
             out.lines.append(f"results page: {paths.page}")
-        if _attempt(out, "GitHub step summary", lambda: github.write_step_summary(session, page)) not in (None,
-                                                                                                        _FAILED):
+        if step_summary and _attempt(out, "GitHub step summary",
+                                     lambda: github.write_step_summary(session, page)) not in (None, _FAILED):
             out.lines.append("GitHub step summary written")
     return out
 
 
-def _write_page(path: Path, page: str) -> None:
+def _write_page(path: Path, page: str, force: bool = False) -> None:
     """The page, unless `path` is a page pytest-mxfp4 did not write (hand-kept)."""
     from pytest_mxfp4.report.ownership import check_may_overwrite, mark
 
-    check_may_overwrite(path, how="delete it or pass another --perf-report path")
+    check_may_overwrite(path, force, how="delete it or write the page elsewhere")
     write_atomic(path, mark(page))
 
 

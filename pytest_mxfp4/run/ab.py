@@ -1,5 +1,5 @@
 """Server starts as the unit of evidence: the start plan, A/B arms, the
-start-level verdict and the pre-flight check. Plain Python (no pytest).
+start-level verdict. Plain Python (no pytest).
 
 * `plan_starts`: which (config, arm, start index) runs in which order: each
   config (each arm of an A/B) started R times, interleaved A B B A ... so
@@ -12,7 +12,6 @@ start-level verdict and the pre-flight check. Plain Python (no pytest).
   command prefix, e.g. ``wrap=scripts/with_neighbour.py --duty 0.2``).
 * `judge_starts`: start means of this run (and of the baseline or the other
   arm) -> a `stats.Comparison` through `startstats.compare_starts`.
-* `preflight_cpu`: is another process using the CPU right before a start?
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import shlex
-import time
 from dataclasses import dataclass, replace
 
 from pytest_mxfp4.stats import starts as startstats
@@ -261,70 +259,9 @@ def noise_words(noise: startstats.Pooled) -> str:
     return f"between-start CV {100 * noise.cv:.2f}% learned from {parts}"
 
 
-def start_cv(means: list[float]) -> tuple[float, int]:
-    """(between-start CV of these start means on the log scale, its df)."""
-    s = startstats.spread_of(means)
-    return s.cv, int(s.df)
-
-
-# --------------------------------------------------------------------------
-# Pre-flight (CPU)
-
-
-def _cpu_times() -> tuple[float, float]:
-    with open("/proc/stat") as f:
-        parts = f.readline().split()[1:]
-    vals = [float(x) for x in parts]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)
-    return sum(vals[:8]) - idle, sum(vals[:8])
-
-
-def _own_ticks() -> float:
-    """CPU ticks of this process and its children still running (the client;
-    the engine is stopped between starts)."""
-    total = 0.0
-    me = os.getpid()
-    try:
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return 0.0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if pid == me or int(fields[1]) == me:  # ppid
-                total += float(fields[11]) + float(fields[12])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
-def preflight_cpu(window_s: float = 2.0, max_other_cores: float = 0.5) -> tuple[str | None, dict]:
-    """Before a start: how many cores did other processes keep busy over
-    ``window_s`` (this process and its children subtracted), and the 1-minute
-    load average. Returns (the reason the start is disturbed or None, facts)."""
-    try:
-        busy0, total0 = _cpu_times()
-        own0 = _own_ticks()
-        time.sleep(window_s)
-        busy1, total1 = _cpu_times()
-        own1 = _own_ticks()
-        load1 = os.getloadavg()[0]
-    except (OSError, ValueError):
-        return None, {"preflight": "unavailable"}
-    ncpu = os.cpu_count() or 1
-    frac = (busy1 - busy0 - (own1 - own0)) / max(total1 - total0, 1e-9)
-    other = max(0.0, frac * ncpu)
-    facts = {"other_cores_busy": round(other, 2), "load1": round(load1, 2), "cpus": ncpu}
-    if other > max_other_cores:
-        return (f"other processes kept {other:.1f} of {ncpu} cores busy before the start "
-                f"(1-minute load {load1:.1f})"), facts
-    return None, facts
-
-
 def finite(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 __all__ = ["ABError", "Override", "parse_override", "head_config", "Slot", "plan_starts", "judge_starts",
-           "start_cv", "preflight_cpu", "BASE", "HEAD", "HEAD_SUFFIX", "StatsError"]
+           "BASE", "HEAD", "HEAD_SUFFIX", "StatsError"]

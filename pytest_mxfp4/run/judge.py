@@ -25,8 +25,8 @@ class Measurer(Protocol):
 
 
 def _policy(gates: Gates, case: Case, metric: str):
-    floor = gates.floor_pct(case, metric)
-    return policy_for(metric) if floor is None else policy_for(metric, floor_pct=floor)
+    rule = gates.rule(case, metric)
+    return policy_for(metric, floor_pct=rule.floor_pct) if rule.floor_given else policy_for(metric)
 
 
 def judge_metric(server: str, case: Case, metric: str, values: list[float], baseline: BaselineStats | None,

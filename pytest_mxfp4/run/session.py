@@ -10,7 +10,7 @@ import atexit
 import signal
 import threading
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +23,8 @@ from pytest_mxfp4.run.judge import incomparable_reason, measure_and_judge
 from pytest_mxfp4.measure.client import EngineClient
 from pytest_mxfp4.measure.runner import CaseRunner
 from pytest_mxfp4.formats.samples import flag_counts
-from pytest_mxfp4.formats.results import MetricResult, ServerRecord, SessionResults
+from pytest_mxfp4.formats.results import (ABEntry, MetricResult, SecondOpinion, ServerRecord, SessionResults,
+                                          StartsRecord, StartWindow)
 from pytest_mxfp4.servers.base import Server, ServerInfo
 from pytest_mxfp4.servers.external import ExternalServer
 from pytest_mxfp4.servers.process import ProcessServer
@@ -102,9 +103,9 @@ class PerfSession:
     def __post_init__(self) -> None:
         from pytest_mxfp4.run.ab import head_config, plan_starts
 
-        self.results = SessionResults(matrix=self.matrix.name, environment=self.environment.to_dict())
+        self.results = SessionResults(matrix=self.matrix.name, environment=self.environment.record())
         # the run's own id: run-log records of two runs started in one second stay two
-        self.results.environment["run_id"] = self.session_id
+        self.results.environment.run_id = self.session_id
         if self.base_url:
             self.restarts = 1  # a server started elsewhere cannot be restarted
         self.arms: dict[str, ServerConfig] = {s.name: s for s in self.matrix.servers}
@@ -142,11 +143,11 @@ class PerfSession:
         self.start_means: dict[tuple[str, str, str], dict[int, float]] = {}
         self.start_values: dict[tuple[str, str], dict[int, list]] = {}  # (server, case id) -> start -> samples
         self.disturbed: dict[str, list[str]] = {}  # server -> reasons
-        self.windows: list[dict] = []  # one per (start, case) measured: what its window saw
+        self.windows: list[StartWindow] = []  # one per (start, case) measured: what its window saw
         self.start_errors: dict[str, list[str]] = {}  # server -> why a start failed
         self.judged: dict[tuple[str, str], int] = {}  # (base server, case id) -> starts per arm it was judged on
-        self.ab: list[dict] = []  # one entry per (config, case, metric) of an A/B run
-        self.preflight: list[dict] = []
+        self.ab: list[ABEntry] = []  # one entry per (config, case, metric) of an A/B run
+        self.preflight: list[StartWindow] = []
         self.start_seconds: list[float] = []  # wall time of each start (set-up to stop)
         self.budget_notes: list[str] = []
         self.gpu_sampler = None
@@ -159,21 +160,21 @@ class PerfSession:
             self.telemetry_note = note
         else:
             self.telemetry_note = "no GPU telemetry: no NVIDIA GPU on this machine"
-        self.results.environment["telemetry"] = self.telemetry_note or "nvml"
+        self.results.environment.telemetry = self.telemetry_note or "nvml"
         for s in self.arms.values():
             self.results.servers[s.name] = ServerRecord(name=s.name, runner=s.runner, model=s.model_name,
                                                         description=s.description)
         if self.max_starts > 1 or self.ab_overrides:
-            self.results.environment["starts"] = {
-                "restarts": self.restarts,
-                "max_restarts": self.max_starts,
-                "replacements": self.spares,
-                "order": [f"{sl.server}#{sl.start}" for sl in self.slots],
-                "ab_head": [o.text() for o in self.ab_overrides],
-            }
+            self.results.starts = StartsRecord(
+                restarts=self.restarts, max_restarts=self.max_starts, replacements=self.spares,
+                order=[f"{sl.server}#{sl.start}" for sl in self.slots],
+                ab_head=[o.text() for o in self.ab_overrides])
         elif self.base_url:
-            self.results.environment["starts"] = {
-                "restarts": 1, "between_start": "from the baseline history"}
+            self.results.starts = StartsRecord(restarts=1, between_start="from the baseline history")
+        if self.results.starts is not None:  # the record holds the session's own lists, filled as it runs
+            st = self.results.starts
+            st.ab, st.preflight, st.windows = self.ab, self.preflight, self.windows
+            st.start_errors, st.budget_notes = self.start_errors, self.budget_notes
 
     # -- servers ---------------------------------------------------------------
 
@@ -209,7 +210,7 @@ class PerfSession:
             _LIVE.add(server)
         try:
             info = server.start()
-            record.info = _info_dict(info)
+            record.info = info
             self.check_observed(cfg, server, record)
             baseline = self.load_baseline(cfg)
             if baseline is not None:
@@ -219,7 +220,7 @@ class PerfSession:
                                   total_timeout_s=w.request_timeout_s, idle_timeout_s=w.idle_timeout_s)
             version = client.server_version() or record.observed.get("vllm_version")
             if version:
-                record.info.setdefault("details", {})["engine_version"] = version
+                record.info.details["engine_version"] = version
             self.check_context(cfg, client, record)
         except PerfUserError as e:
             record.error = str(e)
@@ -237,13 +238,14 @@ class PerfSession:
             if cfg.expect:
                 record.notes.append("expect: not checked: the server was started elsewhere and its log is not visible")
             return
-        from pytest_mxfp4.observe.facts import ENGINES as OBSERVED_ENGINES  # engines whose logs we can read
+        from pytest_mxfp4.observe.logs import ENGINES as OBSERVED_ENGINES  # engines whose logs we can read
 
         if not text or cfg.engine not in OBSERVED_ENGINES:
             if cfg.expect:
                 raise ServerError(f"server {cfg.name!r}: `expect:` is set but no server log is available to check it")
             return
-        from pytest_mxfp4.observe.facts import check_expectations, observe_text
+        from pytest_mxfp4.observe.facts import check_expectations
+        from pytest_mxfp4.observe.logs import observe_text
 
         facts = observe_text(text, engine=cfg.engine)
         record.observed = facts.to_dict()
@@ -267,7 +269,7 @@ class PerfSession:
                 known.append(ctx)
         ctx = min(known) if known else None
         if ctx:
-            record.info.setdefault("details", {})["context_length"] = ctx
+            record.info.details["context_length"] = ctx
         check_fits(cfg.name, self.matrix.workloads.cases, ctx)
 
     def check_identity(self, running: RunningServer, when: str) -> None:
@@ -319,7 +321,7 @@ class PerfSession:
             measured = {r.key: (r.unit, r.samples) for r in self.results.for_server(name) if r.samples and not r.error}
             if not measured:
                 continue
-            engine = {k: v for k, v in record.info.get("details", {}).items() if k in ("image_id", "image", "repo_digests", "engine_version", "system_fingerprint", "packages")}
+            engine = {k: v for k, v in (record.info.details if record.info else {}).items() if k in ("image_id", "image", "repo_digests", "engine_version", "system_fingerprint", "packages")}
             engine["runner"] = record.runner
             starts = {key: [m for _, m in sorted(self.start_means.get((name, *key.split("/", 1)), {}).items())]
                       for key in measured}
@@ -329,9 +331,9 @@ class PerfSession:
         return written
 
     def _baseline_env(self, record: ServerRecord) -> dict:
-        env = {k: v for k, v in self.results.environment.items() if k not in ("hostname",)}
-        env["server_command"] = record.info.get("command", [])
-        env["server_env"] = record.info.get("env", {})
+        env = {k: v for k, v in self.results.environment.to_dict().items() if k != "hostname"}  # the baseline's format
+        env["server_command"] = list(record.info.command) if record.info else []
+        env["server_env"] = dict(record.info.env) if record.info else {}
         if record.observed:
             env["observed"] = {k: v for k, v in record.observed.items() if v not in (None, [], {})}
         return env
@@ -351,7 +353,7 @@ class PerfSession:
         self.results.case_runs.append(runner.result)
         record = self.results.servers[running.config.name]
         if runner.result.system_fingerprint:
-            record.info.setdefault("details", {})["system_fingerprint"] = runner.result.system_fingerprint
+            record.info.details["system_fingerprint"] = runner.result.system_fingerprint
         for note in runner.result.notes:
             if note not in record.notes:
                 record.notes.append(note)
@@ -383,10 +385,12 @@ class PerfSession:
         run = runner.result
         for smp in run.samples:
             smp.start = slot.start
+        for rd in run.rounds:
+            rd.start = slot.start
         self.results.case_runs.append(run)
         record = self.results.servers[running.config.name]
         if run.system_fingerprint:
-            record.info.setdefault("details", {})["system_fingerprint"] = run.system_fingerprint
+            record.info.details["system_fingerprint"] = run.system_fingerprint
         for note in run.notes:
             if note not in record.notes:
                 record.notes.append(note)
@@ -440,10 +444,9 @@ class PerfSession:
                          flags_per_sample=[smp.flags for smp in run.samples if smp.error is None],
                          gpu_other_pids=gpu_others)
         slot = getattr(running, "slot", None)
-        self.windows.append({"server": running.config.name, "start": slot.start if slot else 0, "case": case.id,
-                             **d.facts, "disturbed": d.text() or None,
-                             **({"kept": True} if d.disturbed and not self.matrix.workloads.leave_out_disturbed
-                                else {})})
+        self.windows.append(StartWindow(server=running.config.name, start=slot.start if slot else 0, case=case.id,
+                                        disturbed=d.text() or None, facts=dict(d.facts),
+                                        kept=bool(d.disturbed and not self.matrix.workloads.leave_out_disturbed)))
         return d.text() or None
 
     def _gpu_other_pids(self, running: RunningServer) -> list[int]:
@@ -486,7 +489,7 @@ class PerfSession:
     def _needs(self, arm: str, n: int) -> bool:
         base = self.base_of.get(arm, arm)
         return any(self.judged.get((base, c.id), 0) < n and len(self.clean_starts(arm, c.id)) < n
-                   for c in self.matrix.workloads.cases)
+                   for c in self.matrix.cases_for(self.arms[arm]))
 
     def slot_skip_reason(self, slot) -> str | None:
         """None: run this start; else why it is not needed. The look's starts
@@ -574,18 +577,16 @@ class PerfSession:
         return out
 
     def floor_pct(self, case: Case, metric: str) -> float:
-        """The gate's practical floor (%), else the metric's default: the one place that says so."""
-        from pytest_mxfp4.stats.samples import DEFAULT_FLOOR_PCT
-
-        floor = self.matrix.gates.floor_pct(case, metric)
-        return floor if floor is not None else DEFAULT_FLOOR_PCT.get(metric, 5.0)
+        """The gate's practical floor (%), else the metric's default (`Gates.rule`)."""
+        floor = self.matrix.gates.rule(case, metric).floor_pct
+        if floor is None:
+            raise PerfUserError(f"{self.matrix.path}: metric {metric!r} of case {case.id} has no default floor; "
+                                f"give one under gates.floors")
+        return floor
 
     def noise_prior(self, name: str):
-        """The stated fallback noise of a config (its own, the workloads', else the default)."""
-        from pytest_mxfp4.stats import starts as startstats
-
-        np_ = self.matrix.noise_prior(self.base_of.get(name, name))
-        return startstats.Prior(np_.cv_pct / 100.0, np_.df) if np_ else startstats.DEFAULT_PRIOR
+        """The stated fallback noise of a config's base arm (`Matrix.start_prior`)."""
+        return self.matrix.start_prior(self.base_of.get(name, name))
 
     def _clean_means(self, arm: str, case_id: str, metric: str) -> dict[int, float]:
         left_out = self.excluded.get((arm, case_id), {})
@@ -617,7 +618,7 @@ class PerfSession:
     def judge_group(self, base: str, case: Case) -> list[MetricResult]:
         """The verdict of one case of one config from its start means: against
         the stored baseline's starts, or (A/B) head arm against base arm."""
-        from pytest_mxfp4.run.ab import judge_starts, start_cv
+        from pytest_mxfp4.run.ab import judge_starts
         from pytest_mxfp4.run.judge import incomparable_reason
         from pytest_mxfp4.stats.samples import Summary, Verdict
 
@@ -625,7 +626,7 @@ class PerfSession:
         names = self._arms(base)
         # a second look replaces the first one's results of this group
         self.results.metrics = [r for r in self.results.metrics if not (r.server in names and r.case.id == case.id)]
-        self.ab = [e for e in self.ab if not (e["server"] == base and e["case"] == case.id)]
+        self.ab[:] = [e for e in self.ab if not (e.server == base and e.case == case.id)]  # the record shares it
         looks = self.budget.looks(self.first_look)
         head = next((n for n in names if n != base), None)
         bf = self._judged_by.get(base) or (self.load_baseline(self.arms[base]) if self.arms.get(base) else None)
@@ -653,9 +654,12 @@ class PerfSession:
                 disturbed = self._left_out_words([name], case.id)
                 failed = self.start_errors.get(name, [])
                 if not values or not means_d:
+                    errs = [e for x in runs.values() for e in x.errors]
                     r.error = ("no start measured this case" + (f" ({failed[0]})" if failed else "")
                                if not self.start_values.get((name, case.id)) else
-                               f"every start of this case was disturbed ({disturbed})")
+                               f"every start of this case was disturbed ({disturbed})" if disturbed else
+                               f"no sample of any start gave a number ({errs[0]})" if errs else
+                               "no sample of any start gave a trusted number (every one flagged)")
                     out.append(r)
                     continue
                 r.summary = Summary.from_samples(values, metric=key)
@@ -667,7 +671,7 @@ class PerfSession:
                             b_means, [means_d[i] for i in sorted(means_d)], higher_is_better=hib, floor_pct=floor,
                             history_cvs=hist, label=key, what_base="baseline", disturbed=disturbed,
                             looks=looks, prior=self.noise_prior(name), arms_label="baseline and this run's starts",
-                            max_regression_pct=self.matrix.gates.max_regression_pct(case, metric))
+                            max_regression_pct=self.matrix.gates.rule(case, metric).max_regression_pct)
                         self.start_comparisons[(name, case.id, metric)] = sc
                     except StatsError as e:
                         r.error = str(e)
@@ -690,9 +694,9 @@ class PerfSession:
             key = f"{case.id}/{metric}"
             mb = self._clean_means(base, case.id, metric)
             mh = self._clean_means(head, case.id, metric)
-            entry = {"server": base, "head": head, "case": case.id, "metric": metric,
-                     "base_starts": [mb[i] for i in sorted(mb)], "head_starts": [mh[i] for i in sorted(mh)],
-                     "overrides": [o.text() for o in self.ab_overrides], "verdict": None}
+            entry = ABEntry(server=base, head=head, case=case.id, metric=metric,
+                            base_starts=[mb[i] for i in sorted(mb)], head_starts=[mh[i] for i in sorted(mh)],
+                            overrides=[o.text() for o in self.ab_overrides])
             if rh is None:
                 continue
             # the head arm's verdict is the A/B; its comparison with the stored baseline is a second opinion
@@ -709,9 +713,8 @@ class PerfSession:
                        if left_out and self.start_means.get((name_, case.id, metric)) else
                        f"the {arm} arm measured no start" + (f" ({failed[0]})" if failed else ""))
                 rh.error = f"A/B: {why}; the other arm's results are kept"
-                entry["verdict"] = "error"
-                entry["error"] = rh.error
-                entry["disturbed"] = self._left_out_words([base, head], case.id)
+                entry.verdict, entry.error = "error", rh.error
+                entry.disturbed = self._left_out_words([base, head], case.id)
             else:
                 from pytest_mxfp4.stats import starts as startstats
 
@@ -721,12 +724,12 @@ class PerfSession:
                 stored = ((startstats.NoiseSource("stored baseline starts", startstats.spread_of(b_means)),)
                           if len(b_means) > 1 else ())
                 try:
-                    comp, sc = judge_starts(list(entry["base_starts"]), list(entry["head_starts"]),
+                    comp, sc = judge_starts(list(entry.base_starts), list(entry.head_starts),
                                             higher_is_better=rh.higher_is_better, floor_pct=floor,
                                             history_cvs=hist, label=key, what_base="base-arm",
                                             disturbed=disturbed, looks=looks, prior=self.noise_prior(base),
                                             extra=stored,
-                                            max_regression_pct=self.matrix.gates.max_regression_pct(case, metric))
+                                            max_regression_pct=self.matrix.gates.rule(case, metric).max_regression_pct)
                     self.start_comparisons[(head, case.id, metric)] = sc
                     rh.comparison = comp
                     from pytest_mxfp4.stats.samples import BaselineStats
@@ -734,7 +737,7 @@ class PerfSession:
                     from pytest_mxfp4.run.ab import noise_words
 
                     measured = sc.noise.measured_cv
-                    entry.update(verdict=comp.verdict.value, delta_pct=comp.delta_pct, ci_low_pct=comp.ci_low_pct,
+                    _update(entry, verdict=comp.verdict.value, delta_pct=comp.delta_pct, ci_low_pct=comp.ci_low_pct,
                                  ci_high_pct=comp.ci_high_pct, tolerance_pct=comp.tolerance_pct,
                                  p_value=comp.p_value, looks=looks,
                                  between_start_cv_pct=None if measured is None else 100 * measured,
@@ -747,11 +750,10 @@ class PerfSession:
                                  reason=comp.reason, disturbed=disturbed)
                 except StatsError as e:
                     rh.error = str(e)
-                    entry.update(verdict="error", error=str(e))
+                    entry.verdict, entry.error = "error", str(e)
             if second is not None:
-                entry["baseline_second_opinion"] = {"verdict": second.verdict.value, "delta_pct": second.delta_pct,
-                                                    "reason": second.reason}
-            entry["gate"] = rh.gate
+                entry.baseline_second_opinion = SecondOpinion(second.verdict.value, second.delta_pct, second.reason)
+            entry.gate = rh.gate
             self.ab.append(entry)
         return out
 
@@ -801,7 +803,7 @@ class PerfSession:
                 msg + (" (--perf-allow-partial: a warning only)" if allow_partial else
                        "; pass --perf-allow-partial for a deliberately partial run"))
         judged_any = any(name in self._judged_by for name in (r.name for r in started))
-        judged_any = judged_any or any(e.get("verdict") not in (None, "error") for e in self.ab)  # A/B: arm vs arm
+        judged_any = judged_any or any(e.verdict not in (None, "error") for e in self.ab)  # A/B: arm vs arm
         if started and not judged_any:
             msg = (f"NO BASELINE for any server of this run on {self.environment.hardware_key} "
                    f"(looked in {self.store.root}); every metric is no-baseline and nothing was judged")
@@ -813,7 +815,9 @@ class PerfSession:
         return errors, warns
 
 
-def _info_dict(info: ServerInfo) -> dict:
-    d = asdict(info)
-    d["log_path"] = str(info.log_path) if info.log_path else None
-    return d
+def _update(record, **values) -> None:
+    """Set several fields of a record at once (each name must be one of its fields)."""
+    for name, value in values.items():
+        if not hasattr(record, name):
+            raise AttributeError(f"{type(record).__name__} has no field {name!r}")
+        setattr(record, name, value)

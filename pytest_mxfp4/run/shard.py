@@ -29,6 +29,7 @@ from typing import Mapping
 import yaml
 
 from pytest_mxfp4.errors import PerfUserError
+from pytest_mxfp4.formats.results import ShardInfo
 
 DEFAULT_COST_S = 120.0  # a config we know nothing about
 LOAD_BYTES_PER_S = 1.0e9  # model weights read and placed, for an estimate from disk size
@@ -167,14 +168,14 @@ def default_costs_path(baselines: Path, hardware_key: str) -> Path:
     return baselines / hardware_key / COST_FILE
 
 
-def shard_record(spec: ShardSpec, p: Plan, full: tuple[str, ...], costs_from: str | None) -> dict:
+def shard_record(spec: ShardSpec, p: Plan, full: tuple[str, ...], costs_from: str | None) -> ShardInfo:
     """What a shard's result file says about the split (read by `merge`)."""
     import os
     import socket
 
-    return {"index": spec.index, "count": spec.count, "servers": list(p.shards[spec.index - 1]),
-            "matrix_servers": list(full), "plan": [list(s) for s in p.shards],
-            "costs_from": costs_from, "runner": os.environ.get("RUNNER_NAME") or socket.gethostname()}
+    return ShardInfo(index=spec.index, count=spec.count, servers=list(p.shards[spec.index - 1]),
+                     matrix_servers=list(full), plan=[list(s) for s in p.shards], costs_from=costs_from,
+                     runner=os.environ.get("RUNNER_NAME") or socket.gethostname())
 
 
 if __name__ == "__main__":  # python -m pytest_mxfp4.run.shard MATRIX N [COSTS]: print the plan

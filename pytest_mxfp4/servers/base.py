@@ -8,23 +8,9 @@ container, external URL.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-
-@dataclass
-class ServerInfo:
-    """What we know about the running server, for results and baselines."""
-
-    name: str
-    kind: str  # "process" | "docker" | "external"
-    base_url: str  # e.g. http://127.0.0.1:8000 (no /v1)
-    log_path: Path | None = None
-    startup_s: float | None = None
-    command: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)  # redacted
-    details: dict[str, Any] = field(default_factory=dict)  # image id, engine version ...
+from pytest_mxfp4.formats.results import ServerInfo  # noqa: F401  (the record every backend's start returns)
 
 
 class Server(abc.ABC):

@@ -13,10 +13,13 @@ like vLLM's (with `token_ids`), for /v1/completions and /v1/chat/completions.
 
 Control (plain JSON over HTTP):
   POST /pace   {"rate": tok/s, "ttft_s": s, "flush_from": i|null, "stall_after": i|null,
-                "trickle_s": s|null}   pace of the following requests
+                "trickle_s": s|null, "batch": N|null, "serial": bool}   pace of the following requests
+               (batch: N streams sent as one engine batch, token i to all at once; serial:
+               one stream at a time, the others queued, as a server with one slot)
   GET  /truth  send stamps (server clock) of the last stream:
                {"n": tokens, "first": s, "last": s, "tg_tps": (n-1)/(last-first),
                 "unsure_s": longest send call of the first/last token (a preemption)}
+  GET  /truths a batch's streams since the last /pace: {first word of the prompt: truth}
 
 Run: `python tests/fakes/paced_sse_server.py [--cpu N]`; prints `PORT <n>`.
 From Python: `with PacedServer(cpu=0) as srv: srv.pace(rate=20000); srv.url`.
@@ -51,6 +54,13 @@ class _Pace:
         self.flush_from: int | None = None  # tokens from here on are held back and sent at once, at the end
         self.stall_after: int | None = None  # after this many tokens: silence, connection kept open
         self.trickle_s: float | None = None  # a token every trickle_s, forever (never closes)
+        # N concurrent streams sent as one engine's batch: the N-th stream to
+        # arrive starts a decode loop that sends token i to every stream at
+        # t0 + i / rate (rate is per stream); the truth of each is kept by its
+        # prompt's first word (GET /truths)
+        self.batch: int | None = None
+        # one stream at a time (a server with one slot): the others wait their turn
+        self.serial: bool = False
 
 
 def _events(body: dict, chat: bool, n: int) -> tuple[list[bytes], bytes]:
@@ -88,6 +98,10 @@ class _Server:
         self.sock.listen(16)
         self.pace = _Pace()
         self.truth: dict = {}
+        self.truths: dict = {}  # a batch's streams, by the first word of their prompts
+        self.lock = threading.Lock()
+        self.serial_lock = threading.Lock()
+        self.group: dict | None = None
 
     def serve_forever(self) -> None:
         while True:
@@ -142,6 +156,8 @@ class _Server:
     def _request(self, conn, method: str, path: str, body: dict, close: bool) -> bool:
         if method == "GET" and path == "/truth":
             return self._json(conn, self.truth, close=close)
+        if method == "GET" and path == "/truths":
+            return self._json(conn, self.truths, close=close)
         if method == "GET" and path in ("/v1/models", "/health"):
             return self._json(conn, {"object": "list", "data": [{"id": "m", "object": "model"}]}, close=close)
         if method == "POST" and path == "/pace":
@@ -149,6 +165,7 @@ class _Server:
             for k, v in body.items():
                 setattr(p, k, v)
             self.pace = p
+            self.truths = {}
             return self._json(conn, {"ok": True}, close=close)
         if method == "POST" and path == "/tokenize":
             return self._json(conn, {"count": 1 + len(str(body.get("prompt", "")).split())}, close=close)
@@ -158,6 +175,14 @@ class _Server:
 
     def _stream(self, conn, body: dict, chat: bool, close: bool) -> bool:
         p = self.pace
+        if p.batch and p.batch > 1:
+            return self._batched(conn, body, chat, p)
+        if p.serial:
+            with self.serial_lock:
+                return self._paced(conn, body, chat, close, p)
+        return self._paced(conn, body, chat, close, p)
+
+    def _paced(self, conn, body: dict, chat: bool, close: bool, p: _Pace) -> bool:
         n = int(body.get("max_tokens") or 16)
         evs, tail = _events(body, chat, n)
         sendall = conn.sendall
@@ -208,6 +233,50 @@ class _Server:
         return True
 
 
+    def _batched(self, conn, body: dict, chat: bool, p: _Pace) -> bool:
+        n = int(body.get("max_tokens") or 16)
+        evs, tail = _events(body, chat, n)
+        prompt = str(body.get("prompt") or "") or " ".join(str(m.get("content", ""))
+                                                           for m in body.get("messages") or [])
+        key = (prompt.split() or ["?"])[0]
+        with self.lock:
+            grp = self.group
+            if grp is None:
+                grp = self.group = {"members": [], "done": threading.Event()}
+            grp["members"].append((conn, evs, tail, key))
+            leader = len(grp["members"]) == p.batch
+            if leader:
+                self.group = None
+        if not leader:  # the batch's leader sends this stream; wait for the batch to end
+            return grp["done"].wait(60)
+        members = grp["members"]
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"
+        for c, *_ in members:
+            c.sendall(head)
+        t0 = _PC() + p.ttft_s
+        step = 1.0 / float(p.rate)
+        sent = [[0.0] * n for _ in members]
+        unsure = [0.0] * len(members)
+        for i in range(n):
+            target = t0 + i * step
+            while _PC() < target:
+                pass
+            for k, (c, evs_k, _, _) in enumerate(members):
+                before = _PC()
+                c.sendall(evs_k[i])
+                sent[k][i] = _PC()
+                if i in (0, n - 1):
+                    unsure[k] = max(unsure[k], sent[k][i] - before)
+        for c, _, tail_k, _ in members:
+            c.sendall(tail_k)
+        for k, (_, _, _, key_k) in enumerate(members):
+            span = sent[k][-1] - sent[k][0]
+            self.truths[key_k] = {"n": n, "first": sent[k][0], "last": sent[k][-1], "unsure_s": unsure[k],
+                                  "tg_tps": (n - 1) / span if n > 1 and span > 0 else None}
+        grp["done"].set()
+        return True
+
+
 class PacedServer:
     """The fake in its own process (pinned to `cpu` when given)."""
 
@@ -247,6 +316,10 @@ class PacedServer:
 
     def truth(self) -> dict:
         return self._call("GET", "/truth")
+
+    def truths(self) -> dict:
+        """A batch's streams: {first word of the prompt: truth}."""
+        return self._call("GET", "/truths")
 
 
 def main() -> None:
