@@ -122,7 +122,8 @@ def report_command(results_json: list[str], baselines_dir: str, config: str | No
 
     check_may_overwrite(out, force)  # before any work is written (plots included)
     written = write_all(session, matrix, baselines, ReportPaths(page=out, plots=Path(plots_dir) if plots_dir else None),
-                        None, current_baselines=lambda: baselines, run_log=run_log, force=force, step_summary=False)
+                        None, current_baselines=lambda: baselines, run_log=run_log, force=force, step_summary=False,
+                        page_flag="--out")
     for line in written.lines:
         print(line)
     if written.errors:

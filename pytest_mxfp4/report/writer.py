@@ -47,13 +47,15 @@ def write_all(session: SessionResults, matrix: Matrix | None, judged: dict[str, 
               paths: ReportPaths, baselines_root: Path | None,
               update_baselines: Callable[[], list[Path]] | None = None,
               current_baselines: Callable[[], dict[str, BaselineFile]] | None = None,
-              run_log: list | None = None, force: bool = False, step_summary: bool = True) -> Written:
+              run_log: list | None = None, force: bool = False, step_summary: bool = True,
+              page_flag: str = "--perf-report") -> Written:
     """Render and write the reports of `paths`; store the baselines when
     `update_baselines` is given. The page is rendered against the baselines
     this run was judged by (`judged`), before they are updated. The plugin,
     `report` and `merge --report` all write the page here: `run_log` given
     (the offline tools gather it from several files) is used as it is;
-    `force` replaces a page pytest-mxfp4 did not write."""
+    `force` replaces a page pytest-mxfp4 did not write; `page_flag` is the
+    option that named the page, for the message when it cannot be written."""
     from pytest_mxfp4.formats import results as results_file
     from pytest_mxfp4.report import benchmark_json
     from pytest_mxfp4.report import github
@@ -89,7 +91,7 @@ def write_all(session: SessionResults, matrix: Matrix | None, judged: dict[str, 
             if page is not _FAILED and paths.page:
                 page += "\n" + markdown.plots_section(made, paths.page)
     if page is not _FAILED:
-        if paths.page and _attempt(out, "results page", lambda: _write_page(paths.page, page, force)) is not _FAILED:
+        if paths.page and _attempt(out, page_flag, lambda: _write_page(paths.page, page, force)) is not _FAILED:
             out.lines.append(f"results page: {paths.page}")
         if step_summary and _attempt(out, "GitHub step summary",
                                      lambda: github.write_step_summary(session, page)) not in (None, _FAILED):
