@@ -79,11 +79,14 @@ CPU_MATRIX = ROOT / "configs/cpu.yaml"
 
 @pytest.fixture(scope="module")
 def cpu_baseline(tmp_path_factory):
-    """README command 1's run on the shipped configs/cpu.yaml (both server
-    configs, pp512 pp2048 tg32 tg128), storing baselines: the A/A first leg."""
+    """README command 1's run on the shipped configs/cpu.yaml (every row, every
+    case), storing baselines: the A/A first leg. One start per row (CI time:
+    the shipped three starts of seven rows take 9 minutes here); the start
+    rule itself is tested in test_ab.py and by the A/A below."""
     d = tmp_path_factory.mktemp("engine")
     out = d / "first"
-    r = run_perf(CPU_MATRIX, d / "baselines", out, "--perf-update-baselines", f"--perf-report={out / 'page.md'}",
+    r = run_perf(CPU_MATRIX, d / "baselines", out, "--perf-update-baselines", "--perf-restarts=1",
+                 "--perf-max-restarts=1", f"--perf-report={out / 'page.md'}",
                  f"--perf-benchmark-json={out / 'bench.json'}", f"--perf-plots={out / 'plots'}",
                  f"--junitxml={out / 'junit.xml'}")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
@@ -95,9 +98,17 @@ def test_cpu_matrix_measures_both_engines_with_exact_token_counts(cpu_baseline):
     data = json.loads((d / "first/results.json").read_text())
     res = results(d / "first")
     servers = {k[0] for k in res}
-    # README command 1's matrix: vLLM-CPU eager and compiled, llama.cpp dense f16 and MXFP4 MoE
-    assert servers == {"tiny-eager", "tiny-compiled", "llamacpp-tiny", "llamacpp-moe-mxfp4"}
-    assert {k[1] for k in res} == {"pp512", "pp2048", "tg32", "tg128"}
+    # README command 1's matrix: vLLM-CPU eager and compiled, llama.cpp dense f16 and MXFP4 MoE,
+    # and the speculative-decoding rows (llama.cpp draft model, vLLM n-gram): every row measured
+    from pytest_mxfp4.formats.config import load_matrix
+
+    rows = {s.name for s in load_matrix(CPU_MATRIX).servers if not s.pending}
+    assert {"tiny-eager", "tiny-compiled", "llamacpp-tiny", "llamacpp-moe-mxfp4", "llamacpp-tiny-spec",
+            "tiny-ngram"} <= rows and servers == rows
+    # the four cases, and the concurrency sweep of the vLLM rows
+    assert {"pp512", "pp2048", "tg32", "tg128", "tg32@c2"} <= {k[1] for k in res}
+    assert res[("tiny-eager", "tg32@c2", "agg_tps")]["n"] >= 1
+    assert res[("llamacpp-tiny-spec", "tg32", "accept_len")]["mean"] >= 1.0
     for server in servers:
         tg32 = res[(server, "tg32", "tg_tps")]
         assert tg32["n"] >= 3 and len(tg32["samples"]) == tg32["n"] and all(v > 0 for v in tg32["samples"])
@@ -105,7 +116,8 @@ def test_cpu_matrix_measures_both_engines_with_exact_token_counts(cpu_baseline):
         assert res[(server, "pp2048", "e2e_ttft_ms")]["mean"] >= res[(server, "pp2048", "ttfr_ms")]["mean"] > 0
     # every measured sample has exactly the requested token counts
     for run in data["runs"]:
-        pp, tg = (int(run["workload"][2:]), 1) if run["workload"].startswith("pp") else (512, int(run["workload"][2:]))
+        case = run["case"]
+        pp, tg = (case["pp"], 1) if case["kind"] == "prefill" else (case["pp"], case["tg"])
         for s in run["samples"]:
             if s["error"] is None:
                 assert (s["prompt_tokens"], s["completion_tokens"]) == (pp, tg)
@@ -117,7 +129,7 @@ def test_cpu_matrix_measures_both_engines_with_exact_token_counts(cpu_baseline):
     assert "[tiny-eager] healthy after" in r.stdout
     assert "[tiny-compiled] tg32  tg_tps" in r.stdout and "[tiny-eager] pp2048  pp_tps" in r.stdout
     assert data["servers"]["llamacpp-moe-mxfp4"]["observed"]["quantization"] == "MXFP4_MOE"
-    assert len(list((d / "baselines").rglob("*.yaml"))) == 4
+    assert len(list((d / "baselines").rglob("*.yaml"))) == len(rows)
 
 
 def test_every_report_agrees_number_for_number(cpu_baseline):
@@ -145,9 +157,10 @@ def test_every_report_agrees_number_for_number(cpu_baseline):
 
 def test_a_a_run_passes(cpu_baseline):
     d, _ = cpu_baseline
-    # two starts per config (the baseline leg had the shipped three), no extra
-    # starts: CI time; the verdict is still on start means
-    r = run_perf(CPU_MATRIX, d / "baselines", d / "second", "--perf-restarts=2", "--perf-max-restarts=2")
+    # the two vLLM rows, two starts each, no extra starts: CI time; the verdict
+    # is still on start means
+    r = run_perf(CPU_MATRIX, d / "baselines", d / "second", "--perf-restarts=2", "--perf-max-restarts=2",
+                 "--perf-server=tiny-eager,tiny-compiled")
     assert r.returncode == 0, r.stdout[-4000:]
     res = results(d / "second")
     for server in ("tiny-eager", "tiny-compiled"):
