@@ -217,7 +217,7 @@ def test_two_runs_appending_to_the_run_log_at_once_keep_every_record(tmp_path):
     assert len(records) == 40, "unlocked, about a third of them were lost here"
 
 
-# -- a baseline is what its place says (Step 16) ---------------------------------------
+# -- a baseline is what its place says ---------------------------------------------------
 
 
 @pytest.mark.parametrize("field,value", [("hardware_key", "nvidia-gb10-sm121"), ("model", "openai/gpt-oss-120b"),
