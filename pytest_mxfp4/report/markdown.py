@@ -172,7 +172,7 @@ def _config_notes(c: ConfigView) -> str:
         parts.append(f"Skipped: {_reason(c.skipped)}")
     obs = observed_summary(c.record.observed if c.record else None)
     if not obs and c.baseline is not None:
-        obs = observed_summary(c.baseline.environment.get("observed"))
+        obs = observed_summary(c.baseline.environment.observed)
     if obs:
         parts.append(obs)
     if c.source == "run":
@@ -586,12 +586,12 @@ def _baseline_run_log(baselines: dict[str, BaselineFile]) -> list[dict[str, Any]
     rows = []
     for bf in baselines.values():
         m = bf.metrics.get(HEADLINE_KEY)
-        notes = "; ".join(s for s in (observed_summary(bf.environment.get("observed")), bf.source) if s)
+        notes = "; ".join(s for s in (observed_summary(bf.environment.observed), bf.source) if s)
         entries = [(h.date, h.mean) for h in m.history] if m is not None and m.history else [
             (bf.updated, m.mean if m is not None else None)]
         for i, (date, mean) in enumerate(entries, 1):
             rows.append({"run_id": f"{bf.server}-v{i}", "date": date, "config": bf.server, "tg32": mean,
-                         "hardware_key": bf.hardware_key, "git_sha": bf.environment.get("git_sha"),
+                         "hardware_key": bf.hardware_key, "git_sha": bf.environment.run.git_sha,
                          "notes": notes})
     return sorted(rows, key=lambda r: str(r["date"]))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_mxfp4.formats.baselines import BaselineFile
+from pytest_mxfp4.formats.baselines import BaselineEnvironment, BaselineFile
 from pytest_mxfp4.formats.config import METRICS, Case, Matrix, ServerConfig
 from pytest_mxfp4.formats.results import MetricResult, RunEnvironment, ServerRecord, SessionResults
 from pytest_mxfp4.stats.samples import Summary
@@ -89,7 +89,7 @@ def build(session: SessionResults, matrix: Matrix | None, baselines: dict[str, B
 def _observed(c: ConfigView) -> tuple[dict[str, Any], str]:
     observed = dict(c.record.observed) if c.record and c.record.observed else {}
     src = "from the server log"
-    stored = c.baseline.environment.get("observed") if c.baseline is not None else None
+    stored = c.baseline.environment.observed if c.baseline is not None else None
     if not observed and isinstance(stored, dict):
         observed, src = dict(stored), "from the stored baseline"
     return {k: v for k, v in observed.items() if v not in (None, [], {}, "")}, src
@@ -216,10 +216,10 @@ def environment_block(c: ConfigView) -> dict[str, Any]:
         out["hardware_key"] = bf.hardware_key
         if bf.source:
             out["source"] = bf.source
-        for k, v in bf.environment.items():
+        for k, v in bf.environment.run_dict().items():
             if k not in ("observed", "server_command", "server_env", "hostname"):
                 out[k] = v
-        for k, v in bf.engine.items():
+        for k, v in bf.engine.to_dict().items():
             out.setdefault(k, v)
     return out
 
@@ -228,7 +228,7 @@ def server_config_block(c: ConfigView) -> dict[str, Any]:
     """How the server was started: from the run, else the baseline, else the matrix."""
     out: dict[str, Any] = {}
     cfg, info = c.cfg, c.record.info if c.record else None
-    bf_env = c.baseline.environment if c.baseline is not None else {}
+    bf_env = c.baseline.environment if c.baseline is not None else BaselineEnvironment()
     if cfg is not None:
         out["runner"] = cfg.runner
         if cfg.docker is not None:
@@ -242,14 +242,14 @@ def server_config_block(c: ConfigView) -> dict[str, Any]:
         out["model"] = c.record.model
     elif c.baseline is not None:
         out["model"] = c.baseline.model
-        if c.baseline.engine.get("runner"):
-            out["runner"] = c.baseline.engine["runner"]
-    command = (info.command if info else None) or bf_env.get("server_command")
+        if c.baseline.engine.runner:
+            out["runner"] = c.baseline.engine.runner
+    command = (info.command if info else None) or bf_env.server_command
     if not command and cfg is not None:
         command = [*cfg.command, *cfg.args]
     if command:
         out["command"] = " ".join(str(x) for x in command)
-    env = (info.env if info else None) or bf_env.get("server_env") or (dict(cfg.env) if cfg is not None else {})
+    env = (info.env if info else None) or bf_env.server_env or (dict(cfg.env) if cfg is not None else {})
     if env:
         out["env_vars"] = dict(env)
     return out
