@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_mxfp4.formats.baselines import BaselineFile
+from pytest_mxfp4.formats.baselines import BaselineEnvironment, BaselineFile
 from pytest_mxfp4.formats.config import HIGHER_IS_BETTER, METRIC_UNITS, METRICS, Case, Matrix, ServerConfig, Target
 from pytest_mxfp4.formats.results import (MetricResult, RunEnvironment, ServerRecord, SessionResults, ShardInfo,
                                           interrupted_line)
@@ -187,7 +187,7 @@ def _gather(page: Page, session: SessionResults) -> list[dict[str, Any]]:
     known = set(ObservedFacts.fact_names())
     for c in page.configs:
         c.observed_words = observed_summary(c.record.observed if c.record else None)
-        c.baseline_words = observed_summary(c.baseline.environment.get("observed")) if c.baseline is not None else ""
+        c.baseline_words = observed_summary(c.baseline.environment.observed) if c.baseline is not None else ""
         c.verdict_words = verdict_summary(c.results)
         c.expect_ok = _expect_status(c.expect, c.observed, known) if (c.observed or c.expect) else {}
         for key, st in c.stats.items():
@@ -227,7 +227,7 @@ def _expect_status(expect: dict[str, Any], observed: dict[str, Any], known: set[
 def _observed(c: ConfigView) -> tuple[dict[str, Any], str]:
     observed = dict(c.record.observed) if c.record and c.record.observed else {}
     src = "from the server log"
-    stored = c.baseline.environment.get("observed") if c.baseline is not None else None
+    stored = c.baseline.environment.observed if c.baseline is not None else None
     if not observed and isinstance(stored, dict):
         observed, src = dict(stored), "from the stored baseline"
     return {k: v for k, v in observed.items() if v not in (None, [], {}, "")}, src
@@ -361,10 +361,10 @@ def environment_block(c: ConfigView) -> dict[str, Any]:
         out["hardware_key"] = bf.hardware_key
         if bf.source:
             out["source"] = bf.source
-        for k, v in bf.environment.items():
+        for k, v in bf.environment.run_dict().items():
             if k not in ("observed", "server_command", "server_env", "hostname"):
                 out[k] = v
-        for k, v in bf.engine.items():
+        for k, v in bf.engine.to_dict().items():
             out.setdefault(k, v)
     return out
 
@@ -373,7 +373,7 @@ def server_config_block(c: ConfigView) -> dict[str, Any]:
     """How the server was started: from the run, else the baseline, else the matrix."""
     out: dict[str, Any] = {}
     cfg, info = c.cfg, c.record.info if c.record else None
-    bf_env = c.baseline.environment if c.baseline is not None else {}
+    bf_env = c.baseline.environment if c.baseline is not None else BaselineEnvironment()
     if cfg is not None:
         out["runner"] = cfg.runner
         if cfg.docker is not None:
@@ -387,14 +387,14 @@ def server_config_block(c: ConfigView) -> dict[str, Any]:
         out["model"] = c.record.model
     elif c.baseline is not None:
         out["model"] = c.baseline.model
-        if c.baseline.engine.get("runner"):
-            out["runner"] = c.baseline.engine["runner"]
-    command = (info.command if info else None) or bf_env.get("server_command")
+        if c.baseline.engine.runner:
+            out["runner"] = c.baseline.engine.runner
+    command = (info.command if info else None) or bf_env.server_command
     if not command and cfg is not None:
         command = [*cfg.command, *cfg.args]
     if command:
         out["command"] = " ".join(str(x) for x in command)
-    env = (info.env if info else None) or bf_env.get("server_env") or (dict(cfg.env) if cfg is not None else {})
+    env = (info.env if info else None) or bf_env.server_env or (dict(cfg.env) if cfg is not None else {})
     if env:
         out["env_vars"] = dict(env)
     return out
@@ -616,5 +616,5 @@ def _run_log(records: list[dict[str, Any]], run_log: list[dict] | None,
             (bf.updated, m.mean if m is not None else None)]
         for i, (date, mean) in enumerate(entries, 1):
             rows.append(RunLogRow(f"{bf.server}-v{i}", str(date or ""), bf.server, mean, bf.hardware_key or "-",
-                                  str(bf.environment.get("git_sha") or "-"), notes))
+                                  str(bf.environment.run.git_sha or "-"), notes))
     return sorted(rows, key=lambda r: r.date), bool(rows)
