@@ -119,6 +119,8 @@ def test_the_typed_records_write_what_the_session_wrote_before():
     command = ["vllm", "serve", "openai/gpt-oss-120b", "--api-key", "planted-arg-secret-1", "--port", "8000"]
     server_env = {"HF_TOKEN": "planted-env-secret-2", "VLLM_USE_FLASHINFER_MOE_MXFP4": "1"}
     stored = yaml.safe_load((STORED / "nvidia-gb10-sm121/openai--gpt-oss-120b/vllm-docker.yaml").read_text())
+    assert stored["environment"]["hardware_key"] == "***"  # that store masked it as if it were a credential
+    stored["environment"]["hardware_key"] = "nvidia-gb10-sm121"  # a lookup key: shown now
     bf = BaselineFile("nvidia-gb10-sm121", "openai/gpt-oss-120b", "vllm-docker",
                       engine=BaselineEngine.of_server(details, "docker"),
                       environment=BaselineEnvironment.of_run(env, command, server_env, observed))
