@@ -75,10 +75,12 @@ def run_id(date: str, config: str, session_id: object = None) -> str:
 
 def run_log_records(session: SessionResults) -> list[dict[str, Any]]:
     """One record per server config of `session` that measured something."""
-    names = list(session.servers) + [r.server for r in session.results if r.server not in session.servers]
+    by_server: dict[str, list[MetricResult]] = {}
+    for r in session.results:
+        by_server.setdefault(r.server, []).append(r)
     out = []
-    for name in dict.fromkeys(names):
-        results = session.for_server(name)
+    for name in dict.fromkeys([*session.servers, *by_server]):
+        results = by_server.get(name, [])
         measured = [r for r in results if r.summary is not None]
         if not measured:
             continue

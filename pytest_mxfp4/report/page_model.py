@@ -87,6 +87,8 @@ class ConfigView:
     observed_words: str = ""  # the run's observed facts in brief
     baseline_words: str = ""  # the stored baseline's
     verdict_words: str = ""  # the verdicts worth a glance
+    baseline_environment: dict[str, Any] = field(default_factory=dict)  # the stored baseline's, as stored
+    baseline_engine: dict[str, Any] = field(default_factory=dict)
     noise: dict[str, tuple[NoiseState, float | None]] = field(default_factory=dict)  # key -> noise state, median
     accept_sentence: dict[str, str] = field(default_factory=dict)  # decode case id -> did acceptance move with tg
     shown: bool = False  # has a section of its own
@@ -157,8 +159,6 @@ def build(session: SessionResults, matrix: Matrix | None, baselines: dict[str, B
     for c in configs:
         found = {case.id: case for case in (case_for(k.partition("/")[0], matrix) for k in c.stats) if case}
         c.cases = {cs.id: cs for cs in sorted(found.values(), key=lambda x: (x.kind != "prefill", case_order(x)))}
-        c.environment_block = environment_block(c)
-        c.server_block = server_config_block(c)
         c.observed, c.observed_source = _observed(c)
         c.expect = dict(c.cfg.expect) if c.cfg is not None else {}
         c.shown = bool(c.stats or c.error or (c.skipped and not c.pending) or (c.record is not None and c.record.info))
@@ -171,6 +171,8 @@ def build(session: SessionResults, matrix: Matrix | None, baselines: dict[str, B
     records = _gather(page, session)
     page.run_log, page.run_log_from_baselines = _run_log(records, run_log, page, baselines)
     for c in configs:
+        c.environment_block = environment_block(c)
+        c.server_block = server_config_block(c)
         c.notes, c.status = _config_notes(c), _status(c)
         c.variance = [VarianceRow(k.partition("/")[0], c.stats[k], _variance_notes(c, k, c.stats[k]))
                       for k in (primary_key(cs) for cs in c.cases.values()) if k in c.stats]
@@ -189,6 +191,8 @@ def _gather(page: Page, session: SessionResults) -> list[dict[str, Any]]:
         c.observed_words = observed_summary(c.record.observed if c.record else None)
         c.baseline_words = observed_summary(c.baseline.environment.observed) if c.baseline is not None else ""
         c.verdict_words = verdict_summary(c.results)
+        if c.baseline is not None:  # the stored keys as they are, unknown ones too
+            c.baseline_environment, c.baseline_engine = c.baseline.environment.run_dict(), c.baseline.engine.to_dict()
         c.expect_ok = _expect_status(c.expect, c.observed, known) if (c.observed or c.expect) else {}
         for key, st in c.stats.items():
             metric = key.partition("/")[2]
@@ -361,10 +365,10 @@ def environment_block(c: ConfigView) -> dict[str, Any]:
         out["hardware_key"] = bf.hardware_key
         if bf.source:
             out["source"] = bf.source
-        for k, v in bf.environment.run_dict().items():
+        for k, v in c.baseline_environment.items():
             if k not in ("observed", "server_command", "server_env", "hostname"):
                 out[k] = v
-        for k, v in bf.engine.to_dict().items():
+        for k, v in c.baseline_engine.items():
             out.setdefault(k, v)
     return out
 
