@@ -376,7 +376,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     perf = config.stash.get(SESSION_KEY, None)
     if perf is None or config.option.collectonly:
         return
-    from pytest_mxfp4.report.writer import write_all
+    from pytest_mxfp4.report.writer import save_record, write_reports
 
     opts = config.stash[OPTIONS_KEY]
     if exitstatus == pytest.ExitCode.INTERRUPTED:
@@ -387,8 +387,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     update = None
     if opts.update_baselines and exitstatus != pytest.ExitCode.INTERRUPTED:
         update = perf.update_baselines
-    written = write_all(perf.results, perf.matrix, perf.judged_baselines(), opts.reports, perf.store.root,
-                        update_baselines=update, current_baselines=perf.current_baselines)
+    judged = perf.judged_baselines()  # the page shows what this run was judged by, not what it stores
+    written = save_record(perf.results, opts.reports, perf.store.root, update_baselines=update)
+    write_reports(perf.results, perf.matrix, judged, opts.reports, perf.store.root,
+                  current_baselines=perf.current_baselines, out=written)
     _write_starts_reports(perf, opts, written)
     config.stash[WRITTEN_KEY] = written
     if written.errors and session.exitstatus == pytest.ExitCode.OK:

@@ -33,6 +33,10 @@ _SECRET_WORDS = {
     "accesskey", "secretkey", "sas", "pat",
 }
 _SECRET_SUFFIXES = ("token", "apikey", "secret", "password", "passwd")
+# Before "key", a word that makes it a lookup key, not a credential
+# (hardware_key names the box a baseline belongs to; cache_key, sort_key).
+_LOOKUP_KEYS = {"hardware", "cache", "sort", "lookup", "primary", "foreign", "metric", "group", "partition",
+                "shard", "hash", "dict", "map", "headline", "case"}
 # A last name part that says the value describes a secret rather than being one.
 _DESCRIPTORS = {"file", "path", "dir", "filename", "name", "id", "ids", "count", "len", "length", "limit",
                 "mode", "type", "size", "format", "url", "env", "var", "header", "scheme"}
@@ -80,7 +84,9 @@ def is_secret_name(name: str) -> bool:
     parts = _parts(name)
     if not parts or parts[-1] in _DESCRIPTORS:
         return False
-    for p in parts:
+    for i, p in enumerate(parts):
+        if p == "key" and i > 0 and parts[i - 1] in _LOOKUP_KEYS:
+            continue
         if p in _SECRET_WORDS or p.endswith(_SECRET_SUFFIXES):
             return True
     return False

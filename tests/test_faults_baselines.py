@@ -15,7 +15,7 @@ import filelock
 import pytest
 import yaml
 
-from pytest_mxfp4.formats.baselines import LOCK_NAME, BaselineStore, read_baseline
+from pytest_mxfp4.formats.baselines import LOCK_NAME, BaselineEngine, BaselineEnvironment, BaselineStore, read_baseline
 from pytest_mxfp4.errors import BaselineError
 from pytest_mxfp4.formats.results import RunEnvironment, ServerInfo
 
@@ -31,8 +31,7 @@ def one_line(e: BaseException) -> str:
 def _updater(root: str, n: int, offset: float) -> None:
     store = BaselineStore(Path(root))
     for i in range(n):
-        store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [offset + i, offset + i + 1.0])},
-                     engine={}, environment={})
+        store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [offset + i, offset + i + 1.0])})
 
 
 def test_two_concurrent_update_runs_lose_no_history_entry(tmp_path):
@@ -60,7 +59,7 @@ def test_orphan_temp_files_of_a_killed_writer_are_swept(tmp_path):
         o.write_text("half-written")
     keep = path.parent / "notes.txt"
     keep.write_text("mine")
-    store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])}, engine={}, environment={})
+    store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])})
     assert not any(o.exists() for o in orphans)
     assert keep.read_text() == "mine" and path.exists()
 
@@ -68,8 +67,7 @@ def test_orphan_temp_files_of_a_killed_writer_are_swept(tmp_path):
 def test_baseline_files_are_written_0644(tmp_path):
     old = os.umask(0o022)
     try:
-        path = BaselineStore(tmp_path).update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])},
-                                              engine={}, environment={})
+        path = BaselineStore(tmp_path).update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])})
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
@@ -77,19 +75,19 @@ def test_baseline_files_are_written_0644(tmp_path):
 
 def test_a_held_lock_times_out_with_one_line_and_the_file_untouched(tmp_path):
     store = BaselineStore(tmp_path, lock_timeout_s=0.2)
-    path = store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])}, engine={}, environment={})
+    path = store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])})
     before = path.read_text()
     with filelock.FileLock(str(tmp_path / LOCK_NAME)):
         with pytest.raises(BaselineError) as e:
             BaselineStore(tmp_path, lock_timeout_s=0.2).update(
-                KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [9.0, 9.0])}, engine={}, environment={})
+                KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [9.0, 9.0])})
     assert "lock" in one_line(e.value) and str(tmp_path) in str(e.value)
     assert path.read_text() == before
 
 
 def test_unwritable_baseline_file_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
     store = BaselineStore(tmp_path)
-    path = store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])}, engine={}, environment={})
+    path = store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])})
     before = path.read_text()
 
     def denied(p, text):  # as a read-only checkout or a full disk answers (root ignores chmod here)
@@ -97,7 +95,7 @@ def test_unwritable_baseline_file_is_one_line_and_keeps_the_old_file(tmp_path, m
 
     monkeypatch.setattr("pytest_mxfp4.formats.baselines.write_atomic", denied)
     with pytest.raises(BaselineError) as e:
-        store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [5.0, 6.0])}, engine={}, environment={})
+        store.update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [5.0, 6.0])})
     assert "cannot write" in one_line(e.value) and "Permission denied" in str(e.value)
     assert path.read_text() == before
 
@@ -106,8 +104,7 @@ def test_unwritable_baselines_root_is_one_line(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(BaselineError) as e:
-        BaselineStore(blocker / "baselines").update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])},
-                                                    engine={}, environment={})
+        BaselineStore(blocker / "baselines").update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])})
     assert "baselines directory" in one_line(e.value)
     assert blocker.read_text() == "not a directory"
 
@@ -155,8 +152,7 @@ def test_a_broken_baseline_is_not_overwritten_by_an_update(tmp_path):
     path = _write(tmp_path, GOOD.replace("n: 5", "n: -1"))
     before = path.read_text()
     with pytest.raises(BaselineError):
-        BaselineStore(tmp_path).update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])},
-                                       engine={}, environment={})
+        BaselineStore(tmp_path).update(KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])})
     assert path.read_text() == before
 
 
@@ -173,9 +169,9 @@ def test_hardware_key_does_not_move_with_cpu_affinity():
 def test_baseline_update_never_stores_a_raw_secret(tmp_path):
     path = BaselineStore(tmp_path).update(
         KEY, MODEL, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])},
-        engine={"image": "x"},
-        environment={"server_command": ["vllm", "serve", "--api-key", "planted-arg-secret-1", "--port", "80"],
-                     "server_env": {"HF_TOKEN": "planted-env-secret-2", "SHAPE": "sk-planted0shape0secret3"}})
+        engine=BaselineEngine(image="x"),
+        environment=BaselineEnvironment(server_command=["vllm", "serve", "--api-key", "planted-arg-secret-1", "--port", "80"],
+                                        server_env={"HF_TOKEN": "planted-env-secret-2", "SHAPE": "sk-planted0shape0secret3"}))
     text = path.read_text()
     for secret in ("planted-arg-secret-1", "planted-env-secret-2", "sk-planted0shape0secret3"):
         assert secret not in text
@@ -217,7 +213,7 @@ def test_two_runs_appending_to_the_run_log_at_once_keep_every_record(tmp_path):
     assert len(records) == 40, "unlocked, about a third of them were lost here"
 
 
-# -- a baseline is what its place says (Step 16) ---------------------------------------
+# -- a baseline is what its place says ---------------------------------------------------
 
 
 @pytest.mark.parametrize("field,value", [("hardware_key", "nvidia-gb10-sm121"), ("model", "openai/gpt-oss-120b"),
@@ -258,8 +254,7 @@ def test_impossible_baseline_content_is_refused_at_load_naming_file_and_field(tm
 def test_a_served_model_name_of_path_parts_stays_in_the_hardware_folder(tmp_path, name, monkeypatch):
     monkeypatch.chdir(tmp_path)  # './..' and '../..' exist from here, as a checkout's folders would
     root = tmp_path / "b"
-    path = BaselineStore(root).update(KEY, name, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])},
-                                      engine={}, environment={})
+    path = BaselineStore(root).update(KEY, name, SERVER, {"tg32/tg_tps": ("tok/s", [1.0, 2.0])})
     assert path.parent.parent == root / KEY and path.parent.name not in (".", ".."), path
     written = [p for p in tmp_path.rglob("*.yaml")]
     assert written == [path] and path.resolve().is_relative_to((root / KEY).resolve())

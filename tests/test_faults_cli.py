@@ -108,8 +108,7 @@ def test_observe_refuses_a_directory(tmp_path):
 
 def _baselines(tmp_path: Path) -> Path:
     root = tmp_path / "baselines"
-    BaselineStore(root).update(CPU_KEY, "tiny", "tiny-eager", {"tg32/tg_tps": ("tok/s", [300.0, 301.0, 302.0])},
-                               engine={}, environment={})
+    BaselineStore(root).update(CPU_KEY, "tiny", "tiny-eager", {"tg32/tg_tps": ("tok/s", [300.0, 301.0, 302.0])})
     return root
 
 

@@ -1,4 +1,4 @@
-"""Fault suite, round two (Step 16): inputs that used to end green, wrong or in
+"""Fault suite, round two: inputs that used to end green, wrong or in
 a traceback. Each case asserts the exit code (or the error), one line naming
 the file / field / server, that nothing was lost and nothing left running.
 Whole runs use the FAKE fault server (tests/fakes/fault_server.py) where a

@@ -11,7 +11,7 @@ import pytest
 from pytest_mxfp4 import redact
 from pytest_mxfp4.formats.config import DockerSpec, ServerConfig
 from pytest_mxfp4.errors import ServerError
-from pytest_mxfp4.redact import MASK, redact_argv, redact_env, redact_obj, redact_text
+from pytest_mxfp4.redact import MASK, is_secret_name, redact_argv, redact_env, redact_obj, redact_text
 from pytest_mxfp4.servers.process import ProcessServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,3 +141,18 @@ def test_ordinary_log_text_is_left_alone(text):
 
 def test_basic_auth_credentials_are_masked():
     assert redact_text("Basic dXNlcjpwYXNzd29yZA==") == f"Basic {MASK}"
+
+
+@pytest.mark.parametrize("name,secret", [
+    ("hardware_key", False), ("cache_key", False), ("sort_key", False),  # lookup keys, shown on the page
+    ("api_key", True), ("OPENAI_KEY", True), ("--api-key", True), ("key", True), ("ssh_key", True),
+    ("private_key", True), ("HF_TOKEN", True),
+])
+def test_a_lookup_key_is_not_a_secret_but_a_credential_key_is(name, secret):
+    assert is_secret_name(name) is secret
+
+
+def test_a_stored_environment_keeps_its_hardware_key_and_loses_its_token():
+    out = redact_obj({"environment": {"hardware_key": "cpu-x86_64-epyc-2c", "HF_TOKEN": "plain-value-1234"}})
+    assert out["environment"]["hardware_key"] == "cpu-x86_64-epyc-2c"
+    assert out["environment"]["HF_TOKEN"] == "***"

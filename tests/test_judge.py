@@ -4,7 +4,7 @@ driven by a scripted runner (the statistics are real)."""
 import random
 from pathlib import Path
 
-from pytest_mxfp4.formats.baselines import BaselineFile, MetricBaseline
+from pytest_mxfp4.formats.baselines import BaselineEnvironment, BaselineFile, MetricBaseline
 from pytest_mxfp4.formats.config import parse_matrix
 from pytest_mxfp4.run.judge import incomparable_reason, judge_metric, measure_and_judge
 from pytest_mxfp4.formats.samples import RequestMetrics
@@ -40,7 +40,7 @@ class ScriptedRunner:
 
 
 def baseline(mean, sd, n=10, observed=None):
-    bf = BaselineFile("k", "m", "s", environment={"observed": observed or {}})
+    bf = BaselineFile("k", "m", "s", environment=BaselineEnvironment(observed=observed or {}))
     bf.metrics["tg32/tg_tps"] = MetricBaseline("tok/s", mean, sd, n)
     bf.metrics["tg64/tg_tps"] = MetricBaseline("tok/s", mean, sd, n)
     return bf

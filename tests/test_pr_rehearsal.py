@@ -1,7 +1,7 @@
 """The PR gate rehearsed end to end on the real CPU engine: the same gate
 script and required check as perf-pr.yml, in a throwaway git repo. A head
 that changes only docs passes; a head whose engine runs next to a busy
-neighbour (step 6's planted slowdown) fails, and its PR comment shows it.
+neighbour (the planted slowdown) fails, and its PR comment shows it.
 Slow (about 7 minutes: 3 starts per arm, since 2 starts let an A/A read +23% here); needs scripts/setup.sh."""
 
 from __future__ import annotations

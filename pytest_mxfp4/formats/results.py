@@ -56,6 +56,11 @@ class MetricResult:
         return f"{self.case.id}/{self.metric}"
 
     @property
+    def short_key(self) -> str:
+        """'tg32' for a case's primary metric, 'pp2048/e2e_ttft_ms' otherwise."""
+        return self.case.id if self.metric == self.case.primary_metric else self.key
+
+    @property
     def unit(self) -> str:
         return METRICS[self.metric].unit
 

@@ -131,8 +131,8 @@ def page_section(st: StartsRecord) -> str:
         lines += ["", "Head = base + " + ", ".join(f"`{o}`" for o in entries[0].overrides) + "; "
                   f"{starts_used(entries)} start(s) per arm used.", ""]
         lines += _table(entries)
-        notes = [f"- {e.server} {e.case}/{e.metric}: " + "; ".join(evidence_lines(e, entries))
-                 for e in entries if evidence_lines(e, entries)]
+        evidence = [(e, evidence_lines(e, entries)) for e in entries]
+        notes = [f"- {e.server} {e.case}/{e.metric}: " + "; ".join(words) for e, words in evidence if words]
         if notes:
             lines += [""] + notes
     return "\n".join(lines) + "\n"

@@ -154,6 +154,6 @@ def to_pytest_benchmark(session: SessionResults) -> dict[str, Any]:
 
 def write(session: SessionResults, path: str | Path) -> Path:
     """Write the pytest-benchmark JSON atomically; returns the path."""
-    path = Path(path)
-    write_atomic(path, json.dumps(to_pytest_benchmark(session), indent=2, default=str) + "\n")
+    path, data = Path(path), to_pytest_benchmark(session)
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
     return path

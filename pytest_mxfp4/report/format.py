@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def num(v: float | None) -> str:
     if v is None:
@@ -15,6 +17,16 @@ def pct(v: float | None, signed: bool = True) -> str:
     if v is None:
         return "-"
     return f"{v:+.1f}%" if signed else f"{v:.1f}%"
+
+
+def frac_pct(frac: float | None) -> str:
+    """0.0123 -> '1.23%' ('-' where unknown or not finite)."""
+    return f"{100 * frac:.2f}%" if frac is not None and math.isfinite(frac) else "-"
+
+
+def day(iso: str) -> str:
+    """'2026-12-04T13:52:51+00:00' -> '2026-12-04' (as given if not a date; '-' if empty)."""
+    return iso[:10] if len(iso) >= 10 and iso[4:5] == "-" else (iso or "-")
 
 
 def when(iso: str) -> str:

@@ -49,11 +49,6 @@ def observed_summary(observed: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
-def short_key(r: MetricResult) -> str:
-    """'tg32' for a case's primary metric, 'pp2048/e2e_ttft_ms' otherwise."""
-    return r.case.id if r.metric == r.case.primary_metric else r.key
-
-
 def verdict_summary(results: Iterable[MetricResult]) -> str:
     """The verdicts worth a glance: every fail-gated metric, and any metric
     that did not simply pass. E.g. 'tg32 pass (+0.21%); pp512 inconclusive (-3.4%)'."""
@@ -62,7 +57,7 @@ def verdict_summary(results: Iterable[MetricResult]) -> str:
         if r.gate != "fail" and r.verdict in QUIET_VERDICTS:
             continue
         delta = r.comparison.delta_pct if r.comparison else None
-        parts.append(f"{short_key(r)} {r.verdict.value}" + (f" ({delta:+.2f}%)" if delta is not None else ""))
+        parts.append(f"{r.short_key} {r.verdict.value}" + (f" ({delta:+.2f}%)" if delta is not None else ""))
     return "; ".join(parts)
 
 

@@ -1,10 +1,11 @@
-"""Write every report of a session, each on its own.
+"""Write a session's record, then every report of it, each on its own.
 
 The one place that turns a failed write into a message: a broken run log,
-an unwritable directory or a plot that cannot be drawn costs that report
-only, never the others. The JSON result goes first (it is the record every
-other report can be rebuilt from); the caller makes the run non-zero when
-`Written.errors` is not empty."""
+an unwritable directory or a plot that cannot be drawn costs that output
+only, never the others. The record goes first (`save_record`: the JSON
+every report can be rebuilt from, and the baselines); the reports
+(`write_reports`) are rendered from the results alone. The caller makes the
+run non-zero when `Written.errors` is not empty."""
 
 from __future__ import annotations
 
@@ -43,40 +44,49 @@ def _attempt(written: Written, what: str, fn: Callable[[], object]) -> object:
     return _FAILED
 
 
-def write_all(session: SessionResults, matrix: Matrix | None, judged: dict[str, BaselineFile],
-              paths: ReportPaths, baselines_root: Path | None,
-              update_baselines: Callable[[], list[Path]] | None = None,
-              current_baselines: Callable[[], dict[str, BaselineFile]] | None = None,
-              run_log: list | None = None, force: bool = False, step_summary: bool = True,
-              page_flag: str = "--perf-report") -> Written:
-    """Render and write the reports of `paths`; store the baselines when
-    `update_baselines` is given. The page is rendered against the baselines
-    this run was judged by (`judged`), before they are updated. The plugin,
-    `report` and `merge --report` all write the page here: `run_log` given
-    (the offline tools gather it from several files) is used as it is;
-    `force` replaces a page pytest-mxfp4 did not write; `page_flag` is the
-    option that named the page, for the message when it cannot be written."""
+def save_record(session: SessionResults, paths: ReportPaths, baselines_root: Path | None,
+                update_baselines: Callable[[], list[Path]] | None = None, out: Written | None = None) -> Written:
+    """The run's record, before any report: the results JSON (every report can
+    be rebuilt from it) and, when `update_baselines` is given, the new
+    baselines and their run log records."""
     from pytest_mxfp4.formats import results as results_file
-    from pytest_mxfp4.report import benchmark_json
-    from pytest_mxfp4.report import github
-    from pytest_mxfp4.report import history
-    from pytest_mxfp4.report import markdown
 
-    out = Written()
+    out = out if out is not None else Written()
     if paths.json and _attempt(out, "--perf-json", lambda: results_file.save(session, paths.json)) is not _FAILED:
         out.lines.append(f"perf-json: {paths.json}")
-    if run_log is None:
-        run_log = []
-        if baselines_root is not None:
-            read = _attempt(out, "run log", lambda: history.read_run_log(baselines_root))
-            run_log = [] if read is _FAILED else read
-    page = _attempt(out, "results page", lambda: markdown.render(session, matrix, judged, run_log))
     if update_baselines is not None:
         stored = _attempt(out, "baselines", update_baselines)
         if stored is not _FAILED and stored:
             out.lines += [f"baseline written: {p}" for p in stored]
             if baselines_root is not None:
                 _attempt(out, "run log", lambda: _append_run_log_locked(baselines_root, session))
+    return out
+
+
+def write_reports(session: SessionResults, matrix: Matrix | None, judged: dict[str, BaselineFile],
+                  paths: ReportPaths, baselines_root: Path | None,
+                  current_baselines: Callable[[], dict[str, BaselineFile]] | None = None,
+                  run_log: list | None = None, force: bool = False, step_summary: bool = True,
+                  page_flag: str = "--perf-report", out: Written | None = None) -> Written:
+    """Render and write the reports of `paths` from the results. The page is
+    rendered against the baselines this run was judged by (`judged`), not
+    the ones it may have stored. The plugin, `report` and `merge --report`
+    all write the page here: `run_log` given (the offline tools gather it
+    from several files) is used as it is; `force` replaces a page
+    pytest-mxfp4 did not write; `page_flag` is the option that named the
+    page, for the message when it cannot be written."""
+    from pytest_mxfp4.report import benchmark_json
+    from pytest_mxfp4.report import github
+    from pytest_mxfp4.report import history
+    from pytest_mxfp4.report import markdown
+
+    out = out if out is not None else Written()
+    if run_log is None:
+        run_log = []
+        if baselines_root is not None:
+            read = _attempt(out, "run log", lambda: history.read_run_log(baselines_root))
+            run_log = [] if read is _FAILED else read
+    page = _attempt(out, "results page", lambda: markdown.render(session, matrix, judged, run_log))
     if paths.benchmark_json and _attempt(
             out, "--perf-benchmark-json", lambda: benchmark_json.write(session, paths.benchmark_json)) is not _FAILED:
         out.lines.append(f"perf-benchmark-json: {paths.benchmark_json}")

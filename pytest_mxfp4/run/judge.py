@@ -64,7 +64,7 @@ BACKEND_FACTS = ("attention_backend", "moe_backend", "fp4_mode", "quantization",
 def incomparable_reason(bf: BaselineFile | None, observed: dict) -> str | None:
     if bf is None:
         return None
-    then = (bf.environment or {}).get("observed") or {}
+    then = bf.environment.observed or {}
     diffs = [f"{k}: baseline {then[k]!r}, now {observed[k]!r}" for k in BACKEND_FACTS
              if then.get(k) is not None and observed.get(k) is not None
              and str(then[k]).lower() != str(observed[k]).lower()]

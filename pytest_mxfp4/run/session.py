@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from pytest_mxfp4.formats.baselines import BaselineFile, BaselineStore
+from pytest_mxfp4.formats.baselines import BaselineEngine, BaselineEnvironment, BaselineFile, BaselineStore
 from pytest_mxfp4.formats.config import Case, Matrix, ServerConfig
 from pytest_mxfp4.observe.environment import Environment
 from pytest_mxfp4.errors import BaselineError, PerfUserError, ServerError
@@ -276,8 +276,7 @@ class PerfSession:
             measured = {r.key: (r.unit, r.samples) for r in self.results.for_server(name) if r.samples and not r.error}
             if not measured:
                 continue
-            engine = {k: v for k, v in (record.info.details if record.info else {}).items() if k in ("image_id", "image", "repo_digests", "engine_version", "system_fingerprint", "packages")}
-            engine["runner"] = record.runner
+            engine = BaselineEngine.of_server(record.info.details if record.info else {}, record.runner)
             starts = {key: [m for _, m in sorted(self.controller.start_means.get((name, *key.split("/", 1)), {}).items())]
                       for key in measured}
             written.append(self.store.update(self.environment.hardware_key, record.model, name, measured,
@@ -285,13 +284,9 @@ class PerfSession:
                                              starts={k: v for k, v in starts.items() if v}))
         return written
 
-    def _baseline_env(self, record: ServerRecord) -> dict:
-        env = {k: v for k, v in self.results.environment.to_dict().items() if k != "hostname"}  # the baseline's format
-        env["server_command"] = list(record.info.command) if record.info else []
-        env["server_env"] = dict(record.info.env) if record.info else {}
-        if record.observed:
-            env["observed"] = {k: v for k, v in record.observed.items() if v not in (None, [], {})}
-        return env
+    def _baseline_env(self, record: ServerRecord) -> BaselineEnvironment:
+        return BaselineEnvironment.of_run(self.results.environment, record.info.command if record.info else [],
+                                          record.info.env if record.info else {}, record.observed or None)
 
     # -- measuring ---------------------------------------------------------------
 

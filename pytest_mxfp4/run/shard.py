@@ -29,6 +29,7 @@ from typing import Mapping
 import yaml
 
 from pytest_mxfp4.errors import PerfUserError
+from pytest_mxfp4.formats import results
 from pytest_mxfp4.formats.results import ShardInfo
 
 DEFAULT_COST_S = 120.0  # a config we know nothing about
@@ -69,12 +70,9 @@ def read_costs(path: Path | str) -> dict[str, float]:
     except yaml.YAMLError:
         raise PerfUserError(f"{p}: shard costs are not YAML/JSON") from None
     if isinstance(data, dict) and isinstance(data.get("servers"), dict) and "results" in data:
-        out = {}
-        for name, rec in data["servers"].items():
-            s = ((rec or {}).get("info") or {}).get("startup_s")
-            if isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0:
-                out[str(name)] = float(s)
-        return out
+        session = results.load(p)  # a result file: read by the owner of its format
+        return {name: rec.info.startup_s for name, rec in session.servers.items()
+                if rec.info is not None and rec.info.startup_s is not None and rec.info.startup_s > 0}
     if not isinstance(data, dict):
         raise PerfUserError(f"{p}: shard costs: expected a mapping of server name to startup seconds")
     out = {}

@@ -1,7 +1,7 @@
 """What the act test puts in its throwaway repository on top of the snapshot:
 CPU matrices (llama.cpp: the fastest real engine to start here), the engine
 launcher an engine project ships (`engine/python`), and a planted slowdown
-of it (step 6's busy neighbour). Paths to the machine's llama-server and
+of it (a busy neighbour, with_neighbour.py). Paths to the machine's llama-server and
 model are absolute: the jobs run in act's own folders.
 
 The model is models/small (110M) as an f16 GGUF, made once into .perf/act/
