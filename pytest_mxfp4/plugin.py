@@ -239,8 +239,8 @@ def _deselect_outside_sweep(config: pytest.Config, items: list[pytest.Item]) -> 
         case, sid = params.get("perf_workload"), params.get("perf_server")
         if case is None or sid is None:
             continue
-        slot = perf.slot_by_id.get(sid)
-        cfg = perf.arms.get(slot.server) if slot else None
+        slot = perf.controller.slot_by_id.get(sid)
+        cfg = perf.controller.arms.get(slot.server) if slot else None
         if cfg is not None and case not in perf.matrix.cases_for(cfg):
             drop.append(item)
     if drop:
@@ -259,7 +259,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     perf = _perf_session(metafunc.config)
     m = perf.matrix
     # one param per server start (abtest.plan_starts: R starts per config, interleaved; A/B arms in ABBA)
-    ids = [sl.id for sl in perf.slots] + [s.name for s in m.servers if s.pending]
+    ids = [sl.id for sl in perf.controller.slots] + [s.name for s in m.servers if s.pending]
     metafunc.parametrize("perf_server", ids, indirect=True, scope="session", ids=ids)
     metafunc.parametrize("perf_workload", list(m.workloads.cases), ids=[c.id for c in m.workloads.cases])
 
@@ -284,20 +284,21 @@ def perf_session(pytestconfig: pytest.Config):
 def perf_server(request: pytest.FixtureRequest, perf_session):
     """The running server for one config; started once per session, stopped
     after its last test (tests are grouped by this session-scoped param)."""
-    slot = perf_session.slot_by_id.get(request.param)
-    cfg = perf_session.arms[slot.server] if slot else perf_session.matrix.server(request.param)
+    ctl = perf_session.controller
+    slot = ctl.slot_by_id.get(request.param)
+    cfg = ctl.arms[slot.server] if slot else perf_session.matrix.server(request.param)
     reason = perf_session.skip_reason(cfg)
     if reason:
         perf_session.mark_skipped(cfg, reason)
         pytest.skip(f"{cfg.name}: {reason}")
     # One GPU, one run: held from the first server start to the end of the session.
     _fail_on_user_error(request.config.stash[LOCK_KEY].acquire)
-    if slot is not None and (perf_session.max_starts > 1 or perf_session.ab_overrides):
+    if slot is not None and ctl.several_starts:
         # the session's controller: the look's starts, spares for disturbed ones, then startstats.next_action
-        not_needed = perf_session.slot_skip_reason(slot)
+        not_needed = ctl.slot_skip_reason(slot)
         if not_needed:
             pytest.skip(not_needed)
-    if slot is not None and (perf_session.max_starts > 1 or perf_session.ab_overrides):
+    if slot is not None and ctl.several_starts:
         from pytest_mxfp4.run.preflight import before_start
 
         before_start(perf_session, cfg, slot, progress_writer(request.config))
@@ -311,7 +312,7 @@ def perf_server(request: pytest.FixtureRequest, perf_session):
     except PerfUserError as e:
         failure = str(e)
         if slot is not None:
-            perf_session.note_start_failed(cfg.name, slot.start, failure)
+            ctl.note_start_failed(cfg.name, slot.start, failure)
     if failure is not None:
         pytest.fail(failure, pytrace=False)
     running.slot = slot
@@ -320,7 +321,7 @@ def perf_server(request: pytest.FixtureRequest, perf_session):
     finally:
         running.client.close()
         perf_session.stop(running.server)
-        perf_session.start_seconds.append(time.monotonic() - t_start)
+        ctl.start_seconds.append(time.monotonic() - t_start)
         _note_phase(perf_session, cfg, slot, "after")
 
 
@@ -330,8 +331,9 @@ def _note_phase(perf_session, cfg, slot, when: str) -> None:
     if slot is None:
         what = f"server {cfg.name}"
     else:
-        extra = (f", an extra start after an inconclusive first look of {perf_session.first_look}"
-                 if slot.start >= perf_session.first_look else "")
+        first_look = perf_session.controller.first_look
+        extra = (f", an extra start after an inconclusive first look of {first_look}"
+                 if slot.start >= first_look else "")
         what = f"start {slot.start + 1} of {cfg.name}{extra}"
     perf_session.phase = f"during {what}" if when == "during" else f"between starts (after {what})"
 
@@ -428,10 +430,9 @@ def _finish_starts(perf, opts) -> list:
     """Judge configs whose last start failed; record the starts and A/B
     entries in the results (JSON: environment.starts). Returns late failures.
     An interrupted run judges nothing here: its missing starts never ran."""
-    late = (perf.finish_starts() if (perf.max_starts > 1 or perf.ab_overrides) and not perf.results.interrupted
-            else [])
+    late = perf.controller.finish_starts() if perf.controller.several_starts and not perf.results.interrupted else []
     if perf.results.starts is not None:  # the rest of the record filled itself as the starts ran
-        perf.results.starts.start_seconds = [round(x, 1) for x in perf.start_seconds]
+        perf.results.starts.start_seconds = [round(x, 1) for x in perf.controller.start_seconds]
     return [r for r in late if r.fails]
 
 
@@ -468,7 +469,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_line(line)
     from pytest_mxfp4.report import abreport
 
-    for line in abreport.terminal_lines(session.ab):
+    for line in abreport.terminal_lines(session.controller.ab):
         tr.write_line(line)
     st = session.results.starts
     if st is not None and st.between_start:

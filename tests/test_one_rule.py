@@ -59,14 +59,15 @@ def run_of(server: str, start: int, case, tps: float) -> CaseRun:
 def drive_session(tmp_path: Path, base: list[float], head: list[float]):
     """The plugin's controller, slot by slot, with start means given."""
     ps = session(tmp_path)
+    ctl = ps.controller
     (case,) = ps.matrix.workloads.cases
     draws = {"s": base, "s@head": head}
-    for slot in ps.slots:
-        if ps.slot_skip_reason(slot):
+    for slot in ctl.slots:
+        if ctl.slot_skip_reason(slot):
             continue
-        ps.record_start(slot.server, case, slot.start, run_of(slot.server, slot.start, case, draws[slot.server][slot.start]))
-    ps.finish_starts()
-    (entry,) = [e for e in ps.ab if e.metric == "tg_tps"]
+        ctl.record_start(slot.server, case, slot.start, run_of(slot.server, slot.start, case, draws[slot.server][slot.start]))
+    ctl.finish_starts()
+    (entry,) = [e for e in ctl.ab if e.metric == "tg_tps"]
     return entry.verdict, len(entry.head_starts)
 
 
@@ -112,11 +113,11 @@ def test_the_plugin_and_the_benchmark_take_the_same_decisions(tmp_path, monkeypa
 
 def test_the_same_function_object():
     gq = gate_quality()
-    import pytest_mxfp4.run.session as session_mod
+    import pytest_mxfp4.run.starts as controller_mod
 
-    src_session = Path(session_mod.__file__).read_text()
+    src_controller = Path(controller_mod.__file__).read_text()
     src_bench = (ROOT / "benchmarks" / "gate_quality.py").read_text()
-    assert "startstats.next_action(" in src_session and "ss.next_action(" in src_bench
+    assert "startstats.next_action(" in src_controller and "ss.next_action(" in src_bench
     assert "ss.compare_starts(" in src_bench
     # both resolve the name on the one module at call time: replacing it replaces it for both
     assert gq.rule_trial.__module__ == "gate_quality"

@@ -83,10 +83,10 @@ def before_start(perf_session, cfg: ServerConfig, slot: Slot, say) -> None:
 
         tag = f"[{cfg.name} start {slot.start}] "
         why, facts = preflight_poll(sampler.nvml, sampler.handles, say=lambda m: say(tag + m))
-        perf_session.preflight.append(StartWindow(cfg.name, slot.start, disturbed=why, facts=dict(facts)))
+        perf_session.controller.preflight.append(StartWindow(cfg.name, slot.start, disturbed=why, facts=dict(facts)))
         if why:
             say(f"{tag}disturbed: {why}")
-            perf_session.note_disturbed(cfg.name, why)
+            perf_session.controller.note_disturbed(cfg.name, why)
         return
     elif cfg.requires.accelerator == "cpu":
         check = preflight_cpu
@@ -100,7 +100,7 @@ def before_start(perf_session, cfg: ServerConfig, slot: Slot, say) -> None:
         while why and time.monotonic() < deadline:
             time.sleep(0.5)
             why, facts = check()
-    perf_session.preflight.append(StartWindow(cfg.name, slot.start, disturbed=why, facts=dict(facts)))
+    perf_session.controller.preflight.append(StartWindow(cfg.name, slot.start, disturbed=why, facts=dict(facts)))
     if why:
         say(f"[{cfg.name} start {slot.start}] disturbed: {why}")
-        perf_session.note_disturbed(cfg.name, why)
+        perf_session.controller.note_disturbed(cfg.name, why)
