@@ -868,7 +868,7 @@ def pools(args) -> int:
 
 
 # --------------------------------------------------------------------------
-# The rule the plugin runs (run/starts.py asks startstats.next_action on
+# The rule the plugin runs (run/controller.py asks startstats.next_action on
 # startstats.compare_starts): learned noise + earned pass, against the rule
 # it replaced (the fixed 3 % prior always pooled in + pass on the point
 # estimate). Both go through the same two functions; "old" is expressed as

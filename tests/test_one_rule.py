@@ -113,7 +113,7 @@ def test_the_plugin_and_the_benchmark_take_the_same_decisions(tmp_path, monkeypa
 
 def test_the_same_function_object():
     gq = gate_quality()
-    import pytest_mxfp4.run.starts as controller_mod
+    import pytest_mxfp4.run.controller as controller_mod
 
     src_controller = Path(controller_mod.__file__).read_text()
     src_bench = (ROOT / "benchmarks" / "gate_quality.py").read_text()

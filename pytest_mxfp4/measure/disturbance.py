@@ -6,7 +6,7 @@ share of samples whose numbers describe the client or the GPU rather than
 the engine (client behind, server disagrees, GPU throttled), and on NVIDIA
 other compute processes at the window's end. A disturbed (start, case) is
 left out of the verdict and its start replaced while the budget allows
-(run/starts.py); why is recorded.
+(run/controller.py); why is recorded.
 
 Measured on the 2-core box: a planted neighbour spinning one core during a
 start reads 0.9-1.0 other cores and slows llama.cpp tg by 15-30 %; an idle

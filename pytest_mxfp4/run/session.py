@@ -2,7 +2,7 @@
 
 Plain Python, usable without pytest; `plugin.py` only wires it to hooks.
 Several starts per config (which start runs, when a config is judged) are
-the controller's (`session.controller`, run/starts.py); the session keeps
+the controller's (`session.controller`, run/controller.py); the session keeps
 the servers, baselines and results.
 Data flows one way: config -> server -> samples -> verdict -> report.
 """
@@ -25,7 +25,7 @@ from pytest_mxfp4.run.judge import incomparable_reason, measure_and_judge
 from pytest_mxfp4.measure.client import EngineClient
 from pytest_mxfp4.measure.runner import CaseRunner
 from pytest_mxfp4.formats.results import MetricResult, ServerRecord, SessionResults, StartWindow
-from pytest_mxfp4.run.starts import StartController
+from pytest_mxfp4.run.controller import StartController
 from pytest_mxfp4.servers.base import Server, ServerInfo
 from pytest_mxfp4.servers.external import ExternalServer
 from pytest_mxfp4.servers.process import ProcessServer
