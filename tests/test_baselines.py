@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pytest_mxfp4.formats.facts import ObservedFacts
 from pytest_mxfp4.formats.baselines import (HISTORY_LIMIT, BaselineEngine, BaselineEnvironment, BaselineFile, BaselineStore,
                                             model_slug, read_baseline)
 from pytest_mxfp4.errors import BaselineError
@@ -123,7 +124,7 @@ def test_the_typed_records_write_what_the_session_wrote_before():
     stored["environment"]["hardware_key"] = "nvidia-gb10-sm121"  # a lookup key: shown now
     bf = BaselineFile("nvidia-gb10-sm121", "openai/gpt-oss-120b", "vllm-docker",
                       engine=BaselineEngine.of_server(details, "docker"),
-                      environment=BaselineEnvironment.of_run(env, command, server_env, observed))
+                      environment=BaselineEnvironment.of_run(env, command, server_env, ObservedFacts.from_dict(observed)))
     out = to_yaml(bf)
     dump = lambda d: yaml.safe_dump(d, sort_keys=False, allow_unicode=True, width=100)  # noqa: E731
     assert dump(out["engine"]) == dump(stored["engine"]) and dump(out["environment"]) == dump(stored["environment"])
@@ -138,7 +139,7 @@ def test_a_hand_kept_baseline_keeps_every_key():
     raw = yaml.safe_load(seed.read_text())
     assert bf.engine.runner == "docker" and bf.engine.extra["cuda"] == "NGC 25.12"
     assert bf.environment.run.extra == {"gpu": "NVIDIA GB10 (SM121)"}
-    assert bf.environment.observed["moe_backend"] == "MARLIN" and bf.environment.server_command is None
+    assert bf.environment.observed.moe_backend == "MARLIN" and bf.environment.server_command is None
     from pytest_mxfp4.formats.baselines import to_yaml
 
     out = to_yaml(bf)

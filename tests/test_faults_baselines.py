@@ -200,7 +200,7 @@ def _one_metric_session(s, server):
 
 
 def test_two_runs_appending_to_the_run_log_at_once_keep_every_record(tmp_path):
-    from pytest_mxfp4.report.history import read_run_log
+    from pytest_mxfp4.formats.runlog import read_run_log
 
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_run_logger, args=(str(tmp_path), 20, tag)) for tag in ("a", "b")]
@@ -281,7 +281,7 @@ def test_a_run_refuses_a_baseline_copied_from_another_config(tmp_path):
 def test_two_runs_of_one_config_in_the_same_second_keep_both_run_log_records(tmp_path):
     from pytest_mxfp4.formats.config import load_matrix
     from pytest_mxfp4.observe.environment import capture
-    from pytest_mxfp4.report.history import read_run_log
+    from pytest_mxfp4.formats.runlog import read_run_log
     from pytest_mxfp4.report.writer import _append_run_log_locked
     from pytest_mxfp4.run.session import PerfSession
 
@@ -293,5 +293,5 @@ def test_two_runs_of_one_config_in_the_same_second_keep_both_run_log_records(tmp
         perf.results.metrics.clear()
         _append_run_log_locked(tmp_path / "b", _one_metric_session(perf.results, "fake"))
     records = read_run_log(tmp_path / "b")
-    assert len(records) == 2 and records[0]["date"] == records[1]["date"], records
-    assert records[0]["run_id"] != records[1]["run_id"]
+    assert len(records) == 2 and records[0].date == records[1].date, records
+    assert records[0].run_id != records[1].run_id

@@ -4,6 +4,7 @@ driven by a scripted runner (the statistics are real)."""
 import random
 from pathlib import Path
 
+from pytest_mxfp4.formats.facts import ObservedFacts
 from pytest_mxfp4.formats.baselines import BaselineEnvironment, BaselineFile, MetricBaseline
 from pytest_mxfp4.formats.config import parse_matrix
 from pytest_mxfp4.run.judge import incomparable_reason, judge_metric, measure_and_judge
@@ -40,7 +41,7 @@ class ScriptedRunner:
 
 
 def baseline(mean, sd, n=10, observed=None):
-    bf = BaselineFile("k", "m", "s", environment=BaselineEnvironment(observed=observed or {}))
+    bf = BaselineFile("k", "m", "s", environment=BaselineEnvironment(observed=ObservedFacts.from_dict(observed or {})))
     bf.metrics["tg32/tg_tps"] = MetricBaseline("tok/s", mean, sd, n)
     bf.metrics["tg64/tg_tps"] = MetricBaseline("tok/s", mean, sd, n)
     return bf
@@ -94,9 +95,9 @@ def test_no_baseline_and_errors():
 
 def test_baseline_from_another_backend_is_incomparable():
     bf = baseline(31.58, 0.06, observed={"attention_backend": "TRITON_ATTN", "moe_backend": "MARLIN"})
-    why = incomparable_reason(bf, {"attention_backend": "FLASHINFER", "moe_backend": "MARLIN"})
+    why = incomparable_reason(bf, ObservedFacts.from_dict({"attention_backend": "FLASHINFER", "moe_backend": "MARLIN"}))
     assert "attention_backend: baseline 'TRITON_ATTN', now 'FLASHINFER'" in why
-    assert incomparable_reason(bf, {"attention_backend": "triton_attn"}) is None
+    assert incomparable_reason(bf, ObservedFacts.from_dict({"attention_backend": "triton_attn"})) is None
     r = ScriptedRunner(TG32, noisy(20.0, 0.002))
     results = measure_and_judge(r, MATRIX, bf, incomparable=why)
     tg = next(x for x in results if x.metric == "tg_tps")

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_mxfp4.observe.facts import ObservedFacts, check_expectations
+from pytest_mxfp4.formats.facts import ObservedFacts
+from pytest_mxfp4.observe.facts import check_expectations
 from pytest_mxfp4.observe.logs import observe_text
 from pytest_mxfp4.cli.observe import observe_command
 from pytest_mxfp4.observe.vllm import logical_lines

@@ -4,6 +4,7 @@ SessionResults and agreeing number for number."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mxfp4.formats.facts import ObservedFacts
 from pytest_mxfp4.formats.baselines import BaselineFile, BaselineStore, HistoryEntry, MetricBaseline, read_baseline
 from pytest_mxfp4.formats.config import load_matrix
 from pytest_mxfp4.errors import PerfUserError
@@ -24,7 +26,8 @@ from pytest_mxfp4.report import github
 from pytest_mxfp4.report import markdown
 from pytest_mxfp4.report import terminal
 from pytest_mxfp4.report.format import num
-from pytest_mxfp4.report.history import RUN_LOG_NAME, append_run_log, read_run_log
+from pytest_mxfp4.formats.runlog import RUN_LOG_NAME, read_run_log
+from pytest_mxfp4.report.history import append_run_log
 from pytest_mxfp4.cli.report import report_command
 from pytest_mxfp4.formats.results import ServerRecord, SessionResults
 from pytest_mxfp4.formats.results import RunEnvironment, ServerInfo
@@ -75,7 +78,7 @@ def gb10_session(env: dict | None = None, shift: float = 0.0) -> tuple[SessionRe
     cases = {c.id: c for c in matrix.workloads.cases}
     for i, (server, metrics) in enumerate(TRUTH.items()):
         rec = session.servers[server]
-        rec.observed = dict(OBSERVED)
+        rec.observed = ObservedFacts.from_dict(OBSERVED)
         rec.info = ServerInfo(name=server, kind="docker", base_url="http://127.0.0.1:8000", log_path=None,
                               startup_s=312.4, command=["vllm", "serve", "openai/gpt-oss-120b", "--enforce-eager"],
                               env={"HF_HUB_OFFLINE": "1", "VLLM_SERVER_DEV_MODE": "1"},
@@ -362,18 +365,18 @@ def test_run_log_append_read_bounded(tmp_path):
     path = append_run_log(tmp_path, session)
     assert path == tmp_path / RUN_LOG_NAME
     recs = read_run_log(tmp_path)
-    assert [r["config"] for r in recs] == ["upstream-baseline", "pr31740-marlin-triton"]
+    assert [r.config for r in recs] == ["upstream-baseline", "pr31740-marlin-triton"]
     up = recs[0]
-    assert up["date"] == ENV["captured_at"] and up["hardware_key"] == "nvidia-gb10-sm121"
-    assert up["git_sha"] == "71d3c5f0a1b2"
-    assert up["tg32"] == result(session, "upstream-baseline", "tg32/tg_tps").summary.mean
-    assert up["notes"].startswith("TRITON_ATTN, MARLIN, weight_only_marlin; tg32 ")
+    assert up.date == ENV["captured_at"] and up.hardware_key == "nvidia-gb10-sm121"
+    assert up.git_sha == "71d3c5f0a1b2"
+    assert up.tg32 == result(session, "upstream-baseline", "tg32/tg_tps").summary.mean
+    assert up.notes.startswith("TRITON_ATTN, MARLIN, weight_only_marlin; tg32 ")
     assert append_run_log(tmp_path, session) == path and len(read_run_log(tmp_path)) == 2  # same run: not twice
     for day in range(10, 20):
         later, _, _ = gb10_session(env={**ENV, "captured_at": f"2026-02-{day}T09:00:00+00:00"})
         append_run_log(tmp_path, later, limit=5)
     recs = read_run_log(tmp_path)
-    assert len(recs) == 5 and recs[-1]["date"] == "2026-02-19T09:00:00+00:00"
+    assert len(recs) == 5 and recs[-1].date == "2026-02-19T09:00:00+00:00"
     assert append_run_log(tmp_path, SessionResults(matrix="x", environment=RunEnvironment.from_dict({}))) is None  # nothing measured
 
 
@@ -539,7 +542,7 @@ def test_page_from_a_session_alone_and_cpu_matrix_expectations():
     matrix = load_matrix(ROOT / "configs" / "cpu.yaml")
     session = SessionResults(matrix="cpu", environment=RunEnvironment.from_dict({**ENV, "gpus": [], "hardware_key": "cpu-x86_64-epyc-2c"}))
     rec = ServerRecord(name="tiny-compiled", runner="process", model="tiny",
-                       observed={"compilation_mode": "VLLM_COMPILE", "enforce_eager": False, "quantization": "mxfp4"})
+                       observed=ObservedFacts.from_dict({"compilation_mode": "VLLM_COMPILE", "enforce_eager": False, "quantization": "mxfp4"}))
     session.servers = {"tiny-compiled": rec,
                        "later": ServerRecord(name="later", runner="process", model="", skipped="pending: no recipe yet")}
     deep = Case("decode", 512, 32, depth=1024)
@@ -578,7 +581,7 @@ def test_incomparable_result_shows_why_and_survives_the_json(tmp_path):
     seed_bf = read_baseline(SEED)
     session = SessionResults(matrix=matrix.name, environment=RunEnvironment.from_dict(dict(ENV)))
     session.servers["upstream-baseline"] = ServerRecord(name="upstream-baseline", runner="docker", model="m",
-                                                        observed={"attention_backend": "FLASHINFER"})
+                                                        observed=ObservedFacts.from_dict({"attention_backend": "FLASHINFER"}))
     case = next(c for c in matrix.workloads.cases if c.id == "tg32")
     r = judge_metric("upstream-baseline", case, "tg_tps", samples(33.1, 0.05, 1), None, matrix.gates)
     r.incomparable = "baseline was taken on another backend (attention_backend: baseline 'TRITON_ATTN', now 'FLASHINFER')"
@@ -618,3 +621,17 @@ def test_the_ab_section_is_part_of_the_page_and_survives_report_from_the_json(tm
     report_command([str(tmp_path / "r.json")], str(tmp_path / "bl"), None, str(tmp_path / "page.md"), None)
     again = (tmp_path / "page.md").read_text()
     assert "## Server starts and A/B" in again and "| s | tg32 | tg_tps |" in again
+
+
+def test_a_run_log_line_reads_back_as_written_and_an_old_line_still_reads(tmp_path):
+    """The run log is formats/runlog.py's: a record written is the record read;
+    a line of an older version (no run_id, tg32 absent) still reads."""
+    session, _, _ = gb10_session()
+    append_run_log(tmp_path, session)
+    line = (tmp_path / RUN_LOG_NAME).read_text().splitlines()[0]
+    assert list(json.loads(line)) == ["schema", "run_id", "date", "matrix", "config", "hardware_key", "git_sha",
+                                      "tg32", "metrics", "verdicts", "notes"]
+    assert json.loads(line) == read_run_log(tmp_path)[0].to_dict()
+    (tmp_path / RUN_LOG_NAME).write_text('{"date": "2026-01-09", "config": "a", "tg32": "fast"}\n')
+    old = read_run_log(tmp_path)[0]
+    assert (old.run_id, old.tg32, old.config) == (None, None, "a")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mxfp4.formats.facts import ObservedFacts
 from pytest_mxfp4.errors import ConfigError
 from pytest_mxfp4.formats.config import Case, load_matrix
 from pytest_mxfp4.formats.results import (ABEntry, RunEnvironment, SessionResults, ServerRecord, StartsRecord, load,
@@ -187,7 +188,7 @@ def test_terminal_and_page_show_acceptance_beside_tg():
     results, matrix = _judged(tg_head=600.0, acc_head=60.0, len_head=2.8)
     session = SessionResults(matrix="cpu", environment=RunEnvironment(hardware_key="cpu-x"))
     session.servers["llamacpp-tiny-spec"] = ServerRecord(name="llamacpp-tiny-spec", runner="process", model="tiny",
-                                                         observed={"spec_decode": "draft-simple"})
+                                                         observed=ObservedFacts.from_dict({"spec_decode": "draft-simple"}))
     session.results.extend(results)
     lines = terminal.render(session)
     i = next(k for k, ln in enumerate(lines) if ln.startswith("regressed") and "tg32/tg_tps" in ln)

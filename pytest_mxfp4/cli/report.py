@@ -18,7 +18,8 @@ from pytest_mxfp4.formats.config import Matrix, load_matrix
 from pytest_mxfp4.errors import PerfUserError
 from pytest_mxfp4.formats import results as results_file
 from pytest_mxfp4.formats.results import SessionResults
-from pytest_mxfp4.report.history import RUN_LOG_NAME, read_run_log, run_log_records
+from pytest_mxfp4.formats.runlog import RUN_LOG_NAME, read_run_log
+from pytest_mxfp4.report.history import run_log_records
 
 
 def merge_sessions(sessions: list[SessionResults]) -> SessionResults:
@@ -103,12 +104,12 @@ def report_command(results_json: list[str], baselines_dir: str, config: str | No
     run_log = read_run_log(log_dir)
     page_hw = hw or next((b.hardware_key for b in baselines.values()), None)
     if page_hw:
-        run_log = [r for r in run_log if r.get("hardware_key") in (None, page_hw)]
-    seen = {r.get("run_id") for r in run_log}
+        run_log = [r for r in run_log if r.hardware_key in (None, page_hw)]
+    seen = {r.run_id for r in run_log}
     for s in sessions:  # every result file is a run, also those whose numbers a later file replaced
         for rec in run_log_records(s):
-            if rec["run_id"] not in seen:
-                seen.add(rec["run_id"])
+            if rec.run_id not in seen:
+                seen.add(rec.run_id)
                 run_log.append(rec)
 
     if not session.results and not baselines and not (matrix and matrix.servers):

@@ -29,6 +29,7 @@ import yaml
 
 import filelock
 
+from pytest_mxfp4.formats.facts import ObservedFacts
 from pytest_mxfp4.formats.config import load_yaml, yaml_error_where
 from pytest_mxfp4.errors import BaselineError
 from pytest_mxfp4.redact import redact_obj
@@ -178,16 +179,17 @@ class BaselineEnvironment:
     run: RunEnvironment = field(default_factory=RunEnvironment)
     server_command: list[Any] | None = None
     server_env: dict[str, Any] | None = None
-    observed: dict[str, Any] | None = None  # observed facts, as the results JSON keeps them
+    observed: ObservedFacts | None = None  # the facts that held a value
     keys: tuple[str, ...] = field(default=(), repr=False, compare=False)  # the mapping's key order
 
     @classmethod
     def of_run(cls, env: RunEnvironment, server_command: list[Any], server_env: dict[str, Any],
-               observed: dict[str, Any] | None) -> BaselineEnvironment:
+               observed: ObservedFacts | None) -> BaselineEnvironment:
         """What a measured run stores: its environment less the hostname,
         and the observed facts that hold a value (`observed` None: none seen)."""
         run = replace(env, hostname=None, extra={k: v for k, v in env.extra.items() if k != "hostname"})
-        obs = None if observed is None else {k: v for k, v in observed.items() if v not in (None, [], {})}
+        obs = None if observed is None else ObservedFacts.from_dict(
+            {k: v for k, v in observed.to_dict().items() if v not in (None, [], {})})
         keys = (*run.to_dict(), "server_command", "server_env", *(("observed",) if obs is not None else ()))
         return cls(run, list(server_command), dict(server_env), obs, keys)
 
@@ -199,6 +201,8 @@ class BaselineEnvironment:
         for k, t in (("server_command", list), ("server_env", dict), ("observed", dict)):
             if isinstance(rest.get(k), t):
                 own[k] = rest.pop(k)
+        if "observed" in own:
+            own["observed"] = ObservedFacts.from_dict(own["observed"])
         return cls(RunEnvironment.from_dict(rest), **own, keys=tuple(d))
 
     def run_dict(self) -> dict[str, Any]:
@@ -207,9 +211,11 @@ class BaselineEnvironment:
 
     def to_dict(self) -> dict[str, Any]:
         values = self.run.to_dict()  # a wrong-typed server_command & co. sits in run.extra: kept unless set
-        for k in ("server_command", "server_env", "observed"):
+        for k in ("server_command", "server_env"):
             if getattr(self, k) is not None:
                 values[k] = getattr(self, k)
+        if self.observed is not None:
+            values["observed"] = self.observed.to_dict()
         return _in_order(values, self.keys)
 
 

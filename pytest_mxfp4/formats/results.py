@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pytest_mxfp4.formats.facts import ObservedFacts
 from pytest_mxfp4.formats.config import METRICS, Case, Target
 from pytest_mxfp4.errors import PerfUserError
 from pytest_mxfp4.formats.samples import CaseRun, RequestMetrics, Round, Sample
@@ -175,7 +176,7 @@ class ServerRecord:
     skipped: str | None = None
     error: str | None = None
     info: ServerInfo | None = None  # what the started server said about itself; None: it never started
-    observed: dict[str, Any] = field(default_factory=dict)
+    observed: ObservedFacts | None = None  # what its log showed; None: no log was read
     notes: list[str] = field(default_factory=list)
     # where this config ran, when a page is built from several runs' files (`report`)
     environment: RunEnvironment | None = None
@@ -427,6 +428,7 @@ def starts_dict(st: StartsRecord) -> dict[str, Any]:
 
 def _server_dict(rec: ServerRecord) -> dict[str, Any]:
     d = asdict(rec)
+    d["observed"] = rec.observed.to_dict() if rec.observed is not None else {}
     d["info"] = {} if rec.info is None else {**asdict(rec.info), "log_path": str(rec.info.log_path or "") or None}
     for k in ("environment", "shard", "shard_runner"):
         if d[k] is None:
@@ -584,8 +586,9 @@ def from_dict(data: dict, path: Path | str = "<results>") -> SessionResults:
             raise r.fail(where, f"expected an object, got {type(rec).__name__}")
         kw = {k: v for k, v in rec.items() if k in known}
         kw.update(name=str(name), runner=str(rec.get("runner") or ""), model=str(rec.get("model") or ""))
-        env_ = kw.pop("environment", None)
+        env_, observed = kw.pop("environment", None), kw.pop("observed", None)
         kw["environment"] = RunEnvironment.from_dict(env_) if isinstance(env_, dict) else None
+        kw["observed"] = ObservedFacts.from_dict(observed) if isinstance(observed, dict) and observed else None
         kw["info"] = _server_info(r, rec.get("info"), f"{where}.info", str(name))
         session.servers[str(name)] = ServerRecord(**kw)
     for i, item in enumerate(data["results"]):

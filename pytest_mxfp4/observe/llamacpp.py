@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_mxfp4.observe.facts import ObservedFacts
+    from pytest_mxfp4.formats.facts import ObservedFacts
 
 STRONG = 2
 WEAK = 1

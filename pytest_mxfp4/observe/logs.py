@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pytest_mxfp4.observe import llamacpp, vllm
-from pytest_mxfp4.observe.facts import CORE_FACTS, ObservedFacts
+from pytest_mxfp4.formats.facts import CORE_FACTS, ObservedFacts
 
 RULES = {"vllm": vllm, "llama.cpp": llamacpp}
 ENGINES = tuple(RULES)  # engines whose logs can be read

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_mxfp4.observe.facts import ObservedFacts
+    from pytest_mxfp4.formats.facts import ObservedFacts
 
 STRONG = 2  # the line states the fact
 WEAK = 1  # the line implies it; never overrides a strong line

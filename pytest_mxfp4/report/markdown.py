@@ -22,6 +22,7 @@ from pytest_mxfp4 import __version__
 from pytest_mxfp4.formats.baselines import BaselineFile
 from pytest_mxfp4.formats.config import HIGHER_IS_BETTER, Case, Matrix, Target
 from pytest_mxfp4.formats.results import SessionResults
+from pytest_mxfp4.formats.runlog import RunLogRecord
 from pytest_mxfp4.report.acceptance import ACCEPT_METRIC, LENGTH_METRIC
 from pytest_mxfp4.report.format import day, frac_pct, num, spread
 from pytest_mxfp4.report.format import when as _when
@@ -388,7 +389,7 @@ def _run_log(page: Page) -> list[str]:
 
 
 def render(session: SessionResults, matrix: Matrix | None, baselines: dict[str, BaselineFile] | None = None,
-           run_log: list[dict] | None = None) -> str:
+           run_log: list[RunLogRecord] | None = None) -> str:
     """The results page. `baselines` maps server config name -> its stored
     baseline (same hardware as the session); `run_log` is `read_run_log(...)`.
     A config measured in `session` shows those numbers, otherwise its

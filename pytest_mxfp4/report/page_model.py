@@ -24,7 +24,9 @@ from pytest_mxfp4.report.format import day, frac_pct
 from pytest_mxfp4.report.format import when as _when
 from pytest_mxfp4.report.history import HEADLINE_KEY, observed_summary, run_log_records, verdict_summary
 from pytest_mxfp4.report.terminal import flags_note
-from pytest_mxfp4.observe.facts import ObservedFacts, check_expectations
+from pytest_mxfp4.formats.facts import ObservedFacts
+from pytest_mxfp4.formats.runlog import RunLogRecord
+from pytest_mxfp4.observe.facts import check_expectations
 
 METRIC_UNIT_OF = {m.name: m.unit for m in METRICS.values()}
 
@@ -75,7 +77,8 @@ class ConfigView:
     cases: dict[str, Case] = field(default_factory=dict)  # the cases of its stats, prefill first, in order
     environment_block: dict[str, Any] = field(default_factory=dict)
     server_block: dict[str, Any] = field(default_factory=dict)
-    observed: dict[str, Any] = field(default_factory=dict)  # what the log showed (or the stored baseline's)
+    facts: ObservedFacts | None = None  # what the log showed (or the stored baseline's)
+    observed: dict[str, Any] = field(default_factory=dict)  # those of its facts that hold a value, by name
     observed_source: str = ""
     expect: dict[str, Any] = field(default_factory=dict)
     expect_ok: dict[str, bool] = field(default_factory=dict)  # fact -> does the observed value satisfy expect
@@ -146,7 +149,7 @@ class Page:
 
 
 def build(session: SessionResults, matrix: Matrix | None, baselines: dict[str, BaselineFile],
-          run_log: list[dict] | None = None) -> Page:
+          run_log: list[RunLogRecord] | None = None) -> Page:
     """Everything the page says, from the run's results, the matrix, the
     stored baselines (same hardware) and the run log's records."""
     configs = collect(session, matrix, baselines)
@@ -159,7 +162,7 @@ def build(session: SessionResults, matrix: Matrix | None, baselines: dict[str, B
     for c in configs:
         found = {case.id: case for case in (case_for(k.partition("/")[0], matrix) for k in c.stats) if case}
         c.cases = {cs.id: cs for cs in sorted(found.values(), key=lambda x: (x.kind != "prefill", case_order(x)))}
-        c.observed, c.observed_source = _observed(c)
+        c.facts, c.observed_source = _observed(c)
         c.expect = dict(c.cfg.expect) if c.cfg is not None else {}
         c.shown = bool(c.stats or c.error or (c.skipped and not c.pending) or (c.record is not None and c.record.info))
     page.title = (matrix.name if matrix is not None else "") or session.matrix or "pytest-mxfp4"
@@ -180,7 +183,7 @@ def build(session: SessionResults, matrix: Matrix | None, baselines: dict[str, B
     return page
 
 
-def _gather(page: Page, session: SessionResults) -> list[dict[str, Any]]:
+def _gather(page: Page, session: SessionResults) -> list[RunLogRecord]:
     """What the other wings say about the configs, asked in one pass before
     the page words anything: the expectations rule (observe), the observed
     and verdict summaries and run log records (history), the noise state
@@ -193,7 +196,8 @@ def _gather(page: Page, session: SessionResults) -> list[dict[str, Any]]:
         c.verdict_words = verdict_summary(c.results)
         if c.baseline is not None:  # the stored keys as they are, unknown ones too
             c.baseline_environment, c.baseline_engine = c.baseline.environment.run_dict(), c.baseline.engine.to_dict()
-        c.expect_ok = _expect_status(c.expect, c.observed, known) if (c.observed or c.expect) else {}
+        c.observed = c.facts.shown() if c.facts is not None else {}
+        c.expect_ok = _expect_status(c.expect, c.facts, c.observed, known) if (c.observed or c.expect) else {}
         for key, st in c.stats.items():
             metric = key.partition("/")[2]
             peers = [p.cv for k, p in c.stats.items() if k != key and k.partition("/")[2] == metric and p.cv is not None]
@@ -217,24 +221,25 @@ def _gather(page: Page, session: SessionResults) -> list[dict[str, Any]]:
     return records
 
 
-def _expect_status(expect: dict[str, Any], observed: dict[str, Any], known: set[str]) -> dict[str, bool]:
+def _expect_status(expect: dict[str, Any], facts: ObservedFacts | None, observed: dict[str, Any],
+                   known: set[str]) -> dict[str, bool]:
     """fact -> does the observed value satisfy `expect:`? The plugin's own
     rule (observe.check_expectations: lists = any of, null = absent)."""
     try:
-        facts = ObservedFacts(**{k: v for k, v in observed.items() if k in known})
-        bad = {m.fact for m in check_expectations({k: v for k, v in expect.items() if k in known}, facts)}
+        bad = {m.fact for m in check_expectations({k: v for k, v in expect.items() if k in known},
+                                                  facts or ObservedFacts(_core=()))}
     except (TypeError, ValueError):
         return {k: expect[k] == observed.get(k) for k in expect}
     return {k: k in known and k not in bad for k in expect}
 
 
-def _observed(c: ConfigView) -> tuple[dict[str, Any], str]:
-    observed = dict(c.record.observed) if c.record and c.record.observed else {}
-    src = "from the server log"
-    stored = c.baseline.environment.observed if c.baseline is not None else None
-    if not observed and isinstance(stored, dict):
-        observed, src = dict(stored), "from the stored baseline"
-    return {k: v for k, v in observed.items() if v not in (None, [], {}, "")}, src
+def _observed(c: ConfigView) -> tuple[ObservedFacts | None, str]:
+    """What the server log showed: this run's, else the stored baseline's."""
+    if c.record is not None and c.record.observed is not None:
+        return c.record.observed, "from the server log"
+    if c.baseline is not None and c.baseline.environment.observed is not None:
+        return c.baseline.environment.observed, "from the stored baseline"
+    return None, "from the server log"
 
 
 def history_cvs(bf: BaselineFile, key: str, exclude_latest: bool) -> tuple[float, ...]:
@@ -594,21 +599,17 @@ def _best_results(page: Page) -> list[BestRow]:
     return rows
 
 
-def _run_log_row(r: dict[str, Any]) -> RunLogRow:
-    """A run log record (history.py's format) as the page shows it."""
-    tg32 = r.get("tg32")
-    return RunLogRow(str(r.get("run_id") or "-"), str(r.get("date") or ""), str(r.get("config") or "-"),
-                     tg32 if isinstance(tg32, (int, float)) else None, str(r.get("hardware_key") or "-"),
-                     str(r.get("git_sha") or "-"), str(r.get("notes") or ""))
+def _run_log_row(r: RunLogRecord) -> RunLogRow:
+    return RunLogRow(r.run_id or "-", r.date, r.config or "-", r.tg32, r.hardware_key or "-", r.git_sha or "-", r.notes)
 
 
-def _run_log(records: list[dict[str, Any]], run_log: list[dict] | None,
+def _run_log(records: list[RunLogRecord], run_log: list[RunLogRecord] | None,
              page: Page, baselines: dict[str, BaselineFile]) -> tuple[list[RunLogRow], bool]:
     """The run log's records, then this session's (`records`) not yet in it;
     without any, the stored baselines' history (True: the rows come from there)."""
     logged = list(run_log or [])
-    seen = {r.get("run_id") for r in logged}
-    logged += [r for r in records if r["run_id"] not in seen]
+    seen = {r.run_id for r in logged}
+    logged += [r for r in records if r.run_id not in seen]
     if logged:
         return [_run_log_row(r) for r in logged], False
     words = {c.name: c.baseline_words for c in page.configs}

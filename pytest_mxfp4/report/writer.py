@@ -19,6 +19,7 @@ from pytest_mxfp4.errors import PerfUserError
 from pytest_mxfp4.formats.fileio import write_atomic
 from pytest_mxfp4.options import ReportPaths
 from pytest_mxfp4.formats.results import SessionResults
+from pytest_mxfp4.formats.runlog import RunLogRecord
 
 
 @dataclass
@@ -66,7 +67,7 @@ def save_record(session: SessionResults, paths: ReportPaths, baselines_root: Pat
 def write_reports(session: SessionResults, matrix: Matrix | None, judged: dict[str, BaselineFile],
                   paths: ReportPaths, baselines_root: Path | None,
                   current_baselines: Callable[[], dict[str, BaselineFile]] | None = None,
-                  run_log: list | None = None, force: bool = False, step_summary: bool = True,
+                  run_log: list[RunLogRecord] | None = None, force: bool = False, step_summary: bool = True,
                   page_flag: str = "--perf-report", out: Written | None = None) -> Written:
     """Render and write the reports of `paths` from the results. The page is
     rendered against the baselines this run was judged by (`judged`), not
@@ -75,16 +76,16 @@ def write_reports(session: SessionResults, matrix: Matrix | None, judged: dict[s
     from several files) is used as it is; `force` replaces a page
     pytest-mxfp4 did not write; `page_flag` is the option that named the
     page, for the message when it cannot be written."""
+    from pytest_mxfp4.formats import runlog
     from pytest_mxfp4.report import benchmark_json
     from pytest_mxfp4.report import github
-    from pytest_mxfp4.report import history
     from pytest_mxfp4.report import markdown
 
     out = out if out is not None else Written()
     if run_log is None:
         run_log = []
         if baselines_root is not None:
-            read = _attempt(out, "run log", lambda: history.read_run_log(baselines_root))
+            read = _attempt(out, "run log", lambda: runlog.read_run_log(baselines_root))
             run_log = [] if read is _FAILED else read
     page = _attempt(out, "results page", lambda: markdown.render(session, matrix, judged, run_log))
     if paths.benchmark_json and _attempt(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from pytest_mxfp4.formats.facts import ObservedFacts
 from pytest_mxfp4.formats.baselines import BaselineFile
 from pytest_mxfp4.formats.config import METRICS, Case, Gates, Matrix, Target
 from pytest_mxfp4.formats.samples import CaseRun, Sample, flag_counts
@@ -61,13 +62,13 @@ BACKEND_FACTS = ("attention_backend", "moe_backend", "fp4_mode", "quantization",
                  "enforce_eager")
 
 
-def incomparable_reason(bf: BaselineFile | None, observed: dict) -> str | None:
-    if bf is None:
+def incomparable_reason(bf: BaselineFile | None, observed: ObservedFacts | None) -> str | None:
+    if bf is None or bf.environment.observed is None or observed is None:
         return None
-    then = bf.environment.observed or {}
-    diffs = [f"{k}: baseline {then[k]!r}, now {observed[k]!r}" for k in BACKEND_FACTS
-             if then.get(k) is not None and observed.get(k) is not None
-             and str(then[k]).lower() != str(observed[k]).lower()]
+    then = bf.environment.observed
+    pairs = [(k, getattr(then, k), getattr(observed, k)) for k in BACKEND_FACTS]
+    diffs = [f"{k}: baseline {was!r}, now {now!r}" for k, was, now in pairs
+             if was is not None and now is not None and str(was).lower() != str(now).lower()]
     if diffs:
         return "baseline was taken on another backend (" + "; ".join(diffs) + "); update it or fix the config"
     return None

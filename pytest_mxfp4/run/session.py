@@ -168,7 +168,7 @@ class PerfSession:
             w = self.matrix.workloads
             client = EngineClient(cfg.name, info.base_url, cfg.model_name, engine=cfg.engine, api=cfg.api,
                                   total_timeout_s=w.request_timeout_s, idle_timeout_s=w.idle_timeout_s)
-            version = client.server_version() or record.observed.get("vllm_version")
+            version = client.server_version() or (record.observed.vllm_version if record.observed else None)
             if version:
                 record.info.details["engine_version"] = version
             self.check_context(cfg, client, record)
@@ -198,7 +198,7 @@ class PerfSession:
         from pytest_mxfp4.observe.logs import observe_text
 
         facts = observe_text(text, engine=cfg.engine)
-        record.observed = facts.to_dict()
+        record.observed = facts
         mismatches = check_expectations(cfg.expect, facts) if cfg.expect else []
         if mismatches:
             lines = "\n".join(f"  - {m.message}" for m in mismatches)
@@ -286,7 +286,7 @@ class PerfSession:
 
     def _baseline_env(self, record: ServerRecord) -> BaselineEnvironment:
         return BaselineEnvironment.of_run(self.results.environment, record.info.command if record.info else [],
-                                          record.info.env if record.info else {}, record.observed or None)
+                                          record.info.env if record.info else {}, record.observed)
 
     # -- measuring ---------------------------------------------------------------
 
