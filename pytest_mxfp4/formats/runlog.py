@@ -71,7 +71,7 @@ def run_log_path(baselines_dir: str | Path) -> Path:
     return Path(baselines_dir) / RUN_LOG_NAME
 
 
-def append(baselines_dir: str | Path, records: list[RunLogRecord], limit: int = RUN_LOG_LIMIT) -> Path | None:
+def append_records(baselines_dir: str | Path, records: list[RunLogRecord], limit: int = RUN_LOG_LIMIT) -> Path | None:
     """Append `records` to `<baselines_dir>/run_log.jsonl`, keeping the newest
     `limit`. Written atomically; a record whose run_id is already in the log
     is not added twice. Returns the path, or None when there is nothing to add."""

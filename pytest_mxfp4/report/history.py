@@ -89,4 +89,4 @@ def run_log_records(session: SessionResults) -> list[RunLogRecord]:
 def append_run_log(baselines_dir: str | Path, session: SessionResults, limit: int = RUN_LOG_LIMIT) -> Path | None:
     """This session's records appended to the run log (formats/runlog.py);
     None when the session measured nothing."""
-    return runlog.append(baselines_dir, run_log_records(session), limit)
+    return runlog.append_records(baselines_dir, run_log_records(session), limit)
