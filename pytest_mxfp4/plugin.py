@@ -1,5 +1,5 @@
 """pytest glue: options, markers, hooks, fixtures. Domain logic lives in the
-plain modules (config, session, measure, stats, baselines, report).
+wings below it (formats, stats, observe, measure, servers, run, report).
 
 Options are resolved once (`PerfOptions`, in pytest_configure); progress
 and per-case lines are written past pytest's output capture, as live
