@@ -1,13 +1,11 @@
-"""Observed runtime facts: what a serving engine's log proves it actually ran.
+"""Expectations against observed runtime facts: `check_expectations(expect,
+facts)` compares a server config's `expect:` block with what its log proved
+(`ObservedFacts`, the record, is formats/facts.py's). Names compare
+case-insensitively, a list accepts any of its values, `null` expects the
+fact to be absent.
 
-`observe_text(log_text)` turns a server log into `ObservedFacts` (attention
-backend, MoE backend, FP4 mode, quantization, CUDA graphs, ...). A fact the log
-does not show stays None: we never guess from the command line or from what
-is "usually" selected. `check_expectations(expect, facts)` compares a server
-config's `expect:` block with those facts.
-
-The per-engine line rules live in one module per engine (`vllm.py`,
-`llamacpp.py`); `observe_text(text, engine="llama.cpp")` picks the module.
+Reading a log into facts is `logs.observe_text`, by the per-engine rules of
+`vllm.py` and `llamacpp.py`.
 """
 
 from __future__ import annotations
@@ -18,12 +16,7 @@ from typing import Any
 
 from pytest_mxfp4.formats.facts import ObservedFacts
 
-__all__ = [
-    "Mismatch",
-    "observe_text",
-    "check_expectations",
-    "ENGINES",
-]
+__all__ = ["Mismatch", "check_expectations"]
 
 
 @dataclass(frozen=True)
