@@ -85,11 +85,11 @@ def test_noisy_run_takes_more_samples_up_to_the_cap():
 
 
 def test_no_baseline_and_errors():
-    r = judge_metric("s", TG32, "tg_tps", [30.0, 31.0], None, MATRIX.gates, MATRIX.targets_for(TG32, "tg_tps"))
+    r = judge_metric("s", TG32, "tg_tps", [30.0, 31.0], None, MATRIX.gates.rule(TG32, "tg_tps"), MATRIX.targets_for(TG32, "tg_tps"))
     assert r.verdict == Verdict.NO_BASELINE and not r.fails
     run = CaseRun(server="s", case=TG32, latency_ms=0)
     run.samples.append(Sample(run=0, error="completion_tokens 31 != 32 requested"))
-    e = judge_metric("s", TG32, "tg_tps", [], None, MATRIX.gates, run=run)
+    e = judge_metric("s", TG32, "tg_tps", [], None, MATRIX.gates.rule(TG32, "tg_tps"), run=run)
     assert e.verdict == Verdict.ERROR and e.fails and "31 != 32" in e.error
 
 
@@ -111,8 +111,9 @@ def test_config_floor_widens_the_practical_threshold():
         "gates": {"tg32": {"policy": "fail", "floor_pct": 20}},
     }, Path("m.yaml"))
     values = [31.58 * 0.9 + 0.001 * i for i in range(5)]  # 10% slower, very quiet
-    strict = judge_metric("s", TG32, "tg_tps", values, baseline(31.58, 0.06).metrics["tg32/tg_tps"].stats(), MATRIX.gates)
+    strict = judge_metric("s", TG32, "tg_tps", values, baseline(31.58, 0.06).metrics["tg32/tg_tps"].stats(), MATRIX.gates.rule(TG32, "tg_tps"))
     lenient = judge_metric("s", wide.workloads.cases[0], "tg_tps", values,
-                           baseline(31.58, 0.06).metrics["tg32/tg_tps"].stats(), wide.gates)
+                           baseline(31.58, 0.06).metrics["tg32/tg_tps"].stats(),
+                           wide.gates.rule(wide.workloads.cases[0], "tg_tps"))
     assert strict.verdict == Verdict.REGRESSED and lenient.verdict != Verdict.REGRESSED
     assert lenient.comparison.tolerance_pct >= 20

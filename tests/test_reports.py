@@ -87,7 +87,7 @@ def gb10_session(env: dict | None = None, shift: float = 0.0) -> tuple[SessionRe
         for j, (key, (mean, sd)) in enumerate(metrics.items()):
             case_id, _, metric = key.partition("/")
             values = samples(mean * (1 + shift), sd, seed=100 * i + j)
-            session.results.append(judge_metric(server, cases[case_id], metric, values, baseline_for(bf, key), matrix.gates, matrix.targets_for(cases[case_id], metric)))
+            session.results.append(judge_metric(server, cases[case_id], metric, values, baseline_for(bf, key), matrix.gates.rule(cases[case_id], metric), matrix.targets_for(cases[case_id], metric)))
     session.servers["pr31740-marlin-triton"].notes.append("expect: attention_backend TRITON_ATTN confirmed")
     return session, matrix, seed_bf
 
@@ -250,7 +250,7 @@ def test_benchmark_json_machine_and_commit_info():
     # an errored metric (no samples) is left out, as pytest-benchmark leaves out errored benchmarks
     matrix = load_matrix(GB10)
     case = next(c for c in matrix.workloads.cases if c.id == "tg64")
-    session.results.append(judge_metric("upstream-baseline", case, "tg_tps", [], None, matrix.gates, matrix.targets_for(case, "tg_tps")))
+    session.results.append(judge_metric("upstream-baseline", case, "tg_tps", [], None, matrix.gates.rule(case, "tg_tps"), matrix.targets_for(case, "tg_tps")))
     assert len(benchmark_json.to_pytest_benchmark(session)["benchmarks"]) == len(doc["benchmarks"])
 
 
@@ -322,7 +322,7 @@ def test_low_cv_against_history_is_flagged():
 
     def note(values):
         s = SessionResults(matrix="gb10", environment=RunEnvironment.from_dict(dict(ENV)))
-        s.results.append(judge_metric("upstream-baseline", case, "tg_tps", values, baseline_for(bf, "tg32/tg_tps"), matrix.gates, matrix.targets_for(case, "tg_tps")))
+        s.results.append(judge_metric("upstream-baseline", case, "tg_tps", values, baseline_for(bf, "tg32/tg_tps"), matrix.gates.rule(case, "tg_tps"), matrix.targets_for(case, "tg_tps")))
         return row(md_table(markdown.render(s, matrix, {"upstream-baseline": bf}), "Variance Analysis"), "tg32")["Notes"]
 
     quiet = note([31.60, 31.61, 31.60, 31.59, 31.60, 31.61, 31.60, 31.60])  # CV ~0.02 % vs history 1 %
@@ -548,7 +548,7 @@ def test_page_from_a_session_alone_and_cpu_matrix_expectations():
     deep = Case("decode", 512, 32, depth=1024)
     for case, metric, mean in ((Case("decode", 512, 32), "tg_tps", 310.0), (deep, "tg_tps", 280.0),
                                (Case("prefill", 512, 1), "pp_tps", 9000.0)):
-        session.results.append(judge_metric("tiny-compiled", case, metric, samples(mean, mean * 0.01, 3), None, matrix.gates, matrix.targets_for(case, metric)))
+        session.results.append(judge_metric("tiny-compiled", case, metric, samples(mean, mean * 0.01, 3), None, matrix.gates.rule(case, metric), matrix.targets_for(case, metric)))
     md = markdown.render(session, None)  # no matrix: everything from the session
     assert "## Workload Parameters" not in md
     cm = md_table(md, "Comparison Matrix")
@@ -568,7 +568,7 @@ def test_a_run_that_measured_nothing_says_so_and_shows_the_baseline():
     session = SessionResults(matrix=matrix.name, environment=RunEnvironment.from_dict(dict(ENV)))
     session.servers["upstream-baseline"] = ServerRecord(name="upstream-baseline", runner="docker", model="m")
     case = next(c for c in matrix.workloads.cases if c.id == "tg32")
-    session.results.append(judge_metric("upstream-baseline", case, "tg_tps", [], baseline_for(seed_bf, "tg32/tg_tps"), matrix.gates))
+    session.results.append(judge_metric("upstream-baseline", case, "tg_tps", [], baseline_for(seed_bf, "tg32/tg_tps"), matrix.gates.rule(case, "tg_tps")))
     md = markdown.render(session, matrix, {"upstream-baseline": seed_bf})
     up = row(md_table(md, "Comparison Matrix"), "upstream-baseline")
     assert up["tg32"] == "31.58" and "tg32 error" in up["Notes"] and "stored baseline 2026-01-09" in up["Notes"]
@@ -583,7 +583,7 @@ def test_incomparable_result_shows_why_and_survives_the_json(tmp_path):
     session.servers["upstream-baseline"] = ServerRecord(name="upstream-baseline", runner="docker", model="m",
                                                         observed=ObservedFacts.from_dict({"attention_backend": "FLASHINFER"}))
     case = next(c for c in matrix.workloads.cases if c.id == "tg32")
-    r = judge_metric("upstream-baseline", case, "tg_tps", samples(33.1, 0.05, 1), None, matrix.gates)
+    r = judge_metric("upstream-baseline", case, "tg_tps", samples(33.1, 0.05, 1), None, matrix.gates.rule(case, "tg_tps"))
     r.incomparable = "baseline was taken on another backend (attention_backend: baseline 'TRITON_ATTN', now 'FLASHINFER')"
     session.results.append(r)
     md = markdown.render(session, matrix, {"upstream-baseline": seed_bf})

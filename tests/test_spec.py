@@ -166,7 +166,7 @@ def _judged(tg_head: float, acc_head: float, len_head: float, seed: int = 1):
         b = [rng.gauss(base, sd) for _ in range(10)]
         h = [rng.gauss(head, sd) for _ in range(10)]
         bs = BaselineStats(sum(b) / 10, (sum((x - sum(b) / 10) ** 2 for x in b) / 9) ** 0.5, 10, tuple(b))
-        out.append(judge_metric("llamacpp-tiny-spec", case, metric, h, bs, matrix.gates))
+        out.append(judge_metric("llamacpp-tiny-spec", case, metric, h, bs, matrix.gates.rule(case, metric)))
     return out, matrix
 
 

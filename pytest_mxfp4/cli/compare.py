@@ -127,7 +127,8 @@ def compare_results(reference_paths: list[str], current_path: str, config_path: 
     looks = 2 if st is not None and (st.max_restarts or 1) > (st.restarts or 1) else 1
     ref_starts = load_reference_starts(reference_paths)
     for r in current.metrics:
-        mr = judge_metric(r.server, r.case, r.metric, r.samples, refs.get((r.server, r.key)), gates, r.targets)
+        mr = judge_metric(r.server, r.case, r.metric, r.samples, refs.get((r.server, r.key)), gates.rule(r.case, r.metric),
+                          r.targets)
         if not r.samples and r.error:
             mr.error = r.error
         # several server starts on either side: the plugin judged start means; so does compare

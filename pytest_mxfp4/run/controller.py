@@ -129,7 +129,7 @@ class StartController:
                 self.start_means.setdefault((name, case.id, metric), {})[start] = sum(values) / len(values)
             if metric == case.primary_metric or values:
                 # this start's own numbers, not judged (gate off): progress only
-                r = judge_metric(name, case, metric, values, None, self.matrix.gates, (), run)
+                r = judge_metric(name, case, metric, values, None, self.matrix.gates.rule(case, metric), (), run)
                 r.gate = "off"
                 provisional.append(r)
         base = self.base_of.get(name, name)

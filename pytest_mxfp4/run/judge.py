@@ -8,7 +8,7 @@ from typing import Protocol
 
 from pytest_mxfp4.formats.facts import ObservedFacts
 from pytest_mxfp4.formats.baselines import BaselineFile
-from pytest_mxfp4.formats.config import METRICS, Case, Gates, Matrix, Target
+from pytest_mxfp4.formats.config import METRICS, Case, GateRule, Matrix, Target
 from pytest_mxfp4.formats.samples import CaseRun, Sample, flag_counts
 from pytest_mxfp4.formats.results import MetricResult
 from pytest_mxfp4.stats.samples import BaselineStats, StatsError, Summary, Verdict, compare, decide, policy_for
@@ -25,15 +25,17 @@ class Measurer(Protocol):
     def measure(self, n: int) -> list[Sample]: ...
 
 
-def _policy(gates: Gates, case: Case, metric: str):
-    rule = gates.rule(case, metric)
+def _policy(rule: GateRule, metric: str):
+    """The sample-level statistics' policy of one gated metric."""
     return policy_for(metric, floor_pct=rule.floor_pct) if rule.floor_given else policy_for(metric)
 
 
 def judge_metric(server: str, case: Case, metric: str, values: list[float], baseline: BaselineStats | None,
-                 gates: Gates, targets: list[Target] | tuple[Target, ...] = (),
+                 rule: GateRule, targets: list[Target] | tuple[Target, ...] = (),
                  run: CaseRun | None = None) -> MetricResult:
-    r = MetricResult(server=server, case=case, metric=metric, gate=gates.policy(case, metric),
+    """One metric's verdict under its gate (`rule`: `Gates.rule(case, metric)`,
+    resolved once by the caller)."""
+    r = MetricResult(server=server, case=case, metric=metric, gate=rule.gate,
                      samples=list(values), baseline=baseline, targets=list(targets))
     if run is not None:
         r.flagged_samples = len(run.flagged)
@@ -50,7 +52,7 @@ def judge_metric(server: str, case: Case, metric: str, values: list[float], base
         r.summary = Summary.from_samples(values, metric=r.key)
         if baseline is not None:
             r.comparison = compare(values, baseline, higher_is_better=METRICS[metric].higher_is_better,
-                                   policy=_policy(gates, case, metric))
+                                   policy=_policy(rule, metric))
     except StatsError as e:
         r.error = str(e)
     return r
@@ -91,8 +93,9 @@ def measure_and_judge(runner: Measurer, matrix: Matrix, bf: BaselineFile | None,
     inconclusive, confirmation samples before a regression stands)."""
     case, w = runner.case, matrix.workloads
     primary = case.primary_metric
+    rules = {metric: matrix.gates.rule(case, metric) for metric in case.metrics}  # each gate resolved once
     base = None if incomparable else baseline_for(bf, f"{case.id}/{primary}")
-    if base is not None and matrix.gates.policy(case, primary) == "fail":
+    if base is not None and rules[primary].gate == "fail":
 
         def measure(k: int) -> list[float]:
             taken = runner.measure(k)
@@ -103,7 +106,7 @@ def measure_and_judge(runner: Measurer, matrix: Matrix, bf: BaselineFile | None,
 
         try:
             decide(measure, base, higher_is_better=METRICS[primary].higher_is_better,
-                   policy=_policy(matrix.gates, case, primary),
+                   policy=_policy(rules[primary], primary),
                    initial_runs=w.runs)
         except (_NothingMeasurable, StatsError):
             pass  # judged below from what was measured; errors are reported there
@@ -115,7 +118,7 @@ def measure_and_judge(runner: Measurer, matrix: Matrix, bf: BaselineFile | None,
         values = runner.result.values(metric)
         if metric == primary or values:
             r = judge_metric(runner.result.server, case, metric, values,
-                             None if incomparable else baseline_for(bf, key), matrix.gates,
+                             None if incomparable else baseline_for(bf, key), rules[metric],
                              matrix.targets_for(case, metric), runner.result)
             r.confirmed = metric == primary and r.verdict is Verdict.REGRESSED and len(values) > w.runs
             r.incomparable = incomparable if bf is not None and key in bf.metrics else None
