@@ -197,7 +197,7 @@ def _gather(page: Page, session: SessionResults) -> list[RunLogRecord]:
         if c.baseline is not None:  # the stored keys as they are, unknown ones too
             c.baseline_environment, c.baseline_engine = c.baseline.environment.run_dict(), c.baseline.engine.to_dict()
         c.observed = c.facts.shown() if c.facts is not None else {}
-        c.expect_ok = _expect_status(c.expect, c.facts, c.observed, known) if (c.observed or c.expect) else {}
+        c.expect_ok = _expect_status(c.expect, c.facts, known) if (c.observed or c.expect) else {}
         for key, st in c.stats.items():
             metric = key.partition("/")[2]
             peers = [p.cv for k, p in c.stats.items() if k != key and k.partition("/")[2] == metric and p.cv is not None]
@@ -221,15 +221,15 @@ def _gather(page: Page, session: SessionResults) -> list[RunLogRecord]:
     return records
 
 
-def _expect_status(expect: dict[str, Any], facts: ObservedFacts | None, observed: dict[str, Any],
-                   known: set[str]) -> dict[str, bool]:
+def _expect_status(expect: dict[str, Any], facts: ObservedFacts | None, known: set[str]) -> dict[str, bool]:
     """fact -> does the observed value satisfy `expect:`? The plugin's own
-    rule (observe.check_expectations: lists = any of, null = absent)."""
+    rule (observe.check_expectations: lists = any of, null = absent); a
+    value it cannot compare (a hand-edited file) is compared as it is."""
+    facts = facts or ObservedFacts(_core=())
     try:
-        bad = {m.fact for m in check_expectations({k: v for k, v in expect.items() if k in known},
-                                                  facts or ObservedFacts(_core=()))}
+        bad = {m.fact for m in check_expectations({k: v for k, v in expect.items() if k in known}, facts)}
     except (TypeError, ValueError):
-        return {k: expect[k] == observed.get(k) for k in expect}
+        return {k: k in known and expect[k] == getattr(facts, k) for k in expect}
     return {k: k in known and k not in bad for k in expect}
 
 
