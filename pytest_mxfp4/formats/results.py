@@ -301,6 +301,13 @@ class SessionResults:
     def for_server(self, name: str) -> list[MetricResult]:
         return [r for r in self.metrics if r.server == name]
 
+    def by_server(self) -> dict[str, list[MetricResult]]:
+        """Server name -> its results, in the order measured (one pass, for every server at once)."""
+        out: dict[str, list[MetricResult]] = {}
+        for r in self.metrics:
+            out.setdefault(r.server, []).append(r)
+        return out
+
     @property
     def results(self) -> list[MetricResult]:
         """Older name of `metrics`."""

@@ -62,9 +62,7 @@ def run_id(date: str, config: str, session_id: object = None) -> str:
 
 def run_log_records(session: SessionResults) -> list[RunLogRecord]:
     """One record per server config of `session` that measured something."""
-    by_server: dict[str, list[MetricResult]] = {}
-    for r in session.results:
-        by_server.setdefault(r.server, []).append(r)
+    by_server = session.by_server()
     out = []
     for name in dict.fromkeys([*session.servers, *by_server]):
         results = by_server.get(name, [])

@@ -257,9 +257,7 @@ def collect(session: SessionResults, matrix: Matrix | None, baselines: dict[str,
     if matrix is not None:
         names += [s.name for s in matrix.servers]
     names += list(session.servers) + [r.server for r in session.results] + list(baselines)
-    by_server: dict[str, list[MetricResult]] = {}
-    for r in session.results:
-        by_server.setdefault(r.server, []).append(r)
+    by_server = session.by_server()
     configs = []
     for name in dict.fromkeys(names):
         c = ConfigView(name=name)
